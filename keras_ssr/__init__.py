@@ -1,0 +1,27 @@
+"""keras_ssr: Singularity Strength Recalibration for Keras 3.
+
+Multifractal channel attention for medical image segmentation, written once
+in ``keras.ops`` for the TensorFlow, PyTorch and JAX backends.
+"""
+
+from keras_ssr import initializers, ops, reference
+from keras_ssr.layers import (
+    LearnableMeasure,
+    LocalSingularityStrength,
+    LocalSingularityStrengthXu,
+    SingularityStrengthRecalibration,
+    SqueezeExcite,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LearnableMeasure",
+    "LocalSingularityStrength",
+    "LocalSingularityStrengthXu",
+    "SingularityStrengthRecalibration",
+    "SqueezeExcite",
+    "initializers",
+    "ops",
+    "reference",
+]

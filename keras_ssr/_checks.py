@@ -1,0 +1,90 @@
+"""Argument checks shared by the ops and the layers.
+
+Every check raises ``ValueError`` or ``TypeError`` with a message that names
+the argument and quotes the value it received, in the style of Keras
+(``"... Received: max_scale=1"``).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import keras
+
+DATA_FORMATS = ("channels_last", "channels_first")
+SCALINGS = ("batch", "sample")
+
+
+def check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
+    """Returns ``value`` as a Python ``int`` within ``[minimum, maximum]``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"`{name}` must be an integer. Received: {name}={value!r} "
+            f"(of type {type(value).__name__})"
+        )
+    value = int(value)
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"`{name}` must be {bounds}. Received: {name}={value}")
+    return value
+
+
+def check_choice(name: str, value, choices: Sequence[str]) -> str:
+    """Returns ``value`` lower-cased if it is one of ``choices``."""
+    if not isinstance(value, str) or value.lower() not in choices:
+        raise ValueError(
+            f"`{name}` must be one of {', '.join(repr(c) for c in choices)}. "
+            f"Received: {name}={value!r}"
+        )
+    return value.lower()
+
+
+def standardize_data_format(data_format) -> str:
+    """Resolves ``None`` to ``keras.config.image_data_format()`` and checks."""
+    if data_format is None:
+        data_format = keras.config.image_data_format()
+    return check_choice("data_format", data_format, DATA_FORMATS)
+
+
+def check_scaling(scaling) -> str:
+    return check_choice("scaling", scaling, SCALINGS)
+
+
+def check_float(name: str, x) -> None:
+    """Raises ``TypeError`` unless ``x`` has a floating-point dtype."""
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if not keras.backend.is_float_dtype(dtype):
+        raise TypeError(
+            f"`{name}` must be a floating-point tensor. "
+            f"Received: {name}.dtype={dtype}"
+        )
+
+
+def check_shape(
+    owner: str,
+    shape,
+    ranks: Sequence[int],
+    data_format: str,
+) -> tuple[int, int]:
+    """Checks an input shape; returns ``(channel_axis, channels)``.
+
+    ``ranks`` lists the allowed numbers of dimensions, batch and channel
+    axes included. The channel dimension must be known.
+    """
+    shape = tuple(shape)
+    if len(shape) not in ranks:
+        spatial = ", ".join(f"{r - 2}-D" for r in ranks)
+        raise ValueError(
+            f"{owner} expects inputs of rank {' or '.join(map(str, ranks))} "
+            f"(batch, {spatial} spatial and channel axes). "
+            f"Received: input_shape={shape}"
+        )
+    channel_axis = len(shape) - 1 if data_format == "channels_last" else 1
+    channels = shape[channel_axis]
+    if channels is None:
+        raise ValueError(
+            f"{owner} needs a known channel dimension (axis {channel_axis} for "
+            f"data_format={data_format!r}). Received: input_shape={shape}"
+        )
+    return channel_axis, int(channels)

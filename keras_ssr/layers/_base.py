@@ -1,0 +1,64 @@
+"""What every keras_ssr layer shares: argument handling and precision."""
+
+from __future__ import annotations
+
+import keras
+
+from keras_ssr import _checks
+from keras_ssr._serialization import register  # noqa: F401 (re-exported)
+
+#: The original's BatchNormalization settings (tf.keras defaults).
+BN_MOMENTUM = 0.99
+BN_EPSILON = 1e-3
+
+def full_precision_policy(policy):
+    """``policy`` itself, or ``"float32"`` when it computes in 16 bits.
+
+    Used for the sub-layers that compute the singularity-strength map, whose
+    logarithms and slopes need float32, as Keras' BatchNormalization does.
+    """
+    if policy.compute_dtype in ("float16", "bfloat16"):
+        return keras.dtype_policies.DTypePolicy("float32")
+    return policy
+
+
+class MapLayer(keras.layers.Layer):
+    """Base of the layers that read a ``(batch, *spatial, channels)`` map.
+
+    Resolves and checks ``data_format`` once, checks the input shape in
+    :meth:`check_input_shape`, and fixes an ``InputSpec`` after ``build``.
+    Subclasses set ``ranks`` to the input ranks they accept.
+    """
+
+    ranks: tuple[int, ...] = (3, 4, 5)
+
+    def __init__(self, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        self.data_format = _checks.standardize_data_format(data_format)
+        self.channel_axis = -1 if self.data_format == "channels_last" else 1
+
+    def check_input_shape(self, input_shape) -> int:
+        """Checks rank and channel count; returns the number of channels."""
+        _, channels = _checks.check_shape(
+            type(self).__name__, input_shape, self.ranks, self.data_format
+        )
+        return channels
+
+    def lock_input_spec(self, input_shape, channels: int) -> None:
+        axis = len(input_shape) - 1 if self.data_format == "channels_last" else 1
+        self.input_spec = keras.layers.InputSpec(
+            ndim=len(input_shape), axes={axis: channels}
+        )
+
+    def spatial_axes(self, ndim: int) -> tuple[int, ...]:
+        if self.data_format == "channels_last":
+            return tuple(range(1, ndim - 1))
+        return tuple(range(2, ndim))
+
+    def check_inputs(self, inputs) -> None:
+        _checks.check_float("inputs", inputs)
+
+    def get_config(self):
+        config = super().get_config()
+        config["data_format"] = self.data_format
+        return config

@@ -1,0 +1,207 @@
+"""Channel attention: Squeeze-and-Excitation and SSR."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_ssr import _checks
+from keras_ssr.layers._base import MapLayer, full_precision_policy, register
+from keras_ssr.layers.singularity import LocalSingularityStrength
+
+
+class ChannelGate(MapLayer):
+    """Base of the excitation-style channel attention layers.
+
+    A per-channel descriptor ``d`` of shape ``(batch, channels)`` (from
+    :meth:`descriptor`) drives ``g = sigmoid(W2 relu(W1 d + b1) + b2)``, with
+    ``W1`` of shape ``(channels, channels // r)`` (the ``squeeze`` Dense) and
+    ``W2`` of shape ``(channels // r, channels)`` (the ``excite`` Dense); the
+    output is the input with every channel multiplied by its gate. Works on
+    1-D, 2-D and 3-D inputs in either data format.
+    """
+
+    def __init__(self, r, data_format=None, **kwargs):
+        super().__init__(data_format=data_format, **kwargs)
+        self.r = _checks.check_int("r", r, 1)
+        self.squeeze = None
+        self.excite = None
+
+    def build(self, input_shape):
+        channels = self.check_input_shape(input_shape)
+        units = channels // self.r
+        if units < 1:
+            raise ValueError(
+                f"`r` must leave at least one hidden unit: {channels} channels "
+                f"// r={self.r} is {units}. Use r <= {channels}. "
+                f"Received: r={self.r}, input_shape={tuple(input_shape)}"
+            )
+        self.squeeze = keras.layers.Dense(
+            units, activation="relu", name="squeeze", dtype=self.dtype_policy
+        )
+        self.excite = keras.layers.Dense(
+            channels, activation="sigmoid", name="excite", dtype=self.dtype_policy
+        )
+        self.squeeze.build((None, channels))
+        self.excite.build((None, units))
+        self.build_descriptor(input_shape)
+        self.lock_input_spec(input_shape, channels)
+
+    def build_descriptor(self, input_shape):
+        """Builds the weights of :meth:`descriptor`, if any."""
+
+    def descriptor(self, inputs, training=None):
+        """The ``(batch, channels)`` statistic that drives the gates."""
+        raise NotImplementedError
+
+    def gates(self, inputs, training=None):
+        """The channel gates, ``(batch, channels)``, each in ``(0, 1)``.
+
+        Useful to inspect what the attention does; ``call`` multiplies the
+        input by these.
+        """
+        self.check_inputs(inputs)
+        if not self.built:
+            self.build(tuple(inputs.shape))
+        return self.excite(self.squeeze(self.descriptor(inputs, training)))
+
+    def call(self, inputs, training=None):
+        gates = ops.cast(self.gates(inputs, training), inputs.dtype)
+        for axis in self.spatial_axes(len(inputs.shape)):
+            gates = ops.expand_dims(gates, axis)
+        return inputs * gates
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def _reference_variables(self) -> dict:
+        return {
+            "squeeze.kernel": self.squeeze.kernel,
+            "squeeze.bias": self.squeeze.bias,
+            "excite.kernel": self.excite.kernel,
+            "excite.bias": self.excite.bias,
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config["r"] = self.r
+        return config
+
+
+@register
+class SqueezeExcite(ChannelGate):
+    """Squeeze-and-Excitation: channels gated by their global average.
+
+    ``x * sigmoid(W2 relu(W1 mean(x) + b1) + b2)``, the mean taken over the
+    spatial axes (computed in float32 under mixed precision).
+
+    Args:
+        r: reduction ratio; the hidden layer has ``channels // r >= 1`` units.
+        data_format: ``"channels_last"`` or ``"channels_first"``; ``None``
+            takes ``keras.config.image_data_format()``.
+        **kwargs: base ``Layer`` arguments.
+
+    Call arguments:
+        inputs: floating-point tensor with 1, 2 or 3 spatial axes.
+
+    Input shape:
+        ``(batch, *spatial, channels)`` or ``(batch, channels, *spatial)``.
+
+    Output shape:
+        Same as the input.
+
+    Raises:
+        ValueError: for ``r < 1``, an ``r`` above the channel count, an
+            unknown ``data_format`` or an input of the wrong rank.
+        TypeError: for a non-integer ``r`` or non-float inputs.
+
+    Example:
+        >>> SqueezeExcite(r=2)(keras.random.uniform((2, 16, 16, 8))).shape
+        (2, 16, 16, 8)
+
+    References:
+        Hu et al., "Squeeze-and-Excitation Networks", CVPR 2018.
+    """
+
+    def descriptor(self, inputs, training=None):
+        pooled = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        return ops.mean(pooled, axis=self.spatial_axes(len(inputs.shape)))
+
+
+@register
+class SingularityStrengthRecalibration(ChannelGate):
+    """SSR: channels gated by the average of their singularity-strength map.
+
+    :class:`LocalSingularityStrength` (the ``alpha`` sub-layer: min-max
+    scaling, dyadic box sums, log-log slope, batch normalisation) is
+    averaged over the spatial axes and drives the Squeeze-and-Excitation MLP
+    whose sigmoid gates rescale the input channels::
+
+        x * sigmoid(W2 relu(W1 mean(BN(alpha(x))) + b1) + b2)
+
+    Args:
+        r: reduction ratio; the hidden layer has ``channels // r >= 1`` units.
+        max_scale: number of dyadic scales ``2 .. 2**max_scale``, in
+            ``[2, 16]``.
+        data_format: ``"channels_last"`` or ``"channels_first"``.
+        scaling: ``"batch"`` (the original: min-max bounds over the batch)
+            or ``"sample"`` (per sample, so each output depends on its own
+            sample only).
+        **kwargs: base ``Layer`` arguments.
+
+    Call arguments:
+        inputs: floating-point tensor with 1, 2 or 3 spatial axes.
+        training: whether the batch normalisation of ``alpha`` uses batch
+            statistics.
+
+    Input shape:
+        ``(batch, *spatial, channels)`` or ``(batch, channels, *spatial)``.
+
+    Output shape:
+        Same as the input.
+
+    Raises:
+        ValueError / TypeError: as :class:`SqueezeExcite` and
+            :class:`LocalSingularityStrength`.
+
+    Example:
+        >>> ssr = SingularityStrengthRecalibration(r=2, max_scale=3)
+        >>> ssr(keras.random.uniform((2, 32, 32, 8))).shape
+        (2, 32, 32, 8)
+
+    References:
+        Martins et al., "Singularity Strength Recalibration of Fully
+        Convolutional Neural Networks for Biomedical Imaging".
+    """
+
+    def __init__(self, r, max_scale, data_format=None, scaling="batch", **kwargs):
+        super().__init__(r=r, data_format=data_format, **kwargs)
+        self.alpha = LocalSingularityStrength(
+            max_scale,
+            data_format=self.data_format,
+            scaling=scaling,
+            name="alpha",
+            dtype=full_precision_policy(self.dtype_policy),
+        )
+        self.max_scale = self.alpha.max_scale
+        self.scaling = self.alpha.scaling
+
+    def build_descriptor(self, input_shape):
+        self.alpha.build(input_shape)
+
+    def descriptor(self, inputs, training=None):
+        alpha = self.alpha(inputs, training=training)
+        return ops.mean(alpha, axis=self.spatial_axes(len(inputs.shape)))
+
+    def _reference_variables(self) -> dict:
+        names = super()._reference_variables()
+        for name, variable in self.alpha._reference_variables().items():
+            names["alpha." + name] = variable
+        return names
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"max_scale": self.max_scale, "scaling": self.scaling})
+        return config
+
+

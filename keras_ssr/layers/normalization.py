@@ -1,0 +1,66 @@
+"""Batch normalisation that keeps float32 gradients accurate."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_ssr import ops as ssr_ops
+from keras_ssr._serialization import register
+
+
+@register
+class CenteredBatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` with centred float32 arithmetic.
+
+    Same arguments, weights, moving-average updates and results as the
+    Keras layer, but the batch variance is a two-pass centred mean square
+    (:func:`keras_ssr.ops.centered_moments`) and the output is formed as
+    ``(x - mean) * gamma / sqrt(var + eps) + beta``
+    (:func:`keras_ssr.ops.batch_normalize`). Keras' backends form
+    ``x * inv + (beta - mean * inv)`` (and the torch backend takes
+    ``E[x**2] - E[x]**2``), which for maps like the singularity strength,
+    narrow and far from zero, loses the gradient with respect to ``gamma``
+    to cancellation: about 3e-4 relative against float64, where the
+    original's fused TF kernel reaches 4e-5. Masks and batch
+    renormalisation fall back to the Keras implementation.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if mask is not None or self.renorm:
+            return super().call(inputs, training=training, mask=mask)
+        dtype = keras.backend.result_type(inputs.dtype, "float32")
+        x = ops.cast(inputs, dtype)
+        ndim = len(x.shape)
+        axis = self.axis % ndim
+        shape = [1] * ndim
+        shape[axis] = x.shape[axis]
+
+        def reshape(v):
+            return None if v is None else ops.reshape(ops.cast(v, dtype), shape)
+
+        if training and self.trainable:
+            axes = [a for a in range(ndim) if a != axis]
+            mean, variance = ssr_ops.centered_moments(x, axes)
+            flat_mean = ops.reshape(mean, (-1,))
+            flat_variance = ops.reshape(variance, (-1,))
+            self.moving_mean.assign(
+                ops.cast(self.moving_mean, dtype) * self.momentum
+                + flat_mean * (1.0 - self.momentum)
+            )
+            self.moving_variance.assign(
+                ops.cast(self.moving_variance, dtype) * self.momentum
+                + flat_variance * (1.0 - self.momentum)
+            )
+        else:
+            mean = reshape(self.moving_mean)
+            variance = reshape(self.moving_variance)
+        outputs = ssr_ops.batch_normalize(
+            x,
+            mean,
+            variance,
+            scale=reshape(self.gamma) if self.scale else None,
+            offset=reshape(self.beta) if self.center else None,
+            epsilon=self.epsilon,
+        )
+        return ops.cast(outputs, self.compute_dtype)

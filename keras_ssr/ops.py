@@ -1,0 +1,441 @@
+"""The singularity-strength maths, once, in ``keras.ops``.
+
+Every function here is pure, works on the TensorFlow, PyTorch and JAX
+backends, on inputs with one, two or three spatial axes, in either
+``data_format``. The layers in :mod:`keras_ssr.layers` compose them.
+
+For a feature map ``x`` with channels ``c`` the local singularity strength
+(Hölder exponent) at pixel ``p`` is the least-squares slope
+
+.. math::
+
+    \\alpha_c(p) = \\frac{\\sum_j (l_j - \\bar l)\\,\\log(\\mu_{c,j}(p) + \\epsilon)}
+                         {\\sum_j (l_j - \\bar l)^2},
+    \\qquad l_j = \\log k_j,
+
+of the log-measure against the log-scale, where ``mu_{c,j}(p)`` is the sum of
+the min-max scaled map over the box of side ``k_j = 2**j`` (``j = 1 ..
+max_scale``) around ``p``. Boxes use TensorFlow's ``"SAME"`` zero padding:
+``(k - 1) // 2`` cells before ``p`` and ``k // 2`` after.
+
+Box sums are computed exactly (no cumulative sums, which lose float32
+precision on large maps) by dyadic doubling: a box of side ``2k`` is two
+boxes of side ``k`` shifted by ``k``, so every scale costs one addition per
+spatial axis instead of a ``k**d`` convolution.
+
+Numerically sensitive steps (scaling, box sums, log and slope) run in
+float32 at least, whatever the input dtype (``float16``/``bfloat16`` inputs
+are upcast), as Keras does for batch normalisation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+from keras import backend
+from keras import ops as kops
+
+from keras_ssr import _checks
+
+__all__ = [
+    "EPSILON",
+    "batch_normalize",
+    "box_sums",
+    "centered_moments",
+    "dyadic_scales",
+    "gaussian_kernel",
+    "learnable_measures",
+    "learnable_singularity_strength",
+    "min_max_scale",
+    "ols_slope",
+    "ols_weights",
+    "singularity_strength",
+]
+
+#: Added to every measure before the logarithm (``keras.backend.epsilon()``
+#: of the original).
+EPSILON = 1e-7
+#: Bounds of the min-max scaled map: ``[1, 256]``, so every measure is >= 1.
+MINIMUM_VALUE = 1.0
+MAXIMUM_VALUE = 256.0
+#: The scaling denominator ``max - min`` is clipped to this range.
+DENOMINATOR_RANGE = (1e-7, 1e9)
+#: Largest ``max_scale`` accepted: boxes up to 65536 cells a side.
+MAX_SCALE_LIMIT = 16
+
+
+# --------------------------------------------------------------------------
+# Axis bookkeeping
+
+
+def _check_input(x, data_format: str, min_rank: int = 3) -> tuple[int, ...]:
+    """Checks dtype and rank; returns the spatial axes of ``x``."""
+    _checks.check_float("x", x)
+    ndim = len(x.shape)
+    if ndim < min_rank:
+        raise ValueError(
+            f"`x` must have a batch axis, a channel axis and at least one "
+            f"spatial axis. Received: x.shape={tuple(x.shape)}"
+        )
+    if data_format == "channels_last":
+        return tuple(range(1, ndim - 1))
+    return tuple(range(2, ndim))
+
+
+def _float32_or_wider(x):
+    dtype = backend.result_type(x.dtype, "float32")
+    return kops.cast(x, dtype)
+
+
+def _slice(x, axis: int, start: int | None, stop: int | None):
+    index = [slice(None)] * len(x.shape)
+    index[axis] = slice(start, stop)
+    return x[tuple(index)]
+
+
+# --------------------------------------------------------------------------
+# Min-max scaling
+
+
+def min_max_scale(
+    x,
+    scaling: str = "batch",
+    data_format: str = "channels_last",
+    minimum_value: float = MINIMUM_VALUE,
+    maximum_value: float = MAXIMUM_VALUE,
+):
+    """Scales every channel linearly onto ``[minimum_value, maximum_value]``.
+
+    ``minimum_value + (x - min) / clip(max - min, 1e-7, 1e9) *
+    (maximum_value - minimum_value)``, with ``min`` and ``max`` taken per
+    channel.
+
+    Args:
+        x: floating-point tensor ``(batch, *spatial, channels)`` or
+            ``(batch, channels, *spatial)``.
+        scaling: ``"batch"`` takes ``min``/``max`` over the batch and the
+            spatial axes together, as the original does (one sample's output
+            then depends on the rest of its batch); ``"sample"`` takes them
+            over the spatial axes of each sample alone.
+        data_format: ``"channels_last"`` or ``"channels_first"``.
+        minimum_value, maximum_value: the target range.
+
+    Returns:
+        A tensor of the shape and dtype of ``x``.
+
+    Raises:
+        TypeError: if ``x`` is not floating point.
+        ValueError: for an unknown ``scaling`` or ``data_format``, or a
+            rank below 3.
+    """
+    scaling = _checks.check_scaling(scaling)
+    data_format = _checks.standardize_data_format(data_format)
+    spatial = _check_input(x, data_format)
+    axes = spatial if scaling == "sample" else (0, *spatial)
+    lo = kops.min(x, axis=axes, keepdims=True)
+    hi = kops.max(x, axis=axes, keepdims=True)
+    denominator = kops.clip(hi - lo, *DENOMINATOR_RANGE)
+    return minimum_value + (x - lo) / denominator * (maximum_value - minimum_value)
+
+
+# --------------------------------------------------------------------------
+# Box sums
+
+
+def dyadic_scales(max_scale: int) -> list[int]:
+    """The box sides ``[2, 4, ..., 2**max_scale]``."""
+    return [2**j for j in range(1, max_scale + 1)]
+
+
+def _iter_box_sums(x, max_scale: int, spatial_axes: Sequence[int]) -> Iterator:
+    """Yields the box sums of sides ``2, 4, ..., 2**max_scale``.
+
+    ``x`` is zero-padded once by ``K/2 - 1`` before and ``K/2`` after each
+    spatial axis (``K = 2**max_scale``). On that padded support the box sum
+    of side ``2k`` is ``S_k[:-k] + S_k[k:]`` along every spatial axis (the
+    box of side ``k = 1`` is ``x`` itself), and the sum of side ``k`` for
+    the original grid is its centre crop, ``(K - k) / 2`` cells from both
+    ends. Only additions of exact partial sums: no
+    cancellation, no cumulative-sum drift.
+    """
+    full = 2**max_scale
+    padding = [(0, 0)] * len(x.shape)
+    for axis in spatial_axes:
+        padding[axis] = (full // 2 - 1, full // 2)
+    sums = kops.pad(x, padding)
+    size = 1
+    for _ in range(max_scale):
+        for axis in spatial_axes:
+            sums = _slice(sums, axis, None, -size) + _slice(sums, axis, size, None)
+        size *= 2
+        crop = (full - size) // 2
+        out = sums
+        if crop:
+            for axis in spatial_axes:
+                out = _slice(out, axis, crop, -crop)
+        yield out
+
+
+def box_sums(x, max_scale: int, data_format: str = "channels_last"):
+    """Box sums of sides ``2, 4, ..., 2**max_scale``, stacked on a new last axis.
+
+    Equal to a depthwise convolution of ``x`` with all-ones kernels of those
+    sides, "SAME" zero padding (``(k - 1) // 2`` before, ``k // 2`` after),
+    as the original computes its measures, but in ``max_scale * d``
+    additions for ``d`` spatial axes.
+
+    Args:
+        x: floating-point tensor with 1, 2 or 3 spatial axes.
+        max_scale: number of scales, ``1 <= max_scale <= 16``.
+        data_format: ``"channels_last"`` or ``"channels_first"``.
+
+    Returns:
+        Tensor of shape ``x.shape + (max_scale,)`` in the dtype of ``x``.
+    """
+    max_scale = _checks.check_int("max_scale", max_scale, 1, MAX_SCALE_LIMIT)
+    data_format = _checks.standardize_data_format(data_format)
+    spatial = _check_input(x, data_format)
+    return kops.stack(list(_iter_box_sums(x, max_scale, spatial)), axis=-1)
+
+
+# --------------------------------------------------------------------------
+# Least-squares slope
+
+
+def ols_weights(scales: Sequence[float]) -> np.ndarray:
+    """Weights ``w`` with ``slope = sum_j w_j * log(measure_j)``.
+
+    ``w_j = (l_j - mean(l)) / sum_i (l_i - mean(l))**2`` with
+    ``l = log(scales)``, computed in float64. Since ``sum_j w_j = 0`` the
+    mean log-measure needs no subtracting.
+
+    Raises:
+        ValueError: for fewer than two distinct positive scales (the slope is
+            undefined; the original returns NaN).
+    """
+    scales = np.asarray(scales, dtype=np.float64)
+    if scales.ndim != 1 or scales.size < 2 or np.any(scales <= 0):
+        raise ValueError(
+            "`scales` must hold at least two positive scales. "
+            f"Received: scales={scales.tolist()}"
+        )
+    logs = np.log(scales)
+    centred = logs - logs.mean()
+    denominator = float(np.sum(centred**2))
+    if denominator == 0.0:
+        raise ValueError(
+            "`scales` must not all be equal: the slope is undefined. "
+            f"Received: scales={scales.tolist()}"
+        )
+    return centred / denominator
+
+
+def _slope(measures: Iterable, weights: np.ndarray):
+    slope = None
+    for measure, weight in zip(measures, weights, strict=True):
+        term = kops.log(measure + EPSILON) * float(weight)
+        slope = term if slope is None else slope + term
+    return slope
+
+
+def ols_slope(measures, scales: Sequence[float]):
+    """Least-squares slope of ``log(measures + 1e-7)`` against ``log(scales)``.
+
+    Args:
+        measures: positive tensor whose last axis runs over the scales.
+        scales: the scale of each entry of that axis, e.g.
+            :func:`dyadic_scales` (the original's ``OrdinaryLeastSquares``) or
+            ``range(1, n + 1)`` (its ``OrdinaryLeastSquares_``).
+
+    Returns:
+        ``measures`` without its last axis, computed in float32 at least.
+    """
+    weights = ols_weights(scales)
+    if measures.shape[-1] is not None and measures.shape[-1] != len(weights):
+        raise ValueError(
+            f"The last axis of `measures` must have one entry per scale "
+            f"({len(weights)}). Received: measures.shape={tuple(measures.shape)}"
+        )
+    _checks.check_float("measures", measures)
+    measures = _float32_or_wider(measures)
+    log_measures = kops.log(measures + EPSILON)
+    weights = kops.convert_to_tensor(weights, dtype=measures.dtype)
+    return kops.sum(log_measures * weights, axis=-1)
+
+
+# --------------------------------------------------------------------------
+# Batch normalisation, centred
+
+
+def centered_moments(x, axes: Sequence[int]):
+    """Mean and (biased) variance over ``axes``, both kept as size-1 axes.
+
+    Two passes: the variance is the mean square of ``x - mean``, never
+    ``E[x**2] - E[x]**2``, which cancels catastrophically in float32 for the
+    narrow, off-centre distributions of singularity-strength maps.
+    """
+    mean = kops.mean(x, axis=tuple(axes), keepdims=True)
+    variance = kops.mean(kops.square(x - mean), axis=tuple(axes), keepdims=True)
+    return mean, variance
+
+
+def batch_normalize(x, mean, variance, scale=None, offset=None, epsilon=1e-3):
+    """``(x - mean) * scale / sqrt(variance + epsilon) + offset``, centred first.
+
+    All arguments broadcast against ``x``. Subtracting the mean before
+    scaling (rather than ``x * inv + (offset - mean * inv)``, as Keras'
+    backends do) keeps the gradient with respect to ``scale``, a sum of
+    ``upstream * (x - mean)``, free of cancellation.
+    """
+    inv = kops.rsqrt(variance + epsilon)
+    if scale is not None:
+        inv = inv * scale
+    y = (x - mean) * inv
+    return y if offset is None else y + offset
+
+
+# --------------------------------------------------------------------------
+# Singularity strength
+
+
+def singularity_strength(
+    x,
+    max_scale: int,
+    scaling: str = "batch",
+    data_format: str = "channels_last",
+):
+    """The local singularity strength (Hölder exponent) of every pixel.
+
+    Min-max scaling onto ``[1, 256]`` (:func:`min_max_scale`), box sums of
+    sides ``2 .. 2**max_scale`` (:func:`box_sums`), then the slope of
+    ``log(sum + 1e-7)`` against ``log(side)`` (:func:`ols_slope`). The map
+    does not change when a channel is multiplied by a positive factor or
+    shifted.
+
+    Args:
+        x: floating-point tensor with 1, 2 or 3 spatial axes.
+        max_scale: number of dyadic scales, ``2 <= max_scale <= 16``
+            (``1`` leaves one point to fit a line through: the original
+            returns NaN; it is rejected here).
+        scaling: ``"batch"`` (the original) or ``"sample"``.
+        data_format: ``"channels_last"`` or ``"channels_first"``.
+
+    Returns:
+        Tensor of the shape of ``x``, float32 (float64 for float64 input).
+    """
+    max_scale = _checks.check_int("max_scale", max_scale, 2, MAX_SCALE_LIMIT)
+    data_format = _checks.standardize_data_format(data_format)
+    spatial = _check_input(x, data_format)
+    x = min_max_scale(_float32_or_wider(x), scaling, data_format)
+    weights = ols_weights(dyadic_scales(max_scale))
+    return _slope(_iter_box_sums(x, max_scale, spatial), weights)
+
+
+# --------------------------------------------------------------------------
+# Learnable measures (Xu et al., NeurIPS 2021)
+
+
+def gaussian_kernel(size: int, sigma: float | None = None) -> np.ndarray:
+    """The original's Gaussian initial kernel for a learnable measure.
+
+    An outer product of ``exp(-t**2 / (2 sigma**2))`` with itself, normalised
+    to sum 1, ``sigma = size / 2`` by default. Like the original, the ``t``
+    grid runs evenly from ``trunc(-(size - 1) / 2)`` to ``trunc((size - 1) /
+    2)``: centred for odd sizes, but for even sizes it is not (``size=4``:
+    -1, -1/3, 1/3, 1; ``size=2``: 0, 0, a flat kernel). Reproduced so that
+    training starts where the original's does.
+
+    Returns:
+        float32 array of shape ``(size, size)``.
+    """
+    size = _checks.check_int("size", size, 1)
+    sigma = size / 2 if sigma is None else float(sigma)
+    if not sigma > 0:
+        raise ValueError(f"`sigma` must be positive. Received: sigma={sigma}")
+    half = math.trunc((size - 1) / 2)
+    grid = np.linspace(-half, half, size, dtype=np.float64)
+    profile = np.exp(-0.5 * grid**2 / sigma**2)
+    kernel = np.outer(profile, profile)
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def _shared_conv(x, kernel, size: int, data_format: str):
+    """``kernel`` (size x size) applied to every channel, "SAME" padding."""
+    channel_axis = len(x.shape) - 1 if data_format == "channels_last" else 1
+    channels = x.shape[channel_axis]
+    before, after = (size - 1) // 2, size // 2
+    padding = [(0, 0)] * 4
+    for axis in (1, 2) if data_format == "channels_last" else (2, 3):
+        padding[axis] = (before, after)
+    depthwise = kops.broadcast_to(
+        kops.reshape(kernel, (size, size, 1, 1)), (size, size, channels, 1)
+    )
+    return kops.depthwise_conv(
+        kops.pad(x, padding), depthwise, padding="valid", data_format=data_format
+    )
+
+
+def learnable_measures(x, kernels: Sequence, data_format: str = "channels_last"):
+    """Xu et al.'s data-driven measures of a 2-D map.
+
+    For ``s = 1 .. len(kernels)``: ``relu(conv_s(x) * s**2) + 1``, where
+    ``conv_s`` applies the ``s x s`` kernel ``kernels[s - 1]`` to every
+    channel separately ("SAME" zero padding, cross-correlation as in
+    ``keras.ops.conv``).
+
+    Args:
+        x: floating-point tensor ``(batch, height, width, channels)`` or
+            ``(batch, channels, height, width)`` with a known channel count.
+        kernels: the ``s x s`` kernels, ``s = 1, 2, ...``, in that order.
+        data_format: ``"channels_last"`` or ``"channels_first"``.
+
+    Returns:
+        Tensor ``x.shape + (len(kernels),)``, every entry >= 1.
+    """
+    data_format = _checks.standardize_data_format(data_format)
+    _check_input(x, data_format, min_rank=4)
+    if len(x.shape) != 4:
+        raise ValueError(
+            "`x` must be a batch of 2-D maps (rank 4). "
+            f"Received: x.shape={tuple(x.shape)}"
+        )
+    if len(kernels) < 1:
+        raise ValueError("`kernels` must hold at least one kernel. Received: []")
+    measures = []
+    for size, kernel in enumerate(kernels, start=1):
+        if tuple(kernel.shape) != (size, size):
+            raise ValueError(
+                f"kernels[{size - 1}] must have shape ({size}, {size}). "
+                f"Received: shape={tuple(kernel.shape)}"
+            )
+        kernel = kops.cast(kernel, x.dtype)
+        response = _shared_conv(x, kernel, size, data_format) * float(size**2)
+        measures.append(kops.relu(response) + 1.0)
+    return kops.stack(measures, axis=-1)
+
+
+def learnable_singularity_strength(
+    x,
+    kernels: Sequence,
+    scaling: str = "batch",
+    data_format: str = "channels_last",
+):
+    """Xu et al.'s singularity strength with learnable measures.
+
+    Min-max scaling onto ``[1, 256]``, :func:`learnable_measures`, then the
+    slope of ``log(measure + 1e-7)`` against ``log(s)``, ``s = 1 ..
+    len(kernels)``; in float32 at least.
+
+    Raises:
+        ValueError: for fewer than two kernels (no slope to fit).
+    """
+    if len(kernels) < 2:
+        raise ValueError(
+            "`kernels` must hold at least two kernels (scales 1 and 2) to fit "
+            f"a slope. Received: {len(kernels)} kernel(s)"
+        )
+    x = min_max_scale(_float32_or_wider(x), scaling, data_format)
+    measures = learnable_measures(x, kernels, data_format)
+    return ols_slope(measures, range(1, len(kernels) + 1))

@@ -1,0 +1,60 @@
+"""Test matrix: one session per Keras backend, plus lint.
+
+    nox                      # tests on tensorflow, torch and jax, then lint
+    nox -s tests-jax         # one backend
+    nox -s tests-torch -- -k parity   # pass arguments on to pytest
+
+Backend builds are pinned to CPU wheels so that CI never pulls CUDA. Set
+``KERAS_SSR_TORCH`` (e.g. ``torch==2.13.0``), ``KERAS_SSR_TENSORFLOW`` or
+``KERAS_SSR_JAX`` to test against another build.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.sessions = ["tests-tensorflow", "tests-torch", "tests-jax", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+
+# CPU builds. torch 2.13.0+cpu lies on the CI machine's disk; a bare "torch"
+# would pull a multi-GB CUDA build from PyPI.
+BACKENDS = {
+    "tensorflow": os.environ.get("KERAS_SSR_TENSORFLOW", "tensorflow-cpu==2.21.*"),
+    "torch": os.environ.get("KERAS_SSR_TORCH", "torch==2.13.0"),
+    "jax": os.environ.get("KERAS_SSR_JAX", "jax[cpu]==0.10.2"),
+}
+
+
+def install_backend(session: nox.Session, backend: str) -> None:
+    session.install(BACKENDS[backend])
+    session.install("-e", ".[test]")
+
+
+def _tests_session(backend: str):
+    @nox.session(name=f"tests-{backend}", python=PYTHON)
+    def tests(session: nox.Session) -> None:
+        install_backend(session, backend)
+        session.run(
+            "pytest",
+            *session.posargs,
+            env={"KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
+
+    tests.__doc__ = f"Runs the test suite on the {backend} backend."
+    return tests
+
+
+for _backend in BACKENDS:
+    globals()[f"tests_{_backend}"] = _tests_session(_backend)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff: lint and formatting."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")

@@ -1,0 +1,53 @@
+"""Test configuration shared by every backend session.
+
+The backend is chosen by ``KERAS_BACKEND`` (nox sets it per session).
+torch is imported before TensorFlow when both are installed, which avoids a
+known crash, and TF32 is switched off on GPUs so that parity checks compare
+real float32.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+if importlib.util.find_spec("torch") is not None:
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+if importlib.util.find_spec("tensorflow") is not None and (
+    os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
+):
+    import tensorflow as tf
+
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+settings.register_profile("keras_ssr", deadline=None, max_examples=25)
+settings.load_profile("keras_ssr")
+
+BACKEND = keras.backend.backend()
+
+
+def pytest_report_header(config):
+    return f"keras {keras.__version__}, backend {BACKEND}"
+
+
+@pytest.fixture(autouse=True)
+def _clean_keras_state():
+    """Each test starts in float32 with a fixed seed and a fresh name scope."""
+    keras.config.set_dtype_policy("float32")
+    keras.utils.set_random_seed(0)
+    yield
+    keras.config.set_dtype_policy("float32")
+    keras.backend.clear_session()

@@ -1,0 +1,95 @@
+"""Backend-specific autodiff for the tests: one function, three backends.
+
+``vjp(layer, x, cotangent, training)`` runs ``layer`` on ``x`` and returns
+its output, the gradient of ``sum(output * cotangent)`` w.r.t. ``x`` and
+w.r.t. every trainable variable (keyed by ``variable.path``). Non-trainable
+state (BatchNormalization moving statistics) is updated as a training call
+would update it, on every backend.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import keras
+import numpy as np
+
+
+def _numpy(t):
+    return keras.ops.convert_to_numpy(t)
+
+
+def _kw(training):
+    return {} if training is None else {"training": training}
+
+
+def vjp(layer, x, cotangent, training=True):
+    backend = keras.backend.backend()
+    if not layer.built:
+        layer.build(x.shape)
+    if "training" not in inspect.signature(layer.call).parameters:
+        training = None
+    return {"tensorflow": _vjp_tf, "torch": _vjp_torch, "jax": _vjp_jax}[backend](
+        layer, np.asarray(x), np.asarray(cotangent), training
+    )
+
+
+def _vjp_tf(layer, x, cotangent, training):
+    import tensorflow as tf
+
+    x_t = tf.constant(x)
+    variables = layer.trainable_variables
+    with tf.GradientTape() as tape:
+        tape.watch(x_t)
+        y = layer(x_t, **_kw(training))
+        loss = tf.reduce_sum(tf.cast(y, cotangent.dtype) * cotangent)
+    grads = tape.gradient(loss, [x_t] + [v.value for v in variables])
+    return (
+        _numpy(y),
+        _numpy(grads[0]),
+        {v.path: _numpy(g) for v, g in zip(variables, grads[1:])},
+    )
+
+
+def _vjp_torch(layer, x, cotangent, training):
+    import torch
+
+    x_t = torch.tensor(x, requires_grad=True)
+    variables = layer.trainable_variables
+    for v in variables:
+        v.value.grad = None
+    y = layer(x_t, **_kw(training))
+    loss = (y.to(torch.float64 if x.dtype == np.float64 else y.dtype)
+            * torch.tensor(cotangent)).sum()
+    loss.backward()
+    grads = {
+        v.path: (np.zeros(v.shape, x.dtype) if v.value.grad is None
+                 else _numpy(v.value.grad))
+        for v in variables
+    }
+    return _numpy(y.detach()), _numpy(x_t.grad), grads
+
+
+def _vjp_jax(layer, x, cotangent, training):
+    import jax
+    import jax.numpy as jnp
+
+    trainable = [v.value for v in layer.trainable_variables]
+    non_trainable = [v.value for v in layer.non_trainable_variables]
+
+    def loss_fn(trainable, x):
+        y, new_non_trainable = layer.stateless_call(
+            trainable, non_trainable, x, **_kw(training)
+        )
+        return jnp.sum(y * cotangent), (y, new_non_trainable)
+
+    (grad_t, grad_x), (y, new_non_trainable) = jax.grad(
+        loss_fn, argnums=(0, 1), has_aux=True
+    )(trainable, jnp.asarray(x))
+    for v, value in zip(layer.non_trainable_variables, new_non_trainable):
+        v.assign(value)
+    return (
+        _numpy(y),
+        _numpy(grad_x),
+        {v.path: _numpy(g) for v, g in zip(layer.trainable_variables, grad_t)},
+    )
