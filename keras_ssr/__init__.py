@@ -10,6 +10,7 @@ from keras_ssr.layers import (
     LocalSingularityStrength,
     LocalSingularityStrengthXu,
     SingularityStrengthRecalibration,
+    SingularityStrengthRecalibrationXu,
     SqueezeExcite,
 )
 
@@ -20,6 +21,7 @@ __all__ = [
     "LocalSingularityStrength",
     "LocalSingularityStrengthXu",
     "SingularityStrengthRecalibration",
+    "SingularityStrengthRecalibrationXu",
     "SqueezeExcite",
     "initializers",
     "ops",

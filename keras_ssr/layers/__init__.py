@@ -3,6 +3,7 @@
 from keras_ssr.layers.attention import (
     ChannelGate,
     SingularityStrengthRecalibration,
+    SingularityStrengthRecalibrationXu,
     SqueezeExcite,
 )
 from keras_ssr.layers.singularity import (
@@ -17,5 +18,6 @@ __all__ = [
     "LocalSingularityStrength",
     "LocalSingularityStrengthXu",
     "SingularityStrengthRecalibration",
+    "SingularityStrengthRecalibrationXu",
     "SqueezeExcite",
 ]

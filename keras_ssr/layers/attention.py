@@ -7,7 +7,10 @@ from keras import ops
 
 from keras_ssr import _checks
 from keras_ssr.layers._base import MapLayer, full_precision_policy, register
-from keras_ssr.layers.singularity import LocalSingularityStrength
+from keras_ssr.layers.singularity import (
+    LocalSingularityStrength,
+    LocalSingularityStrengthXu,
+)
 
 
 class ChannelGate(MapLayer):
@@ -205,3 +208,82 @@ class SingularityStrengthRecalibration(ChannelGate):
         return config
 
 
+
+
+@register
+class SingularityStrengthRecalibrationXu(ChannelGate):
+    """SSR driven by Xu et al.'s learnable singularity strength (2-D only).
+
+    As :class:`SingularityStrengthRecalibration`, with the ``alpha``
+    sub-layer a :class:`~keras_ssr.layers.LocalSingularityStrengthXu`
+    (learnable measures of sides ``1 .. local_scale``) instead of the fixed
+    dyadic box sums. Not part of the original code; the model registry
+    offers it as ``"ssr_xu"``.
+
+    Args:
+        r: reduction ratio; the hidden layer has ``channels // r >= 1`` units.
+        local_scale: number of learnable measures, at least 2.
+        with_bn: whether the map is batch-normalised before pooling.
+        data_format: ``"channels_last"`` or ``"channels_first"``.
+        scaling: ``"batch"`` or ``"sample"`` min-max bounds.
+        **kwargs: base ``Layer`` arguments.
+
+    Input shape:
+        ``(batch, height, width, channels)`` or channels first.
+
+    Output shape:
+        Same as the input.
+
+    Example:
+        >>> layer = SingularityStrengthRecalibrationXu(r=2, local_scale=4)
+        >>> layer(keras.random.uniform((2, 16, 16, 8))).shape
+        (2, 16, 16, 8)
+    """
+
+    ranks = (4,)
+
+    def __init__(
+        self,
+        r,
+        local_scale=6,
+        with_bn=True,
+        data_format=None,
+        scaling="batch",
+        **kwargs,
+    ):
+        super().__init__(r=r, data_format=data_format, **kwargs)
+        self.alpha = LocalSingularityStrengthXu(
+            local_scale,
+            with_bn=with_bn,
+            data_format=self.data_format,
+            scaling=scaling,
+            name="alpha",
+            dtype=full_precision_policy(self.dtype_policy),
+        )
+        self.local_scale = self.alpha.local_scale
+        self.with_bn = self.alpha.with_bn
+        self.scaling = self.alpha.scaling
+
+    def build_descriptor(self, input_shape):
+        self.alpha.build(input_shape)
+
+    def descriptor(self, inputs, training=None):
+        alpha = self.alpha(inputs, training=training)
+        return ops.mean(alpha, axis=self.spatial_axes(len(inputs.shape)))
+
+    def _reference_variables(self) -> dict:
+        names = super()._reference_variables()
+        for name, variable in self.alpha._reference_variables().items():
+            names["alpha." + name] = variable
+        return names
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "local_scale": self.local_scale,
+                "with_bn": self.with_bn,
+                "scaling": self.scaling,
+            }
+        )
+        return config
