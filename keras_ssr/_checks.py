@@ -56,8 +56,7 @@ def check_float(name: str, x) -> None:
     dtype = keras.backend.standardize_dtype(x.dtype)
     if not keras.backend.is_float_dtype(dtype):
         raise TypeError(
-            f"`{name}` must be a floating-point tensor. "
-            f"Received: {name}.dtype={dtype}"
+            f"`{name}` must be a floating-point tensor. Received: {name}.dtype={dtype}"
         )
 
 
@@ -88,3 +87,15 @@ def check_shape(
             f"data_format={data_format!r}). Received: input_shape={shape}"
         )
     return channel_axis, int(channels)
+
+
+def wide_float(dtype) -> str:
+    """``"float64"`` for float64, else ``"float32"``: the dtype of sensitive maths.
+
+    ``float16``/``bfloat16`` are widened, as Keras does for normalisation.
+    (Not ``keras.backend.result_type``, which gives float32 for float64 on
+    the torch and JAX backends.)
+    """
+    return (
+        "float64" if keras.backend.standardize_dtype(dtype) == "float64" else "float32"
+    )

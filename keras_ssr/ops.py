@@ -34,7 +34,6 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
-from keras import backend
 from keras import ops as kops
 
 from keras_ssr import _checks
@@ -85,7 +84,7 @@ def _check_input(x, data_format: str, min_rank: int = 3) -> tuple[int, ...]:
 
 
 def _float32_or_wider(x):
-    dtype = backend.result_type(x.dtype, "float32")
+    dtype = _checks.wide_float(x.dtype)
     return kops.cast(x, dtype)
 
 

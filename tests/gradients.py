@@ -59,12 +59,15 @@ def _vjp_torch(layer, x, cotangent, training):
     for v in variables:
         v.value.grad = None
     y = layer(x_t, **_kw(training))
-    loss = (y.to(torch.float64 if x.dtype == np.float64 else y.dtype)
-            * torch.tensor(cotangent)).sum()
+    loss = (
+        y.to(torch.float64 if x.dtype == np.float64 else y.dtype)
+        * torch.tensor(cotangent)
+    ).sum()
     loss.backward()
     grads = {
-        v.path: (np.zeros(v.shape, x.dtype) if v.value.grad is None
-                 else _numpy(v.value.grad))
+        v.path: (
+            np.zeros(v.shape, x.dtype) if v.value.grad is None else _numpy(v.value.grad)
+        )
         for v in variables
     }
     return _numpy(y.detach()), _numpy(x_t.grad), grads

@@ -11,6 +11,7 @@ from keras_ssr._serialization import register  # noqa: F401 (re-exported)
 BN_MOMENTUM = 0.99
 BN_EPSILON = 1e-3
 
+
 def full_precision_policy(policy):
     """``policy`` itself, or ``"float32"`` when it computes in 16 bits.
 
@@ -57,6 +58,11 @@ class MapLayer(keras.layers.Layer):
 
     def check_inputs(self, inputs) -> None:
         _checks.check_float("inputs", inputs)
+
+    def compute_output_spec(self, inputs, *args, **kwargs):
+        # Functional models take this path instead of `call`: check here too.
+        self.check_inputs(inputs)
+        return super().compute_output_spec(inputs, *args, **kwargs)
 
     def get_config(self):
         config = super().get_config()

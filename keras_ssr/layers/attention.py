@@ -127,7 +127,7 @@ class SqueezeExcite(ChannelGate):
     """
 
     def descriptor(self, inputs, training=None):
-        pooled = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        pooled = ops.cast(inputs, _checks.wide_float(inputs.dtype))
         return ops.mean(pooled, axis=self.spatial_axes(len(inputs.shape)))
 
 
@@ -206,8 +206,6 @@ class SingularityStrengthRecalibration(ChannelGate):
         config = super().get_config()
         config.update({"max_scale": self.max_scale, "scaling": self.scaling})
         return config
-
-
 
 
 @register

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_ssr import _checks
 from keras_ssr import ops as ssr_ops
 from keras_ssr._serialization import register
 
@@ -29,7 +30,7 @@ class CenteredBatchNormalization(keras.layers.BatchNormalization):
     def call(self, inputs, training=None, mask=None):
         if mask is not None or self.renorm:
             return super().call(inputs, training=training, mask=mask)
-        dtype = keras.backend.result_type(inputs.dtype, "float32")
+        dtype = _checks.wide_float(inputs.dtype)
         x = ops.cast(inputs, dtype)
         ndim = len(x.shape)
         axis = self.axis % ndim

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import keras
 from keras import ops
 
 from keras_ssr import _checks
 from keras_ssr import ops as ssr_ops
 from keras_ssr.initializers import GaussianKernel
-from keras_ssr.layers.normalization import CenteredBatchNormalization
 from keras_ssr.layers._base import (
     BN_EPSILON,
     BN_MOMENTUM,
@@ -16,6 +14,7 @@ from keras_ssr.layers._base import (
     full_precision_policy,
     register,
 )
+from keras_ssr.layers.normalization import CenteredBatchNormalization
 
 
 def _batch_norm(layer: MapLayer):
@@ -174,7 +173,7 @@ class LearnableMeasure(MapLayer):
 
     def call(self, inputs):
         self.check_inputs(inputs)
-        dtype = keras.backend.result_type(inputs.dtype, "float32")
+        dtype = _checks.wide_float(inputs.dtype)
         kernels = [ops.cast(kernel, dtype) for kernel in self.kernels]
         measures = ssr_ops.learnable_measures(
             ops.cast(inputs, dtype), kernels, self.data_format
@@ -267,7 +266,7 @@ class LocalSingularityStrengthXu(MapLayer):
 
     def call(self, inputs, training=None):
         self.check_inputs(inputs)
-        dtype = keras.backend.result_type(inputs.dtype, "float32")
+        dtype = _checks.wide_float(inputs.dtype)
         kernels = [ops.cast(kernel, dtype) for kernel in self.measure.kernels]
         alpha = ssr_ops.learnable_singularity_strength(
             inputs, kernels, self.scaling, self.data_format

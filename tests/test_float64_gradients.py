@@ -1,0 +1,124 @@
+"""float32 outputs and gradients against a float64 computation, on shapes
+larger than the fixtures' (the same layer, same weights, in float64: on JAX
+inside ``jax.enable_x64``). The fixtures' rule applies, per channel for the
+input gradient."""
+
+from __future__ import annotations
+
+import contextlib
+
+import keras
+import numpy as np
+import pytest
+import reference_cases as rc
+from gradients import vjp
+
+import keras_ssr
+from keras_ssr import reference
+
+CASES = [
+    (keras_ssr.LocalSingularityStrength, {"max_scale": 4}, (2, 48, 40, 6)),
+    (
+        keras_ssr.LocalSingularityStrength,
+        {"max_scale": 3, "scaling": "sample"},
+        (3, 33, 29, 4),
+    ),
+    (
+        keras_ssr.SingularityStrengthRecalibration,
+        {"r": 2, "max_scale": 3},
+        (2, 40, 40, 8),
+    ),
+    (
+        keras_ssr.SingularityStrengthRecalibration,
+        {"r": 4, "max_scale": 3, "data_format": "channels_first"},
+        (2, 8, 12, 10, 9),
+    ),
+    (keras_ssr.SqueezeExcite, {"r": 2}, (2, 40, 40, 8)),
+    (keras_ssr.LearnableMeasure, {"max_scale": 5}, (2, 36, 30, 3)),
+    (keras_ssr.LocalSingularityStrengthXu, {"local_scale": 5}, (2, 36, 30, 3)),
+    (
+        keras_ssr.SingularityStrengthRecalibrationXu,
+        {"r": 2, "local_scale": 4},
+        (2, 24, 24, 6),
+    ),
+]
+
+
+# The gradient of a measure kernel, when a training-mode BN follows, is
+# sum_p dx_p * x_p / m_p with x_p / m_p nearly constant where the relu is
+# active, and sum_p dx_p = 0 (BN's backward removes the mean): a cancelling
+# sum whose float32 rounding grows with the map. Measured at (2, 36, 30, 3),
+# local_scale 3, against float64: the original TF 2.14 code misses by 2.9e-4
+# on kernel_1, keras_ssr by 1.8e-4 (TensorFlow backend). The weight gradients
+# of the two Xu layers with BN get 5e-4; outputs, input gradients and every
+# other layer keep the fixtures' 1e-4.
+BN_PROJECTED = (
+    keras_ssr.LocalSingularityStrengthXu,
+    keras_ssr.SingularityStrengthRecalibrationXu,
+)
+BN_PROJECTED_RTOL = 5e-4
+
+
+@contextlib.contextmanager
+def float64_mode():
+    if keras.backend.backend() == "jax":
+        import jax
+
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield
+
+
+def _perturbed_weights(layer, rng):
+    weights = reference.get_layer_weights(layer)
+    for name, value in weights.items():
+        if "moving_variance" in name or "measure.kernel" in name:
+            # Positive factors, as the fixtures do for measure kernels: an
+            # additive perturbation makes kernels with cancelling entries,
+            # whose responses are ill-conditioned in any float32 code.
+            weights[name] = value * rng.uniform(0.5, 2.0, size=value.shape)
+        else:
+            weights[name] = value + 0.3 * rng.normal(size=value.shape)
+    return {k: v.astype("float32") for k, v in weights.items()}
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs, shape", CASES, ids=lambda v: getattr(v, "__name__", None)
+)
+def test_float32_gradients_match_float64(cls, kwargs, shape):
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=shape).astype("float32")
+    layer = cls(**kwargs)
+    layer.build(shape)
+    weights = _perturbed_weights(layer, rng)
+    reference.set_layer_weights(layer, weights)
+    y_probe = keras.ops.convert_to_numpy(
+        layer(x, **({} if cls is keras_ssr.LearnableMeasure else {"training": False}))
+    )
+    cotangent = rng.normal(size=y_probe.shape).astype("float32")
+    y32, gx32, gw32 = vjp(layer, x, cotangent, training=True)
+
+    with float64_mode():
+        layer64 = cls(**kwargs, dtype="float64")
+        layer64.build(shape)
+        reference.set_layer_weights(
+            layer64, {k: v.astype("float64") for k, v in weights.items()}
+        )
+        y64, gx64, gw64 = vjp(
+            layer64, x.astype("float64"), cotangent.astype("float64"), training=True
+        )
+    assert y64.dtype == np.float64 and gx64.dtype == np.float64
+
+    channel_axis = 1 if kwargs.get("data_format") == "channels_first" else -1
+    rc.assert_agrees(y32, y64, "output")
+    rc.assert_agrees_per_channel(gx32, gx64, "grad_x", channel_axis=channel_axis)
+    names32 = {v.path: n for n, v in layer._reference_variables().items()}
+    names64 = {v.path: n for n, v in layer64._reference_variables().items()}
+    grads64 = {names64[p]: g for p, g in gw64.items()}
+    assert len(gw32) == len(grads64) > 0
+    for path, grad in gw32.items():
+        name = names32[path]
+        projected = cls in BN_PROJECTED and kwargs.get("with_bn", True)
+        rtol = BN_PROJECTED_RTOL if projected else rc.RTOL
+        rc.assert_agrees(grad, grads64[name], f"grad.{name}", rtol=rtol)

@@ -1,0 +1,154 @@
+"""Mathematical properties, checked with hypothesis on small shapes."""
+
+from __future__ import annotations
+
+import keras
+import np_reference as npr
+import numpy as np
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import keras_ssr
+from keras_ssr import ops as ssr_ops
+
+
+def _t(x):
+    return keras.ops.convert_to_tensor(np.asarray(x, dtype="float32"))
+
+
+def _np(t):
+    return keras.ops.convert_to_numpy(t)
+
+
+@st.composite
+def maps(draw, min_rank=3, max_rank=5, max_side=7, max_channels=3):
+    rank = draw(st.integers(min_rank, max_rank))
+    spatial = draw(
+        st.lists(st.integers(1, max_side), min_size=rank - 2, max_size=rank - 2)
+    )
+    shape = (draw(st.integers(1, 2)), *spatial, draw(st.integers(1, max_channels)))
+    values = st.floats(-100, 100, allow_nan=False, width=32)
+    return draw(arrays("float32", shape, elements=values))
+
+
+def _channel_ranges(x, scaling):
+    axes = (
+        tuple(range(1, x.ndim - 1)) if scaling == "sample" else tuple(range(x.ndim - 1))
+    )
+    return x.max(axis=axes) - x.min(axis=axes)
+
+
+@given(
+    x=maps(),
+    scale=st.floats(0.01, 100),
+    shift=st.floats(-1000, 1000),
+    scaling=st.sampled_from(["batch", "sample"]),
+    max_scale=st.integers(2, 3),
+)
+def test_map_ignores_positive_scale_and_shift(x, scale, shift, scaling, max_scale):
+    """alpha(a * x + b) == alpha(x) for a > 0, per channel."""
+    assume(np.all(_channel_ranges(x, scaling) > 1e-2))
+    x = x.astype(np.float64)
+    channel = np.arange(x.shape[-1]) + 1.0
+    moved = (x * scale * channel + shift * channel).astype("float32")
+    a = _np(ssr_ops.singularity_strength(_t(x), max_scale, scaling))
+    b = _np(ssr_ops.singularity_strength(_t(moved), max_scale, scaling))
+    np.testing.assert_allclose(a, b, atol=2e-3)
+
+
+@given(x=maps(max_side=9), max_scale=st.integers(1, 3))
+def test_box_sums_equal_brute_force(x, max_scale):
+    got = _np(ssr_ops.box_sums(_t(x), max_scale))
+    axes = tuple(range(1, x.ndim - 1))
+    for j in range(max_scale):
+        want = npr.box_sum(x, 2 ** (j + 1), axes)
+        np.testing.assert_allclose(got[..., j], want, rtol=1e-5, atol=1e-3)
+
+
+@given(side=st.integers(9, 14), rank=st.integers(3, 5))
+def test_constant_map_has_the_dimension_as_exponent(side, rank):
+    """A uniform measure scales as k**d: the interior exponent is d."""
+    spatial = rank - 2
+    shape = (1,) + (side,) * spatial + (1,)
+    alpha = _np(ssr_ops.singularity_strength(_t(np.full(shape, 3.0)), 2))
+    interior = alpha[(0,) + (slice(1, side - 2),) * spatial + (0,)]
+    np.testing.assert_allclose(interior, float(spatial), atol=1e-5)
+
+
+@given(
+    x=maps(min_rank=3, max_rank=5, max_channels=6),
+    cls=st.sampled_from(["se", "ssr"]),
+    training=st.booleans(),
+)
+def test_gates_lie_in_the_open_unit_interval(x, cls, training):
+    channels = x.shape[-1]
+    assume(channels >= 2)
+    if cls == "se":
+        layer = keras_ssr.SqueezeExcite(r=2)
+    else:
+        layer = keras_ssr.SingularityStrengthRecalibration(r=2, max_scale=2)
+    gates = _np(layer.gates(_t(x / 10.0), training=training))
+    assert gates.shape == (x.shape[0], channels)
+    assert np.all(gates > 0.0) and np.all(gates < 1.0)
+    # and the layer multiplies by them
+    y = _np(layer(_t(x / 10.0), training=training))
+    expand = (slice(None),) + (None,) * (x.ndim - 2) + (slice(None),)
+    np.testing.assert_allclose(y, x / 10.0 * gates[expand], rtol=1e-5, atol=1e-6)
+
+
+@given(
+    first=maps(min_rank=4, max_rank=4, max_side=8),
+    others=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+    layer_kind=st.sampled_from(["lss", "ssr", "xu"]),
+)
+def test_sample_scaling_makes_samples_independent(first, others, seed, layer_kind):
+    """With scaling="sample", sample 0's output ignores the rest of the batch."""
+    first = first[:1]
+    shape = first.shape
+    rng = np.random.default_rng(seed)
+    batch_a = np.concatenate([first, rng.normal(size=(others,) + shape[1:])]).astype(
+        "float32"
+    )
+    batch_b = np.concatenate(
+        [first, 50 * rng.normal(size=(others,) + shape[1:])]
+    ).astype("float32")
+    if layer_kind == "lss":
+        layer = keras_ssr.LocalSingularityStrength(3, scaling="sample")
+    elif layer_kind == "ssr":
+        layer = keras_ssr.SingularityStrengthRecalibration(
+            r=1, max_scale=3, scaling="sample"
+        )
+    else:
+        layer = keras_ssr.LocalSingularityStrengthXu(3, scaling="sample")
+    a = _np(layer(_t(batch_a), training=False))[0]
+    b = _np(layer(_t(batch_b), training=False))[0]
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_batch_scaling_couples_samples():
+    """The original's batch-wide scaling: a batch mate changes sample 0."""
+    rng = np.random.default_rng(0)
+    first = rng.normal(size=(1, 8, 8, 2))
+    layer = keras_ssr.LocalSingularityStrength(3)
+    a = _np(
+        layer(
+            _t(np.concatenate([first, rng.normal(size=(1, 8, 8, 2))])), training=False
+        )
+    )
+    b = _np(
+        layer(
+            _t(np.concatenate([first, 50 + rng.normal(size=(1, 8, 8, 2))])),
+            training=False,
+        )
+    )
+    assert np.max(np.abs(a[0] - b[0])) > 1e-3
+
+
+@given(x=maps(min_rank=4, max_rank=4, max_side=8), training=st.booleans())
+def test_ssr_output_is_finite_on_constant_channels(x, training):
+    x = x.copy()
+    x[..., 0] = 7.0
+    layer = keras_ssr.SingularityStrengthRecalibration(r=1, max_scale=2)
+    assert np.all(np.isfinite(_np(layer(_t(x), training=training))))
