@@ -4,7 +4,16 @@ Multifractal channel attention for medical image segmentation, written once
 in ``keras.ops`` for the TensorFlow, PyTorch and JAX backends.
 """
 
-from keras_ssr import initializers, ops, reference
+from keras_ssr import (
+    data,
+    initializers,
+    layers,
+    losses,
+    metrics,
+    models,
+    ops,
+    reference,
+)
 from keras_ssr.layers import (
     LearnableMeasure,
     LocalSingularityStrength,
@@ -23,7 +32,12 @@ __all__ = [
     "SingularityStrengthRecalibration",
     "SingularityStrengthRecalibrationXu",
     "SqueezeExcite",
+    "data",
     "initializers",
+    "layers",
+    "losses",
+    "metrics",
+    "models",
     "ops",
     "reference",
 ]
