@@ -80,15 +80,17 @@ def _vjp_jax(layer, x, cotangent, training):
     trainable = [v.value for v in layer.trainable_variables]
     non_trainable = [v.value for v in layer.non_trainable_variables]
 
-    def loss_fn(trainable, x):
+    def loss_fn(trainable, x, non_trainable, cotangent):
         y, new_non_trainable = layer.stateless_call(
             trainable, non_trainable, x, **_kw(training)
         )
         return jnp.sum(y * cotangent), (y, new_non_trainable)
 
-    (grad_t, grad_x), (y, new_non_trainable) = jax.grad(
-        loss_fn, argnums=(0, 1), has_aux=True
-    )(trainable, jnp.asarray(x))
+    # One XLA program: eager JAX would compile every primitive separately.
+    grad_fn = jax.jit(jax.grad(loss_fn, argnums=(0, 1), has_aux=True))
+    (grad_t, grad_x), (y, new_non_trainable) = grad_fn(
+        trainable, jnp.asarray(x), non_trainable, jnp.asarray(cotangent)
+    )
     for v, value in zip(layer.non_trainable_variables, new_non_trainable):
         v.assign(value)
     return (
