@@ -131,8 +131,29 @@ class SqueezeExcite(ChannelGate):
         return ops.mean(pooled, axis=self.spatial_axes(len(inputs.shape)))
 
 
+class MapGate(ChannelGate):
+    """A :class:`ChannelGate` driven by the spatial mean of a map layer.
+
+    Subclasses set ``self.alpha`` (a layer returning a map of the input's
+    shape) in ``__init__``; its weights are named ``alpha.<name>``.
+    """
+
+    def build_descriptor(self, input_shape):
+        self.alpha.build(input_shape)
+
+    def descriptor(self, inputs, training=None):
+        alpha = self.alpha(inputs, training=training)
+        return ops.mean(alpha, axis=self.spatial_axes(len(inputs.shape)))
+
+    def _reference_variables(self) -> dict:
+        names = super()._reference_variables()
+        for name, variable in self.alpha._reference_variables().items():
+            names["alpha." + name] = variable
+        return names
+
+
 @register
-class SingularityStrengthRecalibration(ChannelGate):
+class SingularityStrengthRecalibration(MapGate):
     """SSR: channels gated by the average of their singularity-strength map.
 
     :class:`LocalSingularityStrength` (the ``alpha`` sub-layer: min-max
@@ -189,19 +210,6 @@ class SingularityStrengthRecalibration(ChannelGate):
         self.max_scale = self.alpha.max_scale
         self.scaling = self.alpha.scaling
 
-    def build_descriptor(self, input_shape):
-        self.alpha.build(input_shape)
-
-    def descriptor(self, inputs, training=None):
-        alpha = self.alpha(inputs, training=training)
-        return ops.mean(alpha, axis=self.spatial_axes(len(inputs.shape)))
-
-    def _reference_variables(self) -> dict:
-        names = super()._reference_variables()
-        for name, variable in self.alpha._reference_variables().items():
-            names["alpha." + name] = variable
-        return names
-
     def get_config(self):
         config = super().get_config()
         config.update({"max_scale": self.max_scale, "scaling": self.scaling})
@@ -209,7 +217,7 @@ class SingularityStrengthRecalibration(ChannelGate):
 
 
 @register
-class SingularityStrengthRecalibrationXu(ChannelGate):
+class SingularityStrengthRecalibrationXu(MapGate):
     """SSR driven by Xu et al.'s learnable singularity strength (2-D only).
 
     As :class:`SingularityStrengthRecalibration`, with the ``alpha``
@@ -261,19 +269,6 @@ class SingularityStrengthRecalibrationXu(ChannelGate):
         self.local_scale = self.alpha.local_scale
         self.with_bn = self.alpha.with_bn
         self.scaling = self.alpha.scaling
-
-    def build_descriptor(self, input_shape):
-        self.alpha.build(input_shape)
-
-    def descriptor(self, inputs, training=None):
-        alpha = self.alpha(inputs, training=training)
-        return ops.mean(alpha, axis=self.spatial_axes(len(inputs.shape)))
-
-    def _reference_variables(self) -> dict:
-        names = super()._reference_variables()
-        for name, variable in self.alpha._reference_variables().items():
-            names["alpha." + name] = variable
-        return names
 
     def get_config(self):
         config = super().get_config()
