@@ -7,6 +7,7 @@ the argument and quotes the value it received, in the style of Keras
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 
@@ -27,6 +28,32 @@ def check_int(name: str, value, minimum: int, maximum: int | None = None) -> int
     if value < minimum or (maximum is not None and value > maximum):
         bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
         raise ValueError(f"`{name}` must be {bounds}. Received: {name}={value}")
+    return value
+
+
+def check_real(
+    name: str,
+    value,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    *,
+    open_minimum: bool = False,
+) -> float:
+    """Returns ``value`` as a finite ``float`` within the given bounds."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"`{name}` must be a real number. Received: {name}={value!r} "
+            f"(of type {type(value).__name__})"
+        )
+    value = float(value)
+    too_low = minimum is not None and (
+        value <= minimum if open_minimum else value < minimum
+    )
+    too_high = maximum is not None and value > maximum
+    if not math.isfinite(value) or too_low or too_high:
+        low = "(" if open_minimum else "["
+        bounds = f"{low}{minimum}, {maximum if maximum is not None else 'inf'}]"
+        raise ValueError(f"`{name}` must be in {bounds}. Received: {name}={value!r}")
     return value
 
 

@@ -1,0 +1,239 @@
+"""``keras-ssr demo``: scores, configuration, data splits, a short run end to end."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import importlib.util
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_ssr import datasets, demo
+from keras_ssr.models import get_ssr_unet, get_unet
+
+BACKEND = keras.backend.backend()
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The CLI's ``demo`` parser when the whole CLI imports, else our own."""
+    if importlib.util.find_spec("keras_ssr.cv") is not None:
+        from keras_ssr import cli
+
+        parser = cli.build_parser()
+
+        class Demo:
+            def parse_args(self, argv):
+                return parser.parse_args(["demo", *argv])
+
+        return Demo()
+    parser = argparse.ArgumentParser(prog="keras-ssr demo")
+    demo.add_arguments(parser)
+    return parser
+
+
+# --------------------------------------------------------------------------
+# Scores and table
+
+
+def test_dice_and_iou_by_hand():
+    masks = np.array([[1, 1, 0, 0], [0, 0, 0, 0], [1, 0, 1, 0], [1, 0, 0, 0]])
+    probabilities = np.array(
+        [
+            [0.9, 0.2, 0.7, 0.1],  # p={0,2}, g={0,1}: 2*1/4, 1/3
+            [0.1, 0.2, 0.3, 0.4],  # both empty: 1, 1
+            [0.6, 0.6, 0.6, 0.6],  # p=all, g={0,2}: 4/6, 2/4
+            [0.5, 0.0, 0.0, 0.0],  # 0.5 counts as positive: 1, 1
+        ]
+    )
+    dice, iou = demo.dice_and_iou(masks, probabilities)
+    np.testing.assert_allclose(dice, [0.5, 1.0, 2 / 3, 1.0])
+    np.testing.assert_allclose(iou, [1 / 3, 1.0, 0.5, 1.0])
+    dice, iou = demo.dice_and_iou(
+        masks[:1, :, None, None], probabilities[:1, :, None, None]
+    )
+    np.testing.assert_allclose([dice[0], iou[0]], [0.5, 1 / 3])
+
+
+def test_dice_and_iou_errors():
+    with pytest.raises(ValueError, match=r"masks.shape=\(2, 3\)"):
+        demo.dice_and_iou(np.zeros((2, 3)), np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="threshold=1.5"):
+        demo.dice_and_iou(np.zeros((2, 3)), np.zeros((2, 3)), threshold=1.5)
+
+
+def test_format_table():
+    row = {
+        "model": "SSR-U-Net",
+        "params": 125029,
+        "train_seconds": 12.345,
+        "dice_mean": 0.95012,
+        "dice_std": 0.0149,
+        "iou_mean": 0.9051,
+        "iou_std": 0.036,
+        "dice_pooled": 0.9612,
+        "iou_pooled": 0.92549,
+    }
+    lines = demo.format_table([{**row, "model": "U-Net"}, row]).splitlines()
+    assert lines[0].split()[:2] == ["model", "params"]
+    assert set(lines[1]) == {"-"}
+    assert lines[3].split() == [
+        "SSR-U-Net", "125,029", "12.3", "0.950", "±", "0.015", "0.905", "±", "0.036",
+        "0.961", "0.925",
+    ]  # fmt: skip
+    assert len({len(line) for line in lines}) == 1
+
+
+# --------------------------------------------------------------------------
+# Configuration
+
+
+def test_presets_are_valid():
+    assert demo.DEFAULTS.dataset == "textures"
+    assert demo.QUICK.epochs == 1
+    for config in (demo.DEFAULTS, demo.QUICK):
+        assert config.size % 2 ** (len(config.channels) - 1) == 0
+
+
+@pytest.mark.parametrize(
+    "changes, error, text",
+    [
+        ({"size": 30}, ValueError, "size=30"),
+        ({"size": 8}, ValueError, "size=8"),
+        ({"dataset": "isic"}, ValueError, "dataset='isic'"),
+        ({"dataset": "ihc", "size": 256}, ValueError, "size=256"),
+        ({"epochs": 0}, ValueError, "epochs=0"),
+        ({"samples": 2.5}, TypeError, "samples=2.5"),
+        ({"seed": -3}, ValueError, "seed=-3"),
+        ({"max_scale": 1}, ValueError, "max_scale=1"),
+        ({"channels": (8,)}, ValueError, r"channels=\(8,\)"),
+        ({"channels": (1, 4, 8)}, ValueError, r"channels=\(1, 4, 8\)"),
+        ({"learning_rate": 0.0}, ValueError, "learning_rate=0.0"),
+    ],
+)
+def test_config_validation(changes, error, text):
+    with pytest.raises(error, match=text):
+        dataclasses.replace(demo.DEFAULTS, **changes)
+
+
+def test_command_line_options():
+    parser = _parser()
+    args = parser.parse_args([])
+    assert demo._config_from_args(args) == demo.DEFAULTS
+    assert args.output == "keras-ssr-demo"
+    args = parser.parse_args(
+        ["--quick", "--epochs", "3", "--channels", "2,4", "--dataset", "ihc"]
+    )
+    config = demo._config_from_args(args)
+    assert config == dataclasses.replace(
+        demo.QUICK, epochs=3, channels=(2, 4), dataset="ihc"
+    )
+    for bad in (["--channels", "8,x"], ["--epochs", "0"], ["--dataset", "mnist"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)
+
+
+def test_impossible_configuration_exits_with_2(tmp_path, capsys):
+    args = _parser().parse_args(["--size", "30", "--output", str(tmp_path / "out")])
+    assert demo.run_from_args(args) == 2
+    assert "size=30" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------
+# Data splits
+
+
+def test_texture_splits_are_disjoint_slices():
+    x_train, y_train, x_test, y_test = demo.load_demo_data("textures", 32, 6, 3, 5)
+    images, masks = datasets.make_texture_dataset(9, 32, 5)
+    np.testing.assert_array_equal(x_train, images[:6])
+    np.testing.assert_array_equal(y_test, masks[6:])
+    assert x_test.shape == (3, 32, 32, 1)
+
+
+def test_ihc_training_set_is_augmented_train_blocks():
+    pytest.importorskip("skimage")
+    x_train, y_train, x_test, y_test = demo.load_demo_data("ihc", 64, 200, 10, 0)
+    patches, masks = datasets.load_ihc_patches(64, split="train")
+    held_out, _ = datasets.load_ihc_patches(64, split="test")
+    assert x_train.shape == (200, 64, 64, 3) and y_train.shape == (200, 64, 64, 1)
+    np.testing.assert_array_equal(x_test, held_out[:10])
+    # Every training image is one of the 8 rotations/reflections of a
+    # train-block patch, with its mask transformed alike.
+    variants = {}
+    for n in range(len(patches)):
+        for k in range(8):
+            image = np.rot90(patches[n], k % 4)
+            mask = np.rot90(masks[n], k % 4)
+            if k >= 4:
+                image, mask = image[:, ::-1], mask[:, ::-1]
+            variants[image.tobytes()] = mask
+    for image, mask in zip(x_train, y_train):
+        np.testing.assert_array_equal(variants[image.tobytes()], mask)
+
+
+# --------------------------------------------------------------------------
+# End to end
+
+
+@pytest.mark.slow
+def test_short_demo_end_to_end(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    output = tmp_path / "demo"
+    argv = [
+        "--quick",
+        "--size", "16",
+        "--channels", "2,4",
+        "--samples", "8",
+        "--test-samples", "4",
+        "--batch-size", "4",
+        "--output", str(output),
+        "--verbose", "0",
+    ]  # fmt: skip
+    if BACKEND == "tensorflow":
+        argv.append("--run-eagerly")  # no tf.function tracing: faster here
+    assert demo.run_from_args(_parser().parse_args(argv)) == 0
+    printed = capsys.readouterr().out
+
+    files = sorted(os.listdir(output))
+    assert files == [
+        "predictions.png",
+        "results.csv",
+        "results.json",
+        "singularity_maps.png",
+        "singularity_maps_unet.png",
+    ]
+    for name in files:
+        if name.endswith(".png"):
+            assert (output / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    with open(output / "results.json", encoding="utf-8") as handle:
+        result = json.load(handle)
+    assert result["backend"] == BACKEND
+    assert result["config"]["size"] == 16 and result["config"]["epochs"] == 1
+    assert result["table"] in printed
+    rows = result["rows"]
+    assert [r["model"] for r in rows] == ["U-Net", "SSR-U-Net"]
+    expected_params = [
+        get_unet([2, 4], input_shape=[16, 16, 1]).count_params(),
+        get_ssr_unet([2, 4], input_shape=[16, 16, 1]).count_params(),
+    ]
+    assert [r["params"] for r in rows] == expected_params
+    for row in rows:
+        assert 0.0 <= row["dice_mean"] <= 1.0 and 0.0 <= row["iou_mean"] <= 1.0
+        assert row["iou_mean"] <= row["dice_mean"] + 1e-12  # IoU <= Dice
+        assert 0.0 <= row["iou_pooled"] <= row["dice_pooled"] + 1e-12
+        assert len(row["held_out_dice_per_epoch"]) == 1
+
+    with open(output / "results.csv", newline="", encoding="utf-8") as handle:
+        table = list(csv.DictReader(handle))
+    assert [r["model"] for r in table] == ["U-Net", "SSR-U-Net"]
+    for line, row in zip(table, rows):
+        assert float(line["dice_mean"]) == pytest.approx(row["dice_mean"])
+        assert float(line["iou_std"]) == pytest.approx(row["iou_std"])
+        assert float(line["dice_pooled"]) == pytest.approx(row["dice_pooled"])

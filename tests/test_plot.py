@@ -1,0 +1,180 @@
+"""The singularity-map figure: which maps, their values, panels, errors."""
+
+from __future__ import annotations
+
+import sys
+
+import keras
+import np_reference
+import numpy as np
+import pytest
+
+from keras_ssr import plot
+from keras_ssr.models import get_ssr_unet, get_unet
+
+pytest.importorskip("matplotlib")
+
+SHAPE = (32, 32, 1)
+CHANNELS = [4, 8, 16]  # two encoder levels and a bottleneck
+
+
+@pytest.fixture
+def image():
+    return np.random.default_rng(0).uniform(size=SHAPE).astype(np.float32)
+
+
+def _outputs(model, names, image):
+    probe = keras.Model(model.inputs[0], [model.get_layer(n).output for n in names])
+    return [keras.ops.convert_to_numpy(o)[0] for o in probe(image[None])]
+
+
+def test_ssr_model_shows_the_inputs_of_its_ssr_layers(image):
+    model = get_ssr_unet(CHANNELS, input_shape=list(SHAPE))
+    depths = plot.depth_features(model, image)
+    assert [d.name for d in depths] == ["encoder_0_attention", "encoder_1_attention"]
+    assert [d.features.shape for d in depths] == [(32, 32, 4), (16, 16, 8)]
+    # An SSR layer reads the output of its encoder block's last ReLU.
+    expected = _outputs(model, ["encoder_0_relu_1", "encoder_1_relu_1"], image)
+    for depth, reference in zip(depths, expected):
+        np.testing.assert_allclose(depth.features, reference, rtol=1e-5, atol=1e-6)
+        assert depth.ssr_layer is model.get_layer(depth.name)
+
+
+def test_plain_unet_shows_its_encoder_blocks(image):
+    model = get_unet(CHANNELS, input_shape=list(SHAPE))
+    depths = plot.depth_features(model, image)
+    # The bottleneck (deepest level) is left out, as for the SSR-U-Net.
+    assert [d.name for d in depths] == ["encoder_0_relu_1", "encoder_1_relu_1"]
+    assert all(d.ssr_layer is None for d in depths)
+
+
+def test_cnn_without_decoder_keeps_every_level(image):
+    model = keras.Sequential(
+        [
+            keras.Input(SHAPE),
+            keras.layers.Conv2D(3, 3, padding="same", name="a"),
+            keras.layers.MaxPooling2D(name="pool"),
+            keras.layers.Conv2D(5, 3, padding="same", name="b"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2),
+        ]
+    )
+    depths = plot.depth_features(model, image)
+    assert [d.name for d in depths] == ["a", "b"]
+    assert depths[1].features.shape == (16, 16, 5)
+    named = plot.depth_features(model, image, layer_names=["b"])
+    assert [d.name for d in named] == ["b"]
+
+
+def test_figure_panels_values_and_file(tmp_path, image):
+    model = get_ssr_unet(CHANNELS, input_shape=list(SHAPE))
+    mask = (image[..., 0] > 0.5).astype(np.float32)
+    path = tmp_path / "sub" / "maps.png"
+    figure = plot.singularity_maps(model, image, mask, channels_per_depth=2, path=path)
+    # 2 rows x (input column + 2 depths x 2 channels).
+    assert len(figure.axes) == 2 * (1 + 2 * 2)
+    with open(path, "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+
+    rows = np.asarray(figure.axes).reshape(2, 5)
+    np.testing.assert_array_equal(rows[1, 0].images[0].get_array(), mask)
+    # Top: the channels of largest spread; bottom: their singularity
+    # strength, checked against the NumPy reference.
+    depths = plot.depth_features(model, image)
+    column = 1
+    for depth in depths:
+        spread = depth.features.reshape(-1, depth.features.shape[-1]).std(axis=0)
+        picked = sorted(np.argsort(-spread, kind="stable")[:2])
+        alpha = np_reference.singularity_strength(
+            depth.features[None][..., picked], 3, "sample"
+        )[0]
+        for k, channel in enumerate(picked):
+            shown = rows[0, column].images[0].get_array()
+            np.testing.assert_allclose(shown, depth.features[..., channel], atol=1e-6)
+            shown_alpha = rows[1, column].images[0].get_array()
+            np.testing.assert_allclose(shown_alpha, alpha[..., k], atol=1e-4)
+            column += 1
+
+
+def test_more_channels_than_a_depth_has(image):
+    model = get_unet(CHANNELS, input_shape=list(SHAPE))
+    figure = plot.singularity_maps(model, image, channels_per_depth=6)
+    # depth 1 has 4 channels, depth 2 has 8 (6 shown); no mask: prediction.
+    assert len(figure.axes) == 2 * (1 + 4 + 6)
+    assert figure.axes[1 + 4 + 6].get_title() == "prediction"
+
+
+def test_alpha_from_the_model_layers(image):
+    model = get_ssr_unet(CHANNELS, input_shape=list(SHAPE))
+    figure = plot.singularity_maps(model, image, alpha="model", channels_per_depth=1)
+    rows = np.asarray(figure.axes).reshape(2, 3)
+    depth = plot.depth_features(model, image)[0]
+    layer = depth.ssr_layer
+    expected = keras.ops.convert_to_numpy(
+        layer.alpha(depth.features[None], training=False)
+    )[0]
+    channel = int(np.argmax(depth.features.reshape(-1, 4).std(axis=0)))
+    np.testing.assert_allclose(
+        rows[1, 1].images[0].get_array(), expected[..., channel], atol=1e-5
+    )
+
+
+def test_channels_first_model(image):
+    model = get_ssr_unet(
+        CHANNELS, input_shape=[1, 32, 32], data_format="channels_first"
+    )
+    chw = np.moveaxis(image, -1, 0)
+    depths = plot.depth_features(model, chw, data_format="channels_first")
+    assert [d.features.shape for d in depths] == [(32, 32, 4), (16, 16, 8)]
+    figure = plot.singularity_maps(model, chw, data_format="channels_first")
+    assert len(figure.axes) == 10
+
+
+def test_bad_arguments(image):
+    model = get_ssr_unet(CHANNELS, input_shape=list(SHAPE))
+    with pytest.raises(TypeError, match="model="):
+        plot.singularity_maps("model", image)
+    with pytest.raises(ValueError, match=r"image.shape=\(16, 16, 1\)"):
+        plot.singularity_maps(model, np.zeros((16, 16, 1)))
+    with pytest.raises(ValueError, match=r"image.shape=\(2, 32, 32, 1\)"):
+        plot.singularity_maps(model, np.zeros((2, 32, 32, 1)))
+    with pytest.raises(ValueError, match=r"mask.shape=\(8, 8\)"):
+        plot.singularity_maps(model, image, np.zeros((8, 8)))
+    with pytest.raises(ValueError, match="channels_per_depth=0"):
+        plot.singularity_maps(model, image, channels_per_depth=0)
+    with pytest.raises(ValueError, match="max_scale=1"):
+        plot.singularity_maps(model, image, max_scale=1)
+    with pytest.raises(ValueError, match="alpha='box'"):
+        plot.singularity_maps(model, image, alpha="box")
+    with pytest.raises(ValueError, match="dpi=1"):
+        plot.singularity_maps(model, image, dpi=1)
+    with pytest.raises(ValueError, match="'nope'"):
+        plot.singularity_maps(model, image, layer_names=["nope"])
+    with pytest.raises(TypeError, match="layer_names='head'"):
+        plot.depth_features(model, image, layer_names="head")
+    with pytest.raises(TypeError, match="path=3"):
+        plot.singularity_maps(model, image, path=3)
+    unet = get_unet(CHANNELS, input_shape=list(SHAPE))
+    with pytest.raises(ValueError, match="alpha='model'"):
+        plot.singularity_maps(unet, image, alpha="model")
+
+
+def test_subclassed_model_is_refused(image):
+    class Tiny(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = keras.layers.Conv2D(2, 3, padding="same")
+
+        def call(self, x):
+            return self.conv(x)
+
+    with pytest.raises(ValueError, match="functional or Sequential"):
+        plot.depth_features(Tiny(), image)
+
+
+def test_missing_matplotlib_gives_an_install_hint(monkeypatch, image):
+    model = get_unet(CHANNELS, input_shape=list(SHAPE))
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
+    with pytest.raises(ImportError, match=r"pip install keras-ssr\[plot\]"):
+        plot.singularity_maps(model, image)
