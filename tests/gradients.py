@@ -98,3 +98,31 @@ def _vjp_jax(layer, x, cotangent, training):
         _numpy(grad_x),
         {v.path: _numpy(g) for v, g in zip(layer.trainable_variables, grad_t)},
     )
+
+
+def vjp_function(fn, x, cotangent):
+    """``fn(x)`` and the gradient of ``sum(fn(x) * cotangent)`` w.r.t. ``x``."""
+    backend = keras.backend.backend()
+    x = np.asarray(x)
+    cotangent = np.asarray(cotangent)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x_t = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x_t)
+            y = fn(x_t)
+            loss = tf.reduce_sum(y * cotangent)
+        return _numpy(y), _numpy(tape.gradient(loss, x_t))
+    if backend == "torch":
+        import torch
+
+        x_t = torch.tensor(x, requires_grad=True)
+        y = fn(x_t)
+        (y * torch.tensor(cotangent)).sum().backward()
+        return _numpy(y.detach()), _numpy(x_t.grad)
+    import jax
+    import jax.numpy as jnp
+
+    y, pullback = jax.vjp(fn, jnp.asarray(x))
+    return _numpy(y), _numpy(pullback(jnp.asarray(cotangent))[0])

@@ -6,6 +6,7 @@ import keras
 import np_reference as npr
 import numpy as np
 import pytest
+from gradients import vjp_function
 
 from keras_ssr import ops as ssr_ops
 
@@ -188,6 +189,46 @@ def test_half_inputs_are_computed_in_float32(dtype):
     assert keras.backend.standardize_dtype(got.dtype) == "float32"
     want = npr.singularity_strength(_np(keras.ops.cast(half, "float32")), 4)
     assert _rel(_np(got), want) < 1e-5
+
+
+def _autodiff_strength(max_scale, scaling, data_format):
+    """The map from the public, plainly differentiated pieces."""
+
+    def fn(x):
+        scaled = ssr_ops.min_max_scale(x, scaling, data_format)
+        measures = ssr_ops.box_sums(scaled, max_scale, data_format)
+        return ssr_ops.ols_slope(measures, ssr_ops.dyadic_scales(max_scale))
+
+    return fn
+
+
+@pytest.mark.parametrize(
+    "shape, scaling, data_format",
+    [
+        ((2, 23, 3), "batch", "channels_last"),
+        ((3, 17, 12, 2), "batch", "channels_last"),
+        ((2, 3, 9, 14), "sample", "channels_first"),
+        ((1, 6, 7, 5, 2), "sample", "channels_last"),
+        ((2, 2, 5, 4, 7), "batch", "channels_first"),
+    ],
+)
+def test_hand_written_gradient_equals_autodiff(shape, scaling, data_format):
+    """singularity_strength's custom gradient against autodiff of the pieces,
+    ties at the minimum and maximum included."""
+    x = RNG.normal(size=shape).astype("float32")
+    flat = x.reshape(-1)
+    flat[:4] = flat.min()  # ties at the minimum
+    flat[-3:] = flat.max()  # and at the maximum
+    cotangent = RNG.normal(size=shape).astype("float32")
+    y, grad = vjp_function(
+        lambda t: ssr_ops.singularity_strength(t, 3, scaling, data_format), x, cotangent
+    )
+    y_ref, grad_ref = vjp_function(
+        _autodiff_strength(3, scaling, data_format), x, cotangent
+    )
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    scale = max(1.0, np.abs(grad_ref).max())
+    assert np.max(np.abs(grad - grad_ref)) / scale < 1e-4
 
 
 # -- bad input ---------------------------------------------------------------
