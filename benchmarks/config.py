@@ -1,0 +1,99 @@
+"""What the benchmarks run: layers, shapes, models, compile modes.
+
+Standard library only: the reference worker (TensorFlow 2.14, ``numpy<2``)
+imports this module too.
+"""
+
+from __future__ import annotations
+
+#: Per-sample shapes of the SSR-U-Net's first three levels for 224x224 inputs
+#: (levels 32, 64, 128); the batch size is prepended.
+LEVEL_SHAPES: tuple[tuple[int, int, int], ...] = (
+    (224, 224, 32),
+    (112, 112, 64),
+    (56, 56, 128),
+)
+#: ``--quick`` keeps the deepest (cheapest) level only.
+QUICK_LEVEL_SHAPES: tuple[tuple[int, int, int], ...] = ((56, 56, 128),)
+
+DEFAULT_BATCH_SIZE = 4
+#: ``--quick`` times the models on single images.
+QUICK_MODEL_BATCH_SIZE = 1
+
+#: Layer name -> constructor arguments, identical for keras_ssr and the
+#: original (the SSR-U-Net's defaults: r=2, max_scale=3; Xu et al.'s
+#: learnable measure with keras_ssr's default local_scale of 6).
+LAYERS: dict[str, dict] = {
+    "SqueezeExcite": {"r": 2},
+    "LocalSingularityStrength": {"max_scale": 3},
+    "SingularityStrengthRecalibration": {"r": 2, "max_scale": 3},
+    "LearnableMeasure": {"max_scale": 6},
+}
+#: Short names for tables and the chart.
+SHORT_NAMES = {
+    "SqueezeExcite": "SE",
+    "LocalSingularityStrength": "LSS",
+    "SingularityStrengthRecalibration": "SSR",
+    "LearnableMeasure": "LM",
+    "unet": "U-Net",
+    "ssr_unet": "SSR-U-Net",
+}
+#: Layers whose ``call`` takes ``training`` (batch normalisation inside).
+LAYERS_WITH_TRAINING = {
+    "LocalSingularityStrength",
+    "SingularityStrengthRecalibration",
+    "SqueezeExcite",
+}
+
+#: The models compared: U-Net and SSR-U-Net, both built with these.
+MODEL = {
+    "channels_per_level": [32, 64, 128, 256],
+    "input_shape": [224, 224, 3],
+    "n_classes": 2,
+    "with_bn": True,
+    "r": 2,
+    "max_scale": 3,
+}
+MODELS = ("unet", "ssr_unet")
+
+#: Compile modes per implementation, in the order they are reported. The
+#: first one of each backend is the one ``--quick`` keeps.
+MODES: dict[str, tuple[str, ...]] = {
+    "tensorflow": ("tf.function+XLA", "tf.function"),
+    "torch": ("eager", "torch.compile"),
+    "jax": ("jax.jit",),
+    "original": ("tf.function",),
+}
+BACKENDS = ("tensorflow", "torch", "jax")
+
+#: Warm-up calls (the first one compiles) and timed repeats.
+REPEATS = {"full": (3, 10), "quick": (1, 3)}
+MODEL_REPEATS = {"full": (2, 5), "quick": (1, 2)}
+#: Seconds of timed calls after which a slow benchmark stops repeating (at
+#: least three timed calls all the same): layers, models.
+BUDGET_S = {"full": (20.0, 40.0), "quick": (4.0, 8.0)}
+
+#: The fixtures' agreement rule: max|a - e| <= RTOL * max(1, max|e|).
+RTOL = 1e-4
+
+PASSES = ("forward", "forward+backward")
+MODEL_PASSES = ("train_step", "inference")
+
+
+def shape_key(shape) -> str:
+    """``(4, 224, 224, 32)`` -> ``"4x224x224x32"``."""
+    return "x".join(str(int(s)) for s in shape)
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"4x224x224x32"`` -> ``(4, 224, 224, 32)``."""
+    try:
+        shape = tuple(int(part) for part in text.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if not shape or any(s < 1 for s in shape):
+        raise ValueError(
+            f"A shape must be positive integers joined by 'x', e.g. 4x224x224x32. "
+            f"Received: shape={text!r}"
+        )
+    return shape
