@@ -88,13 +88,16 @@ def test_gates_lie_in_the_open_unit_interval(x, cls, training):
         layer = keras_ssr.SqueezeExcite(r=2)
     else:
         layer = keras_ssr.SingularityStrengthRecalibration(r=2, max_scale=2)
-    gates = _np(layer.gates(_t(x / 10.0), training=training))
+    # Inputs within +-0.1 keep the sigmoid's argument moderate: in float32,
+    # sigmoid(z) rounds to exactly 1.0 for z > ~17 (hypothesis found x = 63).
+    x = x / 1000.0
+    gates = _np(layer.gates(_t(x), training=training))
     assert gates.shape == (x.shape[0], channels)
     assert np.all(gates > 0.0) and np.all(gates < 1.0)
     # and the layer multiplies by them
-    y = _np(layer(_t(x / 10.0), training=training))
+    y = _np(layer(_t(x), training=training))
     expand = (slice(None),) + (None,) * (x.ndim - 2) + (slice(None),)
-    np.testing.assert_allclose(y, x / 10.0 * gates[expand], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(y, x * gates[expand], rtol=1e-5, atol=1e-7)
 
 
 @given(

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_ssr import _checks
+from keras_ssr import ops as ssr_ops
 from keras_ssr.layers._base import MapLayer, full_precision_policy, register
 from keras_ssr.layers.singularity import (
     LocalSingularityStrength,
@@ -128,7 +129,7 @@ class SqueezeExcite(ChannelGate):
 
     def descriptor(self, inputs, training=None):
         pooled = ops.cast(inputs, _checks.wide_float(inputs.dtype))
-        return ops.mean(pooled, axis=self.spatial_axes(len(inputs.shape)))
+        return ssr_ops.accurate_mean(pooled, self.spatial_axes(len(inputs.shape)))
 
 
 class MapGate(ChannelGate):
@@ -143,7 +144,7 @@ class MapGate(ChannelGate):
 
     def descriptor(self, inputs, training=None):
         alpha = self.alpha(inputs, training=training)
-        return ops.mean(alpha, axis=self.spatial_axes(len(inputs.shape)))
+        return ssr_ops.accurate_mean(alpha, self.spatial_axes(len(inputs.shape)))
 
     def _reference_variables(self) -> dict:
         names = super()._reference_variables()
