@@ -42,6 +42,7 @@ from benchmarks.worker import (
     fixture_cases,
     layer_inputs,
     live_paths,
+    time_model_passes,
 )
 
 BN_NAMES = ("gamma", "beta", "moving_mean", "moving_variance")
@@ -428,25 +429,20 @@ def bench_model(spec: dict, ref: Reference) -> dict:
             ],
             "errors": errors,
         }
-    for pass_name, fn in (
-        ("inference", lambda: model.predict_on_batch(x)),
-        ("train_step", lambda: model.train_on_batch(x, y)),
-    ):
-        record = {**base, "pass": pass_name, "parameters": parameters}
-        try:
-            with measure.MemoryWindow(gpu_reset, gpu_peak) as memory:
-                timing = measure.time_calls(
-                    fn, ref.sync, warmup, repeats, spec.get("budget_s")
-                )
-            result = memory.result()
-            if result["peak_rss_mb"] is not None and baseline is not None:
-                result["peak_rss_delta_mb"] = round(result["peak_rss_mb"] - baseline, 1)
-            record.update(status="ok", **timing, **result)
-        except Exception as exc:  # noqa: BLE001
-            errors.append(_error(f"original {name} {pass_name}", exc))
-            record.update(status="failed", error=_short(exc))
-        records.append(record)
-        _progress(record)
+    records.extend(
+        time_model_passes(
+            model,
+            x,
+            y,
+            {**base, "parameters": parameters},
+            sync=ref.sync,
+            timing=(warmup, repeats, spec.get("budget_s")),
+            gpu=(gpu_reset, gpu_peak),
+            baseline=baseline,
+            label=f"original {name}",
+            errors=errors,
+        )
+    )
     return {"records": records, "errors": errors}
 
 

@@ -898,30 +898,52 @@ def bench_model(spec: dict, backend: Backend) -> dict:
             ],
             "errors": errors,
         }
-    # Inference first: the training step needs more memory, so its peak is
-    # not hidden by what inference left in the allocators.
+    records.extend(
+        time_model_passes(
+            model,
+            x,
+            y,
+            {**base, "parameters": parameters},
+            sync=backend.sync,
+            timing=(warmup, repeats, spec.get("budget_s")),
+            gpu=(gpu_reset, gpu_peak),
+            baseline=baseline,
+            label=f"{name} {mode}",
+            errors=errors,
+        )
+    )
+    return {"records": records, "errors": errors}
+
+
+def time_model_passes(model, x, y, base, *, sync, timing, gpu, baseline, label, errors):
+    """Times one inference batch and one training step of a compiled model.
+
+    Shared by keras_ssr's worker and the original's (``reference_worker``).
+    Inference goes first: the training step needs more memory, so its peak is
+    not hidden by what inference left in the allocators. ``baseline`` is the
+    RSS before the model was built, so weights, optimizer state and compiled
+    code count too.
+    """
+    warmup, repeats, budget_s = timing
+    records = []
     for pass_name, fn in (
         ("inference", lambda: model.predict_on_batch(x)),
         ("train_step", lambda: model.train_on_batch(x, y)),
     ):
-        record = {**base, "pass": pass_name, "parameters": parameters}
+        record = {**base, "pass": pass_name}
         try:
-            with measure.MemoryWindow(gpu_reset, gpu_peak) as memory:
-                timing = measure.time_calls(
-                    fn, backend.sync, warmup, repeats, spec.get("budget_s")
-                )
+            with measure.MemoryWindow(*gpu) as memory:
+                times = measure.time_calls(fn, sync, warmup, repeats, budget_s)
             result = memory.result()
             if result["peak_rss_mb"] is not None and baseline is not None:
-                # Against the RSS before the model was built: weights,
-                # optimizer state and compiled code count too.
                 result["peak_rss_delta_mb"] = round(result["peak_rss_mb"] - baseline, 1)
-            record.update(status="ok", **timing, **result)
+            record.update(status="ok", **times, **result)
         except Exception as exc:  # noqa: BLE001
-            errors.append(_error(f"{name} {mode} {pass_name}", exc))
+            errors.append(_error(f"{label} {pass_name}", exc))
             record.update(status="failed", error=_short(exc))
         records.append(record)
         _progress(record)
-    return {"records": records, "errors": errors}
+    return records
 
 
 # --------------------------------------------------------------------------
