@@ -64,6 +64,9 @@ from typing import Any
 
 import numpy as np
 
+from keras_ssr import _checks
+from keras_ssr.ops import MAX_SCALE_LIMIT
+
 __all__ = [
     "DATASETS",
     "METRIC_NAMES",
@@ -96,7 +99,6 @@ DATASETS = {
 LOSSES = ("weighted", "ce", "dice")
 OPTIMIZERS = ("adam", "sgd")
 ISIC_SCALES = ("unit", "none")
-DATA_FORMATS = ("channels_last", "channels_first")
 #: Model names besides the attention names of :func:`keras_ssr.models.build_unet`.
 MODEL_ALIASES = {"ssr_unet": "ssr", "unet": None}
 #: Held-out scores, in the order of the summary's columns.
@@ -162,18 +164,6 @@ def _fail(name: str, requirement: str, value) -> ValueError:
     return ValueError(f"`{name}` must be {requirement}. Received: {name}={value!r}")
 
 
-def _integer(name: str, value, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"`{name}` must be an integer. Received: {name}={value!r} "
-            f"(of type {type(value).__name__})"
-        )
-    if value < minimum or (maximum is not None and value > maximum):
-        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise _fail(name, f"an integer {bounds}", value)
-    return int(value)
-
-
 def _real(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
@@ -193,15 +183,6 @@ def _boolean(name: str, value) -> bool:
             f"(of type {type(value).__name__})"
         )
     return value
-
-
-def _choice(name: str, value, choices: Sequence[str]) -> str:
-    if not isinstance(value, str) or value.lower() not in choices:
-        raise ValueError(
-            f"`{name}` must be one of {', '.join(repr(c) for c in choices)}. "
-            f"Received: {name}={value!r}"
-        )
-    return value.lower()
 
 
 def _int_tuple(name: str, value, length: int | None, minimum_length: int = 1):
@@ -332,7 +313,7 @@ class CVConfig:
         def put(name, value):
             object.__setattr__(self, name, value)
 
-        put("dataset", _choice("dataset", self.dataset, tuple(DATASETS)))
+        put("dataset", _checks.check_choice("dataset", self.dataset, tuple(DATASETS)))
         for kind, fields in DATASETS.items():
             for field in fields:
                 value = _path(field, getattr(self, field))
@@ -350,10 +331,16 @@ class CVConfig:
                     )
         put("target_size", _int_tuple("target_size", self.target_size, 2))
         put("binarize_masks", _boolean("binarize_masks", self.binarize_masks))
-        put("isic_scale", _choice("isic_scale", self.isic_scale, ISIC_SCALES))
-        put("folds", _integer("folds", self.folds, 2))
+        put(
+            "isic_scale",
+            _checks.check_choice("isic_scale", self.isic_scale, ISIC_SCALES),
+        )
+        put("folds", _checks.check_int("folds", self.folds, 2))
         if self.max_samples is not None:
-            put("max_samples", _integer("max_samples", self.max_samples, self.folds))
+            put(
+                "max_samples",
+                _checks.check_int("max_samples", self.max_samples, self.folds),
+            )
 
         names = model_names()
         if not isinstance(self.model, str) or self.model.lower() not in names:
@@ -364,9 +351,15 @@ class CVConfig:
         put("model", self.model.lower())
         put("levels", _int_tuple("levels", self.levels, None, 2))
         put("with_bn", _boolean("with_bn", self.with_bn))
-        put("r", _integer("r", self.r, 1))
-        put("max_scale", _integer("max_scale", self.max_scale, 2, 16))
-        put("data_format", _choice("data_format", self.data_format, DATA_FORMATS))
+        put("r", _checks.check_int("r", self.r, 1))
+        put(
+            "max_scale",
+            _checks.check_int("max_scale", self.max_scale, 2, MAX_SCALE_LIMIT),
+        )
+        put(
+            "data_format",
+            _checks.check_choice("data_format", self.data_format, _checks.DATA_FORMATS),
+        )
         if self.dataset != "isic":
             factor = 2 ** (len(self.levels) - 1)
             if any(side % factor for side in self.target_size):
@@ -380,25 +373,28 @@ class CVConfig:
         if not 0.0 < fraction < 1.0:
             raise _fail("val_fraction", "in (0, 1)", self.val_fraction)
         put("val_fraction", fraction)
-        put("epochs", _integer("epochs", self.epochs, 1))
-        put("batch_size", _integer("batch_size", self.batch_size, 1))
+        put("epochs", _checks.check_int("epochs", self.epochs, 1))
+        put("batch_size", _checks.check_int("batch_size", self.batch_size, 1))
         rate = _real("learning_rate", self.learning_rate)
         if rate <= 0:
             raise _fail("learning_rate", "> 0", self.learning_rate)
         put("learning_rate", rate)
-        put("optimizer", _choice("optimizer", self.optimizer, OPTIMIZERS))
-        put("loss", _choice("loss", self.loss, LOSSES))
+        put("optimizer", _checks.check_choice("optimizer", self.optimizer, OPTIMIZERS))
+        put("loss", _checks.check_choice("loss", self.loss, LOSSES))
         alpha = _real("loss_alpha", self.loss_alpha)
         if not 0.0 <= alpha <= 1.0:
             raise _fail("loss_alpha", "in [0, 1]", self.loss_alpha)
         put("loss_alpha", alpha)
         put("shuffle", _boolean("shuffle", self.shuffle))
-        put("seed", _integer("seed", self.seed, 0))
+        put("seed", _checks.check_int("seed", self.seed, 0))
         factor = _real("plateau_factor", self.plateau_factor)
         if not 0.0 < factor < 1.0:
             raise _fail("plateau_factor", "in (0, 1)", self.plateau_factor)
         put("plateau_factor", factor)
-        put("plateau_patience", _integer("plateau_patience", self.plateau_patience, 0))
+        put(
+            "plateau_patience",
+            _checks.check_int("plateau_patience", self.plateau_patience, 0),
+        )
         if self.plateau_min_lr is not None:
             min_lr = _real("plateau_min_lr", self.plateau_min_lr)
             if min_lr < 0:
@@ -678,8 +674,8 @@ def kfold_indices(n: int, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
         >>> [test.tolist() for _, test in kfold_indices(5, 2)]
         [[0, 1, 2], [3, 4]]
     """
-    folds = _integer("folds", folds, 2)
-    n = _integer("n", n, 0)
+    folds = _checks.check_int("folds", folds, 2)
+    n = _checks.check_int("n", n, 0)
     if n < folds:
         raise ValueError(
             f"Cannot split {n} samples into {folds} folds: need n >= folds. "
@@ -1218,7 +1214,7 @@ def _check_fold_selection(folds, total: int) -> list[int]:
         )
     out = []
     for k in folds:
-        _integer("folds", k, 0, total - 1)
+        _checks.check_int("folds", k, 0, total - 1)
         if int(k) not in out:
             out.append(int(k))
     return sorted(out)
@@ -1594,7 +1590,7 @@ _FLAGS: dict[str, tuple[str, tuple[str, ...], dict]] = {
     "max_scale": _flag(
         "model", ("--max-scale",), type=int, help="SSR scales (default 3)"
     ),
-    "data_format": _flag("model", ("--data-format",), choices=DATA_FORMATS),
+    "data_format": _flag("model", ("--data-format",), choices=_checks.DATA_FORMATS),
     "folds": _flag(
         "protocol", ("--folds", "-k"), type=int, help="number of folds (default 10)"
     ),
