@@ -43,6 +43,22 @@ settings.register_profile(
 settings.load_profile("keras_ssr")
 
 
+def _nchw_conv_supported() -> bool:
+    """TensorFlow's CPU Conv2D kernel has no NCHW layout (Keras 3.15 calls it)."""
+    if BACKEND != "tensorflow":
+        return True
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+#: For tests of channels-first models: Keras' own Conv2D fails there on TF CPU.
+requires_nchw_conv = pytest.mark.skipif(
+    not _nchw_conv_supported(),
+    reason="TensorFlow's CPU Conv2D kernel supports NHWC only",
+)
+
+
 def pytest_report_header(config):
     return f"keras {keras.__version__}, backend {BACKEND}"
 

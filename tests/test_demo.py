@@ -13,7 +13,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ssr import datasets, demo
+from keras_ssr import demo
+from keras_ssr.demo import data as datasets
 from keras_ssr.models import get_ssr_unet, get_unet
 
 BACKEND = keras.backend.backend()

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import pytest
 import reference_cases as rc
+from conftest import requires_nchw_conv
 
 from keras_ssr import models, reference
 
@@ -248,6 +249,7 @@ def test_checkpoint_needing_tensorflow_without_it(monkeypatch):
 # --------------------------------------------------------------------------
 
 
+@requires_nchw_conv
 def test_channels_first_model():
     case, arrays, weights = _case("model_ssr_unet_2")
     model = models.get_ssr_unet(

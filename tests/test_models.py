@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 import reference_cases as rc
+from conftest import requires_nchw_conv
 
 from keras_ssr import layers, models, reference
 
@@ -235,10 +236,10 @@ def test_attention_errors():
 
 @pytest.fixture
 def _registry():
-    saved = dict(models._ATTENTION)
+    saved = dict(models.registry._ATTENTION)
     yield
-    models._ATTENTION.clear()
-    models._ATTENTION.update(saved)
+    models.registry._ATTENTION.clear()
+    models.registry._ATTENTION.update(saved)
 
 
 def test_register_attention(_registry):
@@ -317,6 +318,7 @@ def test_unknown_spatial_sizes():
 # --------------------------------------------------------------------------
 
 
+@requires_nchw_conv
 @pytest.mark.parametrize("n_classes", [2, 3])
 def test_channels_first_equals_channels_last(n_classes):
     case, weights = _fixture_weights("model_ssr_unet_2")

@@ -8,6 +8,7 @@ import keras
 import np_reference
 import numpy as np
 import pytest
+from conftest import requires_nchw_conv
 
 from keras_ssr import plot
 from keras_ssr.models import get_ssr_unet, get_unet
@@ -119,6 +120,7 @@ def test_alpha_from_the_model_layers(image):
     )
 
 
+@requires_nchw_conv
 def test_channels_first_model(image):
     model = get_ssr_unet(
         CHANNELS, input_shape=[1, 32, 32], data_format="channels_first"

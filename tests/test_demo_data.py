@@ -7,8 +7,8 @@ import np_reference
 import numpy as np
 import pytest
 
-from keras_ssr import datasets
 from keras_ssr import ops as ssr_ops
+from keras_ssr.demo import data as datasets
 
 
 def _erode(mask: np.ndarray, margin: int) -> np.ndarray:

@@ -1,61 +1,23 @@
-"""The singularity-strength maths, once, in ``keras.ops``.
-
-Every function here is pure, works on the TensorFlow, PyTorch and JAX
-backends, on inputs with one, two or three spatial axes, in either
-``data_format``. The layers in :mod:`keras_ssr.layers` compose them.
-
-For a feature map ``x`` with channels ``c`` the local singularity strength
-(Hölder exponent) at pixel ``p`` is the least-squares slope
-
-.. math::
-
-    \\alpha_c(p) = \\frac{\\sum_j (l_j - \\bar l)\\,\\log(\\mu_{c,j}(p) + \\epsilon)}
-                         {\\sum_j (l_j - \\bar l)^2},
-    \\qquad l_j = \\log k_j,
-
-of the log-measure against the log-scale, where ``mu_{c,j}(p)`` is the sum of
-the min-max scaled map over the box of side ``k_j = 2**j`` (``j = 1 ..
-max_scale``) around ``p``. Boxes use TensorFlow's ``"SAME"`` zero padding:
-``(k - 1) // 2`` cells before ``p`` and ``k // 2`` after.
-
-Box sums are computed exactly (no cumulative sums, which lose float32
-precision on large maps) by dyadic doubling: a box of side ``2k`` is two
-boxes of side ``k`` shifted by ``k``, so every scale costs one addition per
-spatial axis instead of a ``k**d`` convolution.
-
-Numerically sensitive steps (scaling, box sums, log and slope) run in
-float32 at least, whatever the input dtype (``float16``/``bfloat16`` inputs
-are upcast), as Keras does for batch normalisation.
+"""Min-max scaling, dyadic box sums, the least-squares slope, and the
+singularity-strength map with its hand-written gradient.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Iterable, Iterator, Sequence
 
-import keras
 import numpy as np
 from keras import ops as kops
 
 from keras_ssr import _checks
-
-__all__ = [
-    "EPSILON",
-    "batch_normalize",
-    "accurate_mean",
-    "accurate_sum",
-    "box_sums",
-    "centered_moments",
-    "dyadic_scales",
-    "gaussian_kernel",
-    "learnable_measures",
-    "learnable_singularity_strength",
-    "min_max_scale",
-    "ols_slope",
-    "ols_weights",
-    "singularity_strength",
-]
+from keras_ssr.ops._utils import (
+    _check_input,
+    _compiled_on_jax,
+    _float32_or_wider,
+    _slice,
+)
+from keras_ssr.ops.reductions import accurate_sum
 
 #: Added to every measure before the logarithm (``keras.backend.epsilon()``
 #: of the original).
@@ -67,98 +29,6 @@ MAXIMUM_VALUE = 256.0
 DENOMINATOR_RANGE = (1e-7, 1e9)
 #: Largest ``max_scale`` accepted: boxes up to 65536 cells a side.
 MAX_SCALE_LIMIT = 16
-
-
-# --------------------------------------------------------------------------
-# Axis bookkeeping
-
-
-def _check_input(x, data_format: str, min_rank: int = 3) -> tuple[int, ...]:
-    """Checks dtype and rank; returns the spatial axes of ``x``."""
-    _checks.check_float("x", x)
-    ndim = len(x.shape)
-    if ndim < min_rank:
-        raise ValueError(
-            f"`x` must have a batch axis, a channel axis and at least one "
-            f"spatial axis. Received: x.shape={tuple(x.shape)}"
-        )
-    if data_format == "channels_last":
-        return tuple(range(1, ndim - 1))
-    return tuple(range(2, ndim))
-
-
-def _float32_or_wider(x):
-    dtype = _checks.wide_float(x.dtype)
-    return kops.cast(x, dtype)
-
-
-def _compiled_on_jax(fn):
-    """Runs ``fn(x, *static)`` as one XLA program on the JAX backend.
-
-    Called eagerly, JAX compiles every primitive separately for every new
-    shape (each box-sum slice is its own program): about 1 s for a first
-    call of :func:`singularity_strength`, against 0.1 s jitted. Inside an
-    outer ``jax.jit``/``grad`` the wrapper is a nested jit, which XLA
-    inlines. Symbolic ``KerasTensor`` inputs and other backends call ``fn``
-    directly. Every argument after ``x`` must be hashable and static.
-    """
-    if keras.backend.backend() != "jax":
-        return fn
-    import inspect
-
-    import jax
-
-    arity = len(inspect.signature(fn).parameters)
-    jitted = jax.jit(fn, static_argnums=tuple(range(1, arity)))
-
-    @functools.wraps(fn)
-    def call(x, *static):
-        if isinstance(x, keras.KerasTensor):
-            return fn(x, *static)
-        return jitted(x, *static)
-
-    return call
-
-
-def _slice(x, axis: int, start: int | None, stop: int | None):
-    index = [slice(None)] * len(x.shape)
-    index[axis] = slice(start, stop)
-    return x[tuple(index)]
-
-
-# --------------------------------------------------------------------------
-# Reductions
-
-
-def accurate_sum(x, axis: Sequence[int], keepdims: bool = False):
-    """``sum(x, axis)`` reduced one axis at a time, last axis first.
-
-    TensorFlow's CPU kernels add a float32 reduction over many axes as one
-    long run: at (4, 112, 112, 16) a per-channel mean is off by ~1e-4
-    relative, which the singularity map's batch normalisation and pooling
-    turn into 1e-3 errors of SSR's gradients. Reducing axis by axis bounds
-    the error by the axis lengths (a few hundred terms) on every backend.
-    """
-    axes = sorted({a % len(x.shape) for a in axis}, reverse=True)
-    for a in axes:
-        x = kops.sum(x, axis=a, keepdims=True)
-    if not keepdims:
-        x = kops.squeeze(x, axis=tuple(axes)) if axes else x
-    return x
-
-
-def accurate_mean(x, axis: Sequence[int], keepdims: bool = False):
-    """``mean(x, axis)`` with :func:`accurate_sum`'s axis-by-axis reduction."""
-    count = 1
-    for a in axis:
-        count *= x.shape[a]
-    if count is None or any(x.shape[a] is None for a in axis):
-        shape = kops.shape(x)
-        count = 1
-        for a in axis:
-            count = count * shape[a]
-        return accurate_sum(x, axis, keepdims) / kops.cast(count, x.dtype)
-    return accurate_sum(x, axis, keepdims) / float(count)
 
 
 # --------------------------------------------------------------------------
@@ -338,37 +208,6 @@ def ols_slope(measures, scales: Sequence[float]):
 
 
 # --------------------------------------------------------------------------
-# Batch normalisation, centred
-
-
-def centered_moments(x, axes: Sequence[int]):
-    """Mean and (biased) variance over ``axes``, both kept as size-1 axes.
-
-    Two passes: the variance is the mean square of ``x - mean``, never
-    ``E[x**2] - E[x]**2``, which cancels catastrophically in float32 for the
-    narrow, off-centre distributions of singularity-strength maps.
-    """
-    mean = accurate_mean(x, axes, keepdims=True)
-    variance = accurate_mean(kops.square(x - mean), axes, keepdims=True)
-    return mean, variance
-
-
-def batch_normalize(x, mean, variance, scale=None, offset=None, epsilon=1e-3):
-    """``(x - mean) * scale / sqrt(variance + epsilon) + offset``, centred first.
-
-    All arguments broadcast against ``x``. Subtracting the mean before
-    scaling (rather than ``x * inv + (offset - mean * inv)``, as Keras'
-    backends do) keeps the gradient with respect to ``scale``, a sum of
-    ``upstream * (x - mean)``, free of cancellation.
-    """
-    inv = kops.rsqrt(variance + epsilon)
-    if scale is not None:
-        inv = inv * scale
-    y = (x - mean) * inv
-    return y if offset is None else y + offset
-
-
-# --------------------------------------------------------------------------
 # Singularity strength
 
 
@@ -502,125 +341,3 @@ def _strength_with_gradient(max_scale: int, scaling: str, spatial: tuple[int, ..
         return alpha, grad
 
     return strength
-
-
-# --------------------------------------------------------------------------
-# Learnable measures (Xu et al., NeurIPS 2021)
-
-
-def gaussian_kernel(size: int, sigma: float | None = None) -> np.ndarray:
-    """The original's Gaussian initial kernel for a learnable measure.
-
-    An outer product of ``exp(-t**2 / (2 sigma**2))`` with itself, normalised
-    to sum 1, ``sigma = size / 2`` by default. Like the original, the ``t``
-    grid runs evenly from ``trunc(-(size - 1) / 2)`` to ``trunc((size - 1) /
-    2)``: centred for odd sizes, but for even sizes it is not (``size=4``:
-    -1, -1/3, 1/3, 1; ``size=2``: 0, 0, a flat kernel). Reproduced so that
-    training starts where the original's does.
-
-    Returns:
-        float32 array of shape ``(size, size)``.
-    """
-    size = _checks.check_int("size", size, 1)
-    sigma = size / 2 if sigma is None else float(sigma)
-    if not sigma > 0:
-        raise ValueError(f"`sigma` must be positive. Received: sigma={sigma}")
-    half = math.trunc((size - 1) / 2)
-    grid = np.linspace(-half, half, size, dtype=np.float64)
-    profile = np.exp(-0.5 * grid**2 / sigma**2)
-    kernel = np.outer(profile, profile)
-    return (kernel / kernel.sum()).astype(np.float32)
-
-
-def _measure_window(kernels: Sequence, dtype):
-    """All kernels as one ``(K, K, 1, S)`` filter bank, ``K = len(kernels)``.
-
-    Kernel ``s`` (times ``s**2``) is zero-embedded in the ``K x K`` window
-    at offset ``(K - 1)//2 - (s - 1)//2``, so that one "SAME"-aligned
-    convolution of side ``K`` gives every scale's own "SAME" response.
-    """
-    largest = len(kernels)
-    window = []
-    for size, kernel in enumerate(kernels, start=1):
-        offset = (largest - 1) // 2 - (size - 1) // 2
-        pad = [(offset, largest - size - offset)] * 2
-        window.append(kops.pad(kops.cast(kernel, dtype) * float(size**2), pad))
-    return kops.expand_dims(kops.stack(window, axis=-1), 2)
-
-
-def learnable_measures(x, kernels: Sequence, data_format: str = "channels_last"):
-    """Xu et al.'s data-driven measures of a 2-D map.
-
-    For ``s = 1 .. len(kernels)``: ``relu(conv_s(x) * s**2) + 1``, where
-    ``conv_s`` applies the ``s x s`` kernel ``kernels[s - 1]`` to every
-    channel separately ("SAME" zero padding, cross-correlation as in
-    ``keras.ops.conv``).
-
-    Args:
-        x: floating-point tensor ``(batch, height, width, channels)`` or
-            ``(batch, channels, height, width)`` with a known channel count.
-        kernels: the ``s x s`` kernels, ``s = 1, 2, ...``, in that order.
-        data_format: ``"channels_last"`` or ``"channels_first"``.
-
-    Returns:
-        Tensor ``x.shape + (len(kernels),)``, every entry >= 1.
-    """
-    data_format = _checks.standardize_data_format(data_format)
-    _check_input(x, data_format, min_rank=4)
-    if len(x.shape) != 4:
-        raise ValueError(
-            "`x` must be a batch of 2-D maps (rank 4). "
-            f"Received: x.shape={tuple(x.shape)}"
-        )
-    if len(kernels) < 1:
-        raise ValueError("`kernels` must hold at least one kernel. Received: []")
-    for size, kernel in enumerate(kernels, start=1):
-        if tuple(kernel.shape) != (size, size):
-            raise ValueError(
-                f"kernels[{size - 1}] must have shape ({size}, {size}). "
-                f"Received: shape={tuple(kernel.shape)}"
-            )
-    # Channels folded into the batch and the scales stacked as the outputs of
-    # one regular convolution: XLA's depthwise convolution with a broadcast
-    # kernel is ~4x slower (forward and backward) on CPU.
-    largest = len(kernels)
-    if data_format == "channels_last":
-        x = kops.transpose(x, (0, 3, 1, 2))
-    shape = kops.shape(x)
-    folded = kops.expand_dims(kops.reshape(x, (-1, shape[2], shape[3])), -1)
-    before, after = (largest - 1) // 2, largest // 2
-    folded = kops.pad(folded, [(0, 0), (before, after), (before, after), (0, 0)])
-    responses = kops.conv(
-        folded, _measure_window(kernels, x.dtype), padding="valid"
-    )  # (batch * channels, height, width, scales)
-    responses = kops.reshape(
-        responses, (shape[0], shape[1], shape[2], shape[3], largest)
-    )
-    if data_format == "channels_last":
-        responses = kops.transpose(responses, (0, 2, 3, 1, 4))
-    return kops.relu(responses) + 1.0
-
-
-def learnable_singularity_strength(
-    x,
-    kernels: Sequence,
-    scaling: str = "batch",
-    data_format: str = "channels_last",
-):
-    """Xu et al.'s singularity strength with learnable measures.
-
-    Min-max scaling onto ``[1, 256]``, :func:`learnable_measures`, then the
-    slope of ``log(measure + 1e-7)`` against ``log(s)``, ``s = 1 ..
-    len(kernels)``; in float32 at least.
-
-    Raises:
-        ValueError: for fewer than two kernels (no slope to fit).
-    """
-    if len(kernels) < 2:
-        raise ValueError(
-            "`kernels` must hold at least two kernels (scales 1 and 2) to fit "
-            f"a slope. Received: {len(kernels)} kernel(s)"
-        )
-    x = min_max_scale(_float32_or_wider(x), scaling, data_format)
-    measures = learnable_measures(x, kernels, data_format)
-    return ols_slope(measures, range(1, len(kernels) + 1))

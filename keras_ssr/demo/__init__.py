@@ -7,7 +7,7 @@ writes it as ``results.csv`` and ``results.json`` next to the figures
 singularity-strength maps), ``singularity_maps_unet.png`` (the same for the
 U-Net) and ``predictions.png``.
 
-The data need no download (:mod:`keras_ssr.datasets`): ``textures``
+The data need no download (:mod:`keras_ssr.demo.data`): ``textures``
 (default) are synthetic images whose objects differ from the background only
 in local regularity; ``ihc`` are patches of the immunohistochemistry slide
 that scikit-image ships, with classical DAB-stain masks.
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_ssr import datasets
+from keras_ssr.demo import data as datasets
 
 __all__ = [
     "DEFAULTS",
@@ -167,9 +167,9 @@ def load_demo_data(
     """Train and held-out splits of a built-in data set.
 
     ``textures``: ``samples + test_samples`` images of
-    :func:`~keras_ssr.datasets.make_texture_dataset`, the first ``samples``
+    :func:`~keras_ssr.demo.data.make_texture_dataset`, the first ``samples``
     for training. ``ihc``: the train-block patches of
-    :func:`~keras_ssr.datasets.load_ihc_patches`, repeated under the 8
+    :func:`~keras_ssr.demo.data.load_ihc_patches`, repeated under the 8
     rotations/reflections (shuffled by ``seed``) up to ``samples``, and the
     first ``test_samples`` held-out-block patches.
 

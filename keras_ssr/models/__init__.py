@@ -1,0 +1,56 @@
+"""U-Net and SSR-U-Net builders (2-D and 3-D), in Keras 3.
+
+:func:`build_unet` builds the original's U-Net as a functional
+``keras.Model``, with an optional channel-attention layer after every encoder
+block (Squeeze-and-Excitation, SSR, Xu et al.'s SSR, or your own).
+:func:`get_unet` and :func:`get_ssr_unet` keep the original's builder
+signatures. Layer names are fixed and readable, so that
+:func:`keras_ssr.reference.load_weights` can place the original's weights:
+
+=============================  ==============================================
+layer                          role
+=============================  ==============================================
+``encoder_{i}_conv_{j}``       ``j``-th 3x3 conv of encoder level ``i``
+``encoder_{i}_bn_{j}``         its BatchNormalization (``with_bn=True``)
+``encoder_{i}_relu_{j}``       its ReLU
+``encoder_{i}_attention``      attention after the block (before the skip)
+``encoder_{i}_pool``           2x2 max-pooling
+``bottleneck_conv_{j}``, ...   the block of the deepest level
+``decoder_{i}_upsample``       2x bilinear (trilinear) upsampling
+``decoder_{i}_concat``         ``[upsampled, skip of encoder_{i}]``
+``decoder_{i}_conv_{j}``, ...  the block of decoder level ``i``
+``head``                       1x1 conv to the class scores
+``head_activation``            sigmoid (1 channel) or softmax, in float32
+=============================  ==============================================
+
+Level ``i`` counts from the full-resolution level ``0``; decoder level ``i``
+has ``channels_per_level[i]`` filters and runs after decoder level ``i + 1``.
+"""
+
+from keras_ssr.models.registry import (
+    AttentionFactory,
+    attention_names,
+    get_attention,
+    register_attention,
+)
+from keras_ssr.models.unet import (
+    BN_EPSILON,
+    BN_MOMENTUM,
+    build_unet,
+    get_ssr_unet,
+    get_unet,
+)
+from keras_ssr.models.upsampling import TrilinearUpSampling3D
+
+__all__ = [
+    "BN_EPSILON",
+    "BN_MOMENTUM",
+    "AttentionFactory",
+    "TrilinearUpSampling3D",
+    "attention_names",
+    "build_unet",
+    "get_attention",
+    "get_ssr_unet",
+    "get_unet",
+    "register_attention",
+]
