@@ -424,7 +424,7 @@ def named_variables(layer) -> tuple[list[str], list, dict]:
         ``{name: index}`` of the non-trainable ones in
         ``layer.non_trainable_variables``.
     """
-    by_id = {id(v): n for n, v in layer._reference_variables().items()}
+    by_id = {id(v): n for n, v in layer.semantic_variables().items()}
     variables = list(layer.trainable_variables)
     names = [by_id.get(id(v), v.path) for v in variables]
     state = {
@@ -499,7 +499,7 @@ def fixture_expected(case: dict, arrays: dict, layer) -> dict:
     ):
         if theirs in arrays:
             expected[ours] = arrays[theirs]
-    names = layer._reference_variables()
+    names = layer.semantic_variables()
     for key, value in arrays.items():
         if key.startswith("grad.") and key != "grad_x":
             expected[key] = value

@@ -47,7 +47,7 @@ __all__ = [
 
 
 def _variables(layer) -> dict:
-    if not hasattr(layer, "_reference_variables"):
+    if not hasattr(layer, "semantic_variables"):
         raise TypeError(
             "`layer` must be a keras_ssr layer with reference weight names. "
             f"Received: layer={layer!r} (of type {type(layer).__name__})"
@@ -57,7 +57,7 @@ def _variables(layer) -> dict:
             f"`layer` must be built before its weights are set: call it once "
             f"or call layer.build(input_shape). Received: layer={layer.name!r}"
         )
-    return layer._reference_variables()
+    return layer.semantic_variables()
 
 
 def layer_weight_names(layer) -> dict[str, tuple[int, ...]]:
@@ -713,7 +713,7 @@ def _model_slots(model) -> tuple[dict, dict]:
             attention[layer.name] = layer
             if not layer.weights:
                 continue
-            if not hasattr(layer, "_reference_variables"):
+            if not hasattr(layer, "semantic_variables"):
                 raise ValueError(
                     f"The attention layer {layer.name!r} ({type(layer).__name__}) has "
                     "no reference weight names; load_weights supports SqueezeExcite "

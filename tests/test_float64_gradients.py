@@ -113,8 +113,8 @@ def test_float32_gradients_match_float64(cls, kwargs, shape):
     channel_axis = 1 if kwargs.get("data_format") == "channels_first" else -1
     rc.assert_agrees(y32, y64, "output")
     rc.assert_agrees_per_channel(gx32, gx64, "grad_x", channel_axis=channel_axis)
-    names32 = {v.path: n for n, v in layer._reference_variables().items()}
-    names64 = {v.path: n for n, v in layer64._reference_variables().items()}
+    names32 = {v.path: n for n, v in layer.semantic_variables().items()}
+    names64 = {v.path: n for n, v in layer64.semantic_variables().items()}
     grads64 = {names64[p]: g for p, g in gw64.items()}
     assert len(gw32) == len(grads64) > 0
     for path, grad in gw32.items():

@@ -59,7 +59,7 @@ def test_layer_case(name):
         grad_x, arrays["grad_x"], f"{name}: grad_x", rc.constant_channels(case)
     )
 
-    by_path = {v.path: n for n, v in layer._reference_variables().items()}
+    by_path = {v.path: n for n, v in layer.semantic_variables().items()}
     assert len(grads) == len(layer.trainable_variables) > 0
     for path, grad in grads.items():
         weight = by_path[path]

@@ -78,7 +78,7 @@ class ChannelGate(MapLayer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
-    def _reference_variables(self) -> dict:
+    def semantic_variables(self) -> dict:
         return {
             "squeeze.kernel": self.squeeze.kernel,
             "squeeze.bias": self.squeeze.bias,
@@ -146,9 +146,9 @@ class MapGate(ChannelGate):
         alpha = self.alpha(inputs, training=training)
         return ssr_ops.accurate_mean(alpha, self.spatial_axes(len(inputs.shape)))
 
-    def _reference_variables(self) -> dict:
-        names = super()._reference_variables()
-        for name, variable in self.alpha._reference_variables().items():
+    def semantic_variables(self) -> dict:
+        names = super().semantic_variables()
+        for name, variable in self.alpha.semantic_variables().items():
             names["alpha." + name] = variable
         return names
 

@@ -108,7 +108,8 @@ class LocalSingularityStrength(MapLayer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
-    def _reference_variables(self) -> dict:
+    def semantic_variables(self) -> dict:
+        """The layer's variables by semantic name (the original's weights)."""
         return _bn_variables(self.bn)
 
     def get_config(self):
@@ -183,7 +184,7 @@ class LearnableMeasure(MapLayer):
     def compute_output_shape(self, input_shape):
         return (*input_shape, self.max_scale)
 
-    def _reference_variables(self) -> dict:
+    def semantic_variables(self) -> dict:
         return {f"measure.{v.name}": v for v in self.kernels}
 
     def get_config(self):
@@ -278,8 +279,8 @@ class LocalSingularityStrengthXu(MapLayer):
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
-    def _reference_variables(self) -> dict:
-        names = self.measure._reference_variables()
+    def semantic_variables(self) -> dict:
+        names = self.measure.semantic_variables()
         if self.bn is not None:
             names.update(_bn_variables(self.bn))
         return names
