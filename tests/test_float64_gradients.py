@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import contextlib
 
+import fixtures as fx
 import keras
 import numpy as np
 import pytest
-import reference_cases as rc
 from gradients import vjp
 
 import keras_ssr
@@ -111,8 +111,8 @@ def test_float32_gradients_match_float64(cls, kwargs, shape):
     assert y64.dtype == np.float64 and gx64.dtype == np.float64
 
     channel_axis = 1 if kwargs.get("data_format") == "channels_first" else -1
-    rc.assert_agrees(y32, y64, "output")
-    rc.assert_agrees_per_channel(gx32, gx64, "grad_x", channel_axis=channel_axis)
+    fx.assert_agrees(y32, y64, "output")
+    fx.assert_agrees_per_channel(gx32, gx64, "grad_x", channel_axis=channel_axis)
     names32 = {v.path: n for n, v in layer.semantic_variables().items()}
     names64 = {v.path: n for n, v in layer64.semantic_variables().items()}
     grads64 = {names64[p]: g for p, g in gw64.items()}
@@ -120,5 +120,5 @@ def test_float32_gradients_match_float64(cls, kwargs, shape):
     for path, grad in gw32.items():
         name = names32[path]
         projected = cls in BN_PROJECTED and kwargs.get("with_bn", True)
-        rtol = BN_PROJECTED_RTOL if projected else rc.RTOL
-        rc.assert_agrees(grad, grads64[name], f"grad.{name}", rtol=rtol)
+        rtol = BN_PROJECTED_RTOL if projected else fx.RTOL
+        fx.assert_agrees(grad, grads64[name], f"grad.{name}", rtol=rtol)

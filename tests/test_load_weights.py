@@ -12,15 +12,15 @@ import importlib.util
 import re
 import sys
 
+import fixtures as fx
 import keras
 import numpy as np
 import pytest
-import reference_cases as rc
 from conftest import requires_nchw_conv
 
 from keras_ssr import models, reference
 
-CHECKPOINTS = rc.DATA / "checkpoints"
+CHECKPOINTS = fx.DATA / "checkpoints"
 H5 = CHECKPOINTS / "ssr_unet.h5"
 TF_FORMAT = CHECKPOINTS / "ssr_unet_tf_format"
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
@@ -33,7 +33,7 @@ def _numpy(x):
 
 def _case(name):
     """The manifest entry, the arrays, and the weights by original name."""
-    case, arrays = rc.load(name)
+    case, arrays = fx.load(name)
     weights = {
         weight: arrays[f"weight_{i:03d}"]
         for i, weight in enumerate(case["weight_names"])
@@ -66,9 +66,9 @@ def test_recorded_model(name):
     assert len(set(mapping.values())) == len(model.weights)
 
     y = _numpy(model(arrays["x"], training=False))
-    rc.assert_agrees(y, arrays["y_inference"], f"{name}: y_inference")
+    fx.assert_agrees(y, arrays["y_inference"], f"{name}: y_inference")
     y = _numpy(model(arrays["x"], training=True))
-    rc.assert_agrees(y, arrays["y_training"], f"{name}: y_training")
+    fx.assert_agrees(y, arrays["y_training"], f"{name}: y_training")
 
 
 def test_mapping_by_name():
@@ -134,7 +134,7 @@ def test_names_not_positions_decide():
     model = _model(case)
     reference.load_weights(model, renamed)
     y = _numpy(model(arrays["x"], training=False))
-    rc.assert_agrees(y, arrays["y_inference"], "renamed: y_inference")
+    fx.assert_agrees(y, arrays["y_inference"], "renamed: y_inference")
 
 
 # --------------------------------------------------------------------------
@@ -157,16 +157,16 @@ def test_checkpoint_files(source):
     fresh(arrays["x"], training=True)
     moved = 0
     for theirs, mine in zip(model.weights, fresh.weights):
-        rc.assert_agrees(_numpy(theirs.value), _numpy(mine.value), mine.path)
+        fx.assert_agrees(_numpy(theirs.value), _numpy(mine.value), mine.path)
         moved += "moving_" in mine.path
     assert moved == 2 * 12  # 10 conv-block BNs and 2 SSR BNs
     loaded = _numpy(model(arrays["x"], training=False))
     expected = _numpy(fresh(arrays["x"], training=False))
-    rc.assert_agrees(loaded, expected, "y_inference after the training call")
+    fx.assert_agrees(loaded, expected, "y_inference after the training call")
 
     # Batch statistics: the moving ones do not enter.
     y = _numpy(model(arrays["x"], training=True))
-    rc.assert_agrees(y, arrays["y_training"], "y_training")
+    fx.assert_agrees(y, arrays["y_training"], "y_training")
 
 
 @pytest.mark.parametrize(
@@ -175,7 +175,7 @@ def test_checkpoint_files(source):
     ids=["h5-str", "tf-prefix-str", "tf-directory", "tf-index"],
 )
 def test_checkpoint_path_forms(source):
-    case = rc.CASES["model_ssr_unet_2"]
+    case = fx.CASES["model_ssr_unet_2"]
     expected = _snapshot(_load_fresh(case, H5))
     for old, new in zip(expected, _snapshot(_load_fresh(case, source))):
         np.testing.assert_array_equal(old, new)
@@ -188,7 +188,7 @@ def _load_fresh(case, source):
 
 
 def test_readers():
-    case = rc.CASES["model_ssr_unet_2"]
+    case = fx.CASES["model_ssr_unet_2"]
     h5 = reference.read_h5_weights(H5)
     assert list(h5) == case["weight_names"]
     _, _, weights = _case("model_ssr_unet_2")
@@ -257,7 +257,7 @@ def test_channels_first_model():
     )
     reference.load_weights(model, weights)
     y = _numpy(model(np.transpose(arrays["x"], (0, 3, 1, 2)), training=False))
-    rc.assert_agrees(np.transpose(y, (0, 2, 3, 1)), arrays["y_inference"], "NCHW")
+    fx.assert_agrees(np.transpose(y, (0, 2, 3, 1)), arrays["y_inference"], "NCHW")
 
 
 def test_squeeze_excite_model():
@@ -296,7 +296,7 @@ def _fails(model, source, match, error=ValueError):
 
 def test_ssr_weights_into_plain_unet():
     case, _, weights = _case("model_ssr_unet_2")
-    model = _model(rc.CASES["model_unet_0"])
+    model = _model(fx.CASES["model_unet_0"])
     first = (
         "singularity_strength_recalibration/local_singularity_strength/"
         "batch_normalization_2/gamma:0"
@@ -306,7 +306,7 @@ def test_ssr_weights_into_plain_unet():
 
 def test_plain_weights_into_ssr_unet():
     _, _, weights = _case("model_unet_0")
-    model = _model(rc.CASES["model_ssr_unet_2"])
+    model = _model(fx.CASES["model_ssr_unet_2"])
     _fails(model, weights, r"'encoder_0_attention/squeeze.kernel' \(shape \(4, 2\)\)")
 
 
@@ -318,10 +318,10 @@ def test_ssr_weights_into_se_unet():
 
 def test_bn_weights_into_unet_without_bn():
     _, _, weights = _case("model_unet_0")
-    model = _model(rc.CASES["model_unet_1"])
+    model = _model(fx.CASES["model_unet_1"])
     _fails(model, weights, "contracting_layer/batch_normalization/gamma:0")
     _, _, weights = _case("model_unet_1")
-    model = _model(rc.CASES["model_unet_0"])
+    model = _model(fx.CASES["model_unet_0"])
     _fails(model, weights, "'encoder_0_bn_0/gamma' .* no counterpart")
 
 
@@ -440,4 +440,4 @@ def test_keras2_h5_layouts(tmp_path, full_model, chunk):
     model = _model(case)
     reference.load_weights(model, path)
     y = _numpy(model(arrays["x"], training=False))
-    rc.assert_agrees(y, arrays["y_inference"], "y_inference")
+    fx.assert_agrees(y, arrays["y_inference"], "y_inference")

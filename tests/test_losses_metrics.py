@@ -8,10 +8,10 @@ import math
 import keras
 import numpy as np
 import pytest
+from fixtures import assert_agrees, load
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from reference_cases import assert_agrees, load
 
 from keras_ssr import losses, metrics
 from keras_ssr.losses import BCEDiceLoss, DiceLoss, bce_dice_loss, dice_loss

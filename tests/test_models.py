@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import inspect
 
+import fixtures as fx
 import keras
 import numpy as np
 import pytest
-import reference_cases as rc
 from conftest import requires_nchw_conv
 
 from keras_ssr import layers, models, reference
@@ -27,7 +27,7 @@ def _numpy(x):
 
 
 def _fixture_weights(name):
-    case, arrays = rc.load(name)
+    case, arrays = fx.load(name)
     return case, {
         weight: arrays[f"weight_{i:03d}"]
         for i, weight in enumerate(case["weight_names"])
@@ -322,7 +322,7 @@ def test_unknown_spatial_sizes():
 @pytest.mark.parametrize("n_classes", [2, 3])
 def test_channels_first_equals_channels_last(n_classes):
     case, weights = _fixture_weights("model_ssr_unet_2")
-    _, arrays = rc.load("model_ssr_unet_2")
+    _, arrays = fx.load("model_ssr_unet_2")
     x = arrays["x"]
     kwargs = dict(attention="ssr", n_classes=n_classes)
     last = models.build_unet(LEVELS, SHAPE, data_format="channels_last", **kwargs)
@@ -338,7 +338,7 @@ def test_channels_first_equals_channels_last(n_classes):
         y_last = _numpy(last(x, training=training))
         y_first = _numpy(first(np.transpose(x, (0, 3, 1, 2)), training=training))
         assert y_first.shape[1] == (1 if n_classes == 2 else 3)
-        rc.assert_agrees(np.transpose(y_first, (0, 2, 3, 1)), y_last, f"{training=}")
+        fx.assert_agrees(np.transpose(y_first, (0, 2, 3, 1)), y_last, f"{training=}")
     if n_classes == 3:
         np.testing.assert_allclose(y_first.sum(axis=1), 1.0, rtol=1e-5)
 

@@ -10,17 +10,17 @@ training call.
 
 from __future__ import annotations
 
+import fixtures as fx
 import keras
 import numpy as np
 import pytest
-import reference_cases as rc
 from gradients import vjp
 
 import keras_ssr
 from keras_ssr import ops as ssr_ops
 from keras_ssr import reference
 
-LAYER_CASES = sorted(name for name, case in rc.CASES.items() if "layer" in case)
+LAYER_CASES = sorted(name for name, case in fx.CASES.items() if "layer" in case)
 
 
 def _build(case, arrays):
@@ -32,7 +32,7 @@ def _build(case, arrays):
 
 
 def test_every_layer_case_is_covered():
-    kinds = {rc.CASES[name]["layer"] for name in LAYER_CASES}
+    kinds = {fx.CASES[name]["layer"] for name in LAYER_CASES}
     assert kinds == {
         "SqueezeExcite",
         "LocalSingularityStrength",
@@ -44,26 +44,26 @@ def test_every_layer_case_is_covered():
 
 @pytest.mark.parametrize("name", LAYER_CASES)
 def test_layer_case(name):
-    case, arrays = rc.load(name)
+    case, arrays = fx.load(name)
     layer = _build(case, arrays)
     x = arrays["x"]
 
     if "y_inference" in arrays:
         y = keras.ops.convert_to_numpy(layer(x, training=False))
-        rc.assert_agrees(y, arrays["y_inference"], f"{name}: y_inference")
+        fx.assert_agrees(y, arrays["y_inference"], f"{name}: y_inference")
 
     y, grad_x, grads = vjp(layer, x, arrays["cotangent"], training=True)
     expected_y = arrays["y_training"] if "y_training" in arrays else arrays["y"]
-    rc.assert_agrees(y, expected_y, f"{name}: y_training")
-    rc.assert_agrees_per_channel(
-        grad_x, arrays["grad_x"], f"{name}: grad_x", rc.constant_channels(case)
+    fx.assert_agrees(y, expected_y, f"{name}: y_training")
+    fx.assert_agrees_per_channel(
+        grad_x, arrays["grad_x"], f"{name}: grad_x", fx.constant_channels(case)
     )
 
     by_path = {v.path: n for n, v in layer.semantic_variables().items()}
     assert len(grads) == len(layer.trainable_variables) > 0
     for path, grad in grads.items():
         weight = by_path[path]
-        rc.assert_agrees(grad, arrays[f"grad.{weight}"], f"{name}: grad.{weight}")
+        fx.assert_agrees(grad, arrays[f"grad.{weight}"], f"{name}: grad.{weight}")
     expected_grads = {k for k in arrays if k.startswith("grad.")}
     assert expected_grads == {f"grad.{by_path[p]}" for p in grads}
 
@@ -72,38 +72,38 @@ def test_layer_case(name):
     prefix = "alpha." if "alpha.bn.gamma" in now else ""
     for key, expected in after.items():
         weight = prefix + key.removeprefix("after_training_call.")
-        rc.assert_agrees(now[weight], expected, f"{name}: {key}")
+        fx.assert_agrees(now[weight], expected, f"{name}: {key}")
 
 
-@pytest.mark.parametrize("name", rc.names("sample_min_max_scaling"))
+@pytest.mark.parametrize("name", fx.names("sample_min_max_scaling"))
 def test_min_max_scaling_case(name):
-    case, arrays = rc.load(name)
+    case, arrays = fx.load(name)
     kwargs = case["kwargs"]
     y = ssr_ops.min_max_scale(
         keras.ops.convert_to_tensor(arrays["x"]),
         minimum_value=kwargs["minimum_value"],
         maximum_value=kwargs["maximum_value"],
     )
-    rc.assert_agrees(keras.ops.convert_to_numpy(y), arrays["y"], name)
+    fx.assert_agrees(keras.ops.convert_to_numpy(y), arrays["y"], name)
 
 
 @pytest.mark.parametrize(
-    "name", rc.names("OrdinaryLeastSquares") + rc.names("OrdinaryLeastSquares_")
+    "name", fx.names("OrdinaryLeastSquares") + fx.names("OrdinaryLeastSquares_")
 )
 def test_ols_slope_case(name):
-    case, arrays = rc.load(name)
+    case, arrays = fx.load(name)
     max_scale = case["kwargs"]["max_scale"]
     if case["op"] == "OrdinaryLeastSquares":
         scales = ssr_ops.dyadic_scales(max_scale)
     else:
         scales = range(1, max_scale + 1)
     y = ssr_ops.ols_slope(keras.ops.convert_to_tensor(arrays["measures"]), scales)
-    rc.assert_agrees(keras.ops.convert_to_numpy(y), arrays["y"], name)
+    fx.assert_agrees(keras.ops.convert_to_numpy(y), arrays["y"], name)
 
 
-@pytest.mark.parametrize("name", rc.names("LearnableMeasure"))
+@pytest.mark.parametrize("name", fx.names("LearnableMeasure"))
 def test_gaussian_initialiser_matches_the_original(name):
-    _, arrays = rc.load(name)
+    _, arrays = fx.load(name)
     layer = keras_ssr.LearnableMeasure(len([k for k in arrays if "init_kernel" in k]))
     layer.build(arrays["x"].shape)
     for kernel in layer.kernels:
@@ -117,7 +117,7 @@ def test_gaussian_initialiser_matches_the_original(name):
 def test_semantic_names_match_the_fixtures():
     """Our names are exactly the fixtures' weight names, case by case."""
     for name in LAYER_CASES:
-        case, arrays = rc.load(name)
+        case, arrays = fx.load(name)
         layer = getattr(keras_ssr, case["layer"])(**case["kwargs"])
         layer.build(arrays["x"].shape)
         expected = {
