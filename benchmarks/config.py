@@ -38,13 +38,6 @@ SHORT_NAMES = {
     "unet": "U-Net",
     "ssr_unet": "SSR-U-Net",
 }
-#: Layers whose ``call`` takes ``training`` (batch normalisation inside).
-LAYERS_WITH_TRAINING = {
-    "LocalSingularityStrength",
-    "SingularityStrengthRecalibration",
-    "SqueezeExcite",
-}
-
 #: The models compared: U-Net and SSR-U-Net, both built with these.
 MODEL = {
     "channels_per_level": [32, 64, 128, 256],
@@ -72,6 +65,18 @@ MODEL_REPEATS = {"full": (2, 5), "quick": (1, 2)}
 #: Seconds of timed calls after which a slow benchmark stops repeating (at
 #: least three timed calls all the same): layers, models.
 BUDGET_S = {"full": (20.0, 40.0), "quick": (4.0, 8.0)}
+
+#: The performance targets the report checks, held as data (see
+#: docs/performance.md): the SSR layer's speed-up over the original at the
+#: ``level`` shape (forward + backward per backend, and forward on the
+#: fastest backend), and the SSR-U-Net's training step against the U-Net's.
+TARGETS = {
+    "level": (224, 224, 32),
+    "ssr_forward_backward_speedup": {"tensorflow": 3.0, "jax": 3.0, "torch": 2.0},
+    "ssr_fastest_forward_speedup": 4.0,
+    "train_step_time_ratio": 1.15,
+    "train_step_memory_ratio": 1.3,
+}
 
 #: The fixtures' agreement rule: max|a - e| <= RTOL * max(1, max|e|).
 RTOL = 1e-4

@@ -16,17 +16,6 @@ from benchmarks import config
 
 SCHEMA_VERSION = 1
 ORIGINAL = ("original", "tf.function")
-TARGET_LEVEL = (224, 224, 32)
-
-#: Targets against the original (issue): speed-ups of the SSR layer.
-SPEEDUP_TARGETS = (
-    ("tensorflow", "forward+backward", 3.0),
-    ("jax", "forward+backward", 3.0),
-    ("torch", "forward+backward", 2.0),
-)
-FASTEST_FORWARD_TARGET = 4.0
-TRAIN_TIME_TARGET = 1.2
-TRAIN_MEMORY_TARGET = 1.3
 
 
 # --------------------------------------------------------------------------
@@ -138,7 +127,7 @@ def model_overhead(records: list[dict]) -> list[dict]:
 def _target_shape(settings: dict) -> list[int] | None:
     shapes = settings.get("shapes") or []
     for shape in shapes:
-        if tuple(shape[1:]) == TARGET_LEVEL:
+        if tuple(shape[1:]) == tuple(config.TARGETS["level"]):
             return list(shape)
     return list(shapes[0]) if shapes else None
 
@@ -149,12 +138,17 @@ def _best(rows: list[dict], **match) -> dict | None:
 
 
 def targets(settings: dict, ratios: list[dict], overhead: list[dict]) -> list[dict]:
-    """The issue's targets, each met, missed or not measured (``None``)."""
+    """``config.TARGETS``, each met, missed or not measured (``None``)."""
+    goals = config.TARGETS
+    fastest_forward = goals["ssr_fastest_forward_speedup"]
+    time_ratio = goals["train_step_time_ratio"]
+    memory_ratio = goals["train_step_memory_ratio"]
     shape = _target_shape(settings)
     out = []
     name = "SingularityStrengthRecalibration"
     where = f" at {config.shape_key(shape)}" if shape else ""
-    for backend, pass_name, threshold in SPEEDUP_TARGETS:
+    pass_name = "forward+backward"
+    for backend, threshold in goals["ssr_forward_backward_speedup"].items():
         best = _best(
             ratios, name=name, shape=shape, backend=backend, **{"pass": pass_name}
         )
@@ -174,11 +168,11 @@ def targets(settings: dict, ratios: list[dict], overhead: list[dict]) -> list[di
     best = _best(ratios, name=name, shape=shape, **{"pass": "forward"})
     out.append(
         {
-            "target": f"SSR forward >= {FASTEST_FORWARD_TARGET:g}x faster than the "
+            "target": f"SSR forward >= {fastest_forward:g}x faster than the "
             f"original on the fastest backend{where}",
-            "threshold": FASTEST_FORWARD_TARGET,
+            "threshold": fastest_forward,
             "value": best["speedup"] if best else None,
-            "met": None if best is None else best["speedup"] >= FASTEST_FORWARD_TARGET,
+            "met": None if best is None else best["speedup"] >= fastest_forward,
             "detail": f"{best['backend']} ({best['mode']}): {best['ours_ms']:.1f} ms "
             f"vs {best['original_ms']:.1f} ms"
             if best
@@ -191,23 +185,23 @@ def targets(settings: dict, ratios: list[dict], overhead: list[dict]) -> list[di
         label = column_label((row["backend"], row["mode"]))
         out.append(
             {
-                "target": f"SSR-U-Net training step <= {TRAIN_TIME_TARGET:g}x the "
+                "target": f"SSR-U-Net training step <= {time_ratio:g}x the "
                 f"U-Net's, {label}",
-                "threshold": TRAIN_TIME_TARGET,
+                "threshold": time_ratio,
                 "value": row["time_ratio"],
-                "met": row["time_ratio"] <= TRAIN_TIME_TARGET,
+                "met": row["time_ratio"] <= time_ratio,
                 "detail": f"{row['ssr_unet_ms']:.0f} ms vs {row['unet_ms']:.0f} ms",
             }
         )
         out.append(
             {
                 "target": f"SSR-U-Net training-step peak memory <= "
-                f"{TRAIN_MEMORY_TARGET:g}x the U-Net's, {label}",
-                "threshold": TRAIN_MEMORY_TARGET,
+                f"{memory_ratio:g}x the U-Net's, {label}",
+                "threshold": memory_ratio,
                 "value": row["memory_ratio"],
                 "met": None
                 if row["memory_ratio"] is None
-                else row["memory_ratio"] <= TRAIN_MEMORY_TARGET,
+                else row["memory_ratio"] <= memory_ratio,
                 "detail": f"{row['ssr_unet_memory_mb']} MiB vs "
                 f"{row['unet_memory_mb']} MiB ({row['memory_measure']})",
             }

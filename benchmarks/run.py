@@ -624,7 +624,7 @@ def execute(args: argparse.Namespace, settings: dict, out_dir: pathlib.Path) -> 
                 )
             )
         run_jobs(
-            jobs, "original", reference_python, "benchmarks.reference_worker", {}, group
+            jobs, "original", reference_python, "benchmarks.original_worker", {}, group
         )
     if live_dir and settings["float64"] and "jax" in settings["backends"]:
         call(

@@ -35,6 +35,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 BACKEND = keras.backend.backend()
 
+# The benchmark harness drives every backend through its own subprocesses;
+# its tests run once, in the TensorFlow session, not in all three.
+collect_ignore = [] if BACKEND == "tensorflow" else ["test_benchmarks.py"]
+
 # JAX compiles every op for every new shape in eager mode, which makes each
 # hypothesis example ~10x dearer there; the maths is the same code.
 settings.register_profile(

@@ -1,6 +1,6 @@
 """The original TF 2.14 implementation's side of the benchmarks.
 
-    python -m benchmarks.reference_worker SPEC.json RESULT.json
+    python -m benchmarks.original_worker SPEC.json RESULT.json
 
 Runs in its own virtual environment (``tensorflow-cpu==2.14.1``,
 ``numpy<2``; see :mod:`benchmarks.run`) with the original's checkout
@@ -24,26 +24,12 @@ Tasks, as in :mod:`benchmarks.worker`:
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import sys
 
 import numpy as np
 
-from benchmarks import config, measure
-from benchmarks.worker import (
-    WARM_SHAPE,
-    _error,
-    _load,
-    _progress,
-    _short,
-    compare,
-    fixture_cases,
-    layer_inputs,
-    live_paths,
-    time_model_passes,
-)
+from benchmarks import common, config, measure
 
 BN_NAMES = ("gamma", "beta", "moving_mean", "moving_variance")
 
@@ -212,29 +198,11 @@ def _semantic_shape(name: str, shape) -> tuple[int, ...]:
     return shape
 
 
-def fixture_expected(case: dict, arrays: dict) -> dict:
-    """The fixture's arrays under the names :func:`evaluate_original` gives."""
-    expected = {}
-    for ours, theirs in (
-        ("y_inference", "y_inference"),
-        ("y_training", "y_training"),
-        ("y_inference", "y"),
-        ("y_training", "y"),
-        ("grad_x", "grad_x"),
-    ):
-        if theirs in arrays:
-            expected[ours] = arrays[theirs]
-    for key, value in arrays.items():
-        if key.startswith("grad.") and key != "grad_x":
-            expected[key] = value
-    return expected
-
-
-def reference_fixtures(ref, classes, layer_name, fixtures_dir) -> dict:
+def original_fixtures(ref, classes, layer_name, fixtures_dir) -> dict:
     """The original against its own recorded cases: checks the mapping."""
     tf = ref.tf
     cases = []
-    for case, arrays in fixture_cases(fixtures_dir, layer_name):
+    for case, arrays in common.fixture_cases(fixtures_dir, layer_name):
         layer = build_original(
             ref, classes, layer_name, case["kwargs"], arrays["x"].shape
         )
@@ -248,55 +216,46 @@ def reference_fixtures(ref, classes, layer_name, fixtures_dir) -> dict:
             tf.constant(arrays["x"]),
             tf.constant(arrays["cotangent"]),
         )
-        skip = (0,) if case.get("input_kind") == "with_constant_channel" else ()
-        cases.append(
-            {
-                "case": case["case"],
-                **compare(ours, fixture_expected(case, arrays), skip),
-            }
-        )
-    return {
-        "layer": layer_name,
-        "mode": config.MODES["original"][0],
-        "cases": len(cases),
-        "max_abs": max((c["max_abs"] for c in cases), default=None),
-        "max_rel": max((c["max_rel"] for c in cases), default=None),
-        "ok": bool(cases) and all(c["ok"] for c in cases),
-        "details": cases,
-    }
+        expected = common.recorded_outputs(arrays)
+        result = common.compare(ours, expected, common.constant_channels(case))
+        cases.append({"case": case["case"], **result})
+    return common.summarize_cases(layer_name, config.MODES["original"][0], cases)
 
 
 def bench_layers(spec: dict, ref: Reference) -> dict:
     tf = ref.tf
     classes = _import_original(spec["reference_repo"])
-    warmup, repeats = spec["warmup"], spec["repeats"]
-    gpu_reset, gpu_peak = ref.gpu_hooks()
+    timing = (spec["warmup"], spec["repeats"], spec.get("budget_s"))
+    gpu = ref.gpu_hooks()
     mode = config.MODES["original"][0]
     rng = np.random.default_rng(spec.get("seed", 0))
     records, fixtures, errors, written = [], [], [], []
     try:  # as benchmarks.worker.warm_up_layers
         name = "SingularityStrengthRecalibration"
-        x, cotangent = layer_inputs(name, WARM_SHAPE, rng)
-        layer = build_original(ref, classes, name, config.LAYERS[name], WARM_SHAPE)
+        x, cotangent = common.layer_inputs(name, common.WARM_SHAPE, rng)
+        layer = build_original(
+            ref, classes, name, config.LAYERS[name], common.WARM_SHAPE
+        )
         forward, vjp, _, _ = compile_original(ref, name, layer)
         ref.sync(forward(tf.constant(x)))
         ref.sync(vjp(tf.constant(x), tf.constant(cotangent)))
     except Exception as exc:  # noqa: BLE001
-        errors.append(_error("warm-up", exc))
+        errors.append(common.error_record("warm-up", exc))
+    fixture_layers = spec.get("fixture_layers")
     for layer_name in spec["layers"]:
         kwargs = config.LAYERS[layer_name]
-        fixture_layers = spec.get("fixture_layers")
         if spec.get("fixtures_dir") and (
             fixture_layers is None or layer_name in fixture_layers
         ):
             try:
                 fixtures.append(
-                    reference_fixtures(ref, classes, layer_name, spec["fixtures_dir"])
+                    original_fixtures(ref, classes, layer_name, spec["fixtures_dir"])
                 )
             except Exception as exc:  # noqa: BLE001 (reported)
-                errors.append(_error(f"fixtures {layer_name}", exc))
+                errors.append(common.error_record(f"fixtures {layer_name}", exc))
         for shape in spec["shapes"]:
             shape = tuple(shape)
+            label = f"{layer_name} {shape}"
             base = {
                 "suite": "layer",
                 "name": layer_name,
@@ -305,48 +264,34 @@ def bench_layers(spec: dict, ref: Reference) -> dict:
                 "backend": "original",
                 "mode": mode,
             }
-            paths = (
-                live_paths(spec["live_dir"], layer_name, shape)
-                if spec.get("live_dir")
-                else None
-            )
+            paths = None
+            if spec.get("live_dir"):
+                paths = common.live_paths(spec["live_dir"], layer_name, shape)
             try:
-                if paths and os.path.exists(paths["inputs"]):
-                    inputs = _load(paths["inputs"])
-                    x_np, ct_np = inputs["x"], inputs["cotangent"]
-                else:
-                    x_np, ct_np = layer_inputs(layer_name, shape, rng)
+                x_np, ct_np = common.live_inputs(paths, layer_name, shape, rng)
                 x, cotangent = tf.constant(x_np), tf.constant(ct_np)
                 layer = build_original(ref, classes, layer_name, kwargs, shape)
                 compiled = compile_original(ref, layer_name, layer)
             except Exception as exc:  # noqa: BLE001
-                errors.append(_error(f"{layer_name} {shape}", exc))
-                records.extend(
-                    {**base, "pass": p, "status": "failed", "error": _short(exc)}
-                    for p in config.PASSES
-                )
+                errors.append(common.error_record(label, exc))
+                records.extend(common.failed_records(base, config.PASSES, exc))
                 continue
-            forward, vjp = compiled[0], compiled[1]
-            for pass_name, fn in (
-                ("forward", functools.partial(forward, x)),
-                ("forward+backward", functools.partial(vjp, x, cotangent)),
-            ):
-                record = {**base, "pass": pass_name}
-                try:
-                    with measure.MemoryWindow(gpu_reset, gpu_peak) as memory:
-                        timing = measure.time_calls(
-                            fn, ref.sync, warmup, repeats, spec.get("budget_s")
-                        )
-                    record.update(status="ok", **timing, **memory.result())
-                except Exception as exc:  # noqa: BLE001
-                    errors.append(_error(f"{layer_name} {shape}", exc))
-                    record.update(status="failed", error=_short(exc))
-                records.append(record)
-                _progress(record)
+            records.extend(
+                common.time_passes(
+                    common.layer_passes(compiled[0], compiled[1], x, cotangent),
+                    base,
+                    sync=ref.sync,
+                    timing=timing,
+                    gpu=gpu,
+                    label=label,
+                    errors=errors,
+                )
+            )
             if paths and os.path.exists(paths["weights"]):
                 # After the timings, as in benchmarks.worker.
                 try:
-                    set_original_weights(layer_name, layer, _load(paths["weights"]))
+                    weights = common.load_npz(paths["weights"])
+                    set_original_weights(layer_name, layer, weights)
                     outputs = evaluate_original(
                         layer_name, layer, compiled, x, cotangent
                     )
@@ -354,7 +299,7 @@ def bench_layers(spec: dict, ref: Reference) -> dict:
                     written.append(paths["reference"])
                     del outputs
                 except Exception as exc:  # noqa: BLE001
-                    errors.append(_error(f"live {layer_name} {shape}", exc))
+                    errors.append(common.error_record(f"live {label}", exc))
             del layer, compiled
     return {
         "records": records,
@@ -366,41 +311,17 @@ def bench_layers(spec: dict, ref: Reference) -> dict:
 
 def bench_model(spec: dict, ref: Reference) -> dict:
     tf = ref.tf
-    repo = os.path.abspath(spec["reference_repo"])
-    _import_original(repo)
+    _import_original(spec["reference_repo"])
     from models.ssr_unet import get_ssr_unet
     from models.unet import get_unet
 
-    from benchmarks.worker import TINY_MODEL, model_data
-
-    name = spec["model"]
-    model_config = spec["model_config"]
-    batch_size = spec["batch_size"]
-    warmup, repeats = spec["warmup"], spec["repeats"]
-    gpu_reset, gpu_peak = ref.gpu_hooks()
-    base = {
-        "suite": "model",
-        "name": name,
-        "shape": [batch_size, *model_config["input_shape"]],
-        "implementation": "original",
-        "backend": "original",
-        "mode": config.MODES["original"][0],
-    }
-    x, y = model_data(model_config, batch_size, spec.get("seed", 0))
-    records, errors = [], []
-
     def compiled_model(model_name, model_config):
-        common = {
-            "channels_per_level": list(model_config["channels_per_level"]),
-            "input_shape": list(model_config["input_shape"]),
-            "n_classes": model_config["n_classes"],
-            "with_bn": model_config["with_bn"],
-        }
+        kwargs = common.unet_kwargs(model_config)
         if model_name == "unet":
-            model = get_unet(**common)
+            model = get_unet(**kwargs)
         else:
             model = get_ssr_unet(
-                r=model_config["r"], max_scale=model_config["max_scale"], **common
+                r=model_config["r"], max_scale=model_config["max_scale"], **kwargs
             )
         model.compile(
             optimizer=tf.keras.optimizers.Adam(learning_rate=1e-3),
@@ -408,53 +329,26 @@ def bench_model(spec: dict, ref: Reference) -> dict:
         )
         return model
 
-    try:
-        if spec.get("warm_up_model", True) and gpu_peak is None:
-            tiny = compiled_model("unet", TINY_MODEL)
-            tiny_x, tiny_y = model_data(TINY_MODEL, 2)
-            tiny.predict_on_batch(tiny_x)
-            tiny.train_on_batch(tiny_x, tiny_y)
-            del tiny
-        tf.keras.utils.set_random_seed(spec.get("seed", 0))
-        measure.release_freed_memory()
-        baseline = measure.rss_mb()
-        model = compiled_model(name, model_config)
-        parameters = int(model.count_params())
-    except Exception as exc:  # noqa: BLE001
-        errors.append(_error(f"original {name} build", exc))
-        return {
-            "records": [
-                {**base, "pass": p, "status": "failed", "error": _short(exc)}
-                for p in config.MODEL_PASSES
-            ],
-            "errors": errors,
-        }
-    records.extend(
-        time_model_passes(
-            model,
-            x,
-            y,
-            {**base, "parameters": parameters},
-            sync=ref.sync,
-            timing=(warmup, repeats, spec.get("budget_s")),
-            gpu=(gpu_reset, gpu_peak),
-            baseline=baseline,
-            label=f"original {name}",
-            errors=errors,
-        )
+    base = {
+        "suite": "model",
+        "name": spec["model"],
+        "shape": [spec["batch_size"], *spec["model_config"]["input_shape"]],
+        "implementation": "original",
+        "backend": "original",
+        "mode": config.MODES["original"][0],
+    }
+    return common.bench_model(
+        spec,
+        base,
+        compiled_model,
+        sync=ref.sync,
+        gpu=ref.gpu_hooks(),
+        set_seed=tf.keras.utils.set_random_seed,
     )
-    return {"records": records, "errors": errors}
 
 
 def run_suite(spec: dict, ref: Reference) -> dict:
-    """Several tasks in one process (``--quick``)."""
-    merged: dict = {"records": [], "errors": []}
-    for sub in spec["tasks"]:
-        result = TASKS[sub["task"]](sub, ref)
-        for key, value in result.items():
-            if isinstance(value, list):
-                merged.setdefault(key, []).extend(value)
-    return merged
+    return common.run_suite(TASKS, spec, ref)
 
 
 TASKS = {"layers": bench_layers, "model": bench_model, "suite": run_suite}
@@ -467,18 +361,5 @@ def run_task(spec: dict) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        print("usage: python -m benchmarks.reference_worker SPEC.json RESULT.json")
-        return 2
-    with open(argv[0]) as f:
-        spec = json.load(f)
-    result = run_task(spec)
-    with open(argv[1], "w") as f:
-        json.dump(result, f, indent=1, default=float)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(common.main(run_task, "benchmarks.original_worker"))
