@@ -172,6 +172,9 @@ class SingularityStrengthRecalibration(MapGate):
         scaling: ``"batch"`` (the original: min-max bounds over the batch)
             or ``"sample"`` (per sample, so each output depends on its own
             sample only).
+        synchronized: under data parallelism, whether ``alpha``'s batch
+            statistics (min-max bounds, BN moments) are global (default)
+            or per replica; see :class:`LocalSingularityStrength`.
         **kwargs: base ``Layer`` arguments.
 
     Call arguments:
@@ -199,21 +202,37 @@ class SingularityStrengthRecalibration(MapGate):
         Convolutional Neural Networks for Biomedical Imaging".
     """
 
-    def __init__(self, r, max_scale, data_format=None, scaling="batch", **kwargs):
+    def __init__(
+        self,
+        r,
+        max_scale,
+        data_format=None,
+        scaling="batch",
+        synchronized=True,
+        **kwargs,
+    ):
         super().__init__(r=r, data_format=data_format, **kwargs)
         self.alpha = LocalSingularityStrength(
             max_scale,
             data_format=self.data_format,
             scaling=scaling,
+            synchronized=synchronized,
             name="alpha",
             dtype=full_precision_policy(self.dtype_policy),
         )
         self.max_scale = self.alpha.max_scale
         self.scaling = self.alpha.scaling
+        self.synchronized = self.alpha.synchronized
 
     def get_config(self):
         config = super().get_config()
-        config.update({"max_scale": self.max_scale, "scaling": self.scaling})
+        config.update(
+            {
+                "max_scale": self.max_scale,
+                "scaling": self.scaling,
+                "synchronized": self.synchronized,
+            }
+        )
         return config
 
 
@@ -233,6 +252,8 @@ class SingularityStrengthRecalibrationXu(MapGate):
         with_bn: whether the map is batch-normalised before pooling.
         data_format: ``"channels_last"`` or ``"channels_first"``.
         scaling: ``"batch"`` or ``"sample"`` min-max bounds.
+        synchronized: under data parallelism, whether ``alpha``'s batch
+            statistics are global (default) or per replica.
         **kwargs: base ``Layer`` arguments.
 
     Input shape:
@@ -256,6 +277,7 @@ class SingularityStrengthRecalibrationXu(MapGate):
         with_bn=True,
         data_format=None,
         scaling="batch",
+        synchronized=True,
         **kwargs,
     ):
         super().__init__(r=r, data_format=data_format, **kwargs)
@@ -264,12 +286,14 @@ class SingularityStrengthRecalibrationXu(MapGate):
             with_bn=with_bn,
             data_format=self.data_format,
             scaling=scaling,
+            synchronized=synchronized,
             name="alpha",
             dtype=full_precision_policy(self.dtype_policy),
         )
         self.local_scale = self.alpha.local_scale
         self.with_bn = self.alpha.with_bn
         self.scaling = self.alpha.scaling
+        self.synchronized = self.alpha.synchronized
 
     def get_config(self):
         config = super().get_config()
@@ -278,6 +302,7 @@ class SingularityStrengthRecalibrationXu(MapGate):
                 "local_scale": self.local_scale,
                 "with_bn": self.with_bn,
                 "scaling": self.scaling,
+                "synchronized": self.synchronized,
             }
         )
         return config

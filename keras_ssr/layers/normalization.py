@@ -25,7 +25,29 @@ class CenteredBatchNormalization(keras.layers.BatchNormalization):
     to cancellation: about 3e-4 relative against float64, where the
     original's fused TF kernel reaches 4e-5. Masks and batch
     renormalisation fall back to the Keras implementation.
+
+    ``synchronized=True`` (the default, unlike Keras') takes the training
+    moments over the global batch under ``tf.distribute`` and
+    ``torch.distributed`` (:mod:`keras_ssr.distributed`; on every backend,
+    not only TensorFlow); ``False`` takes them per replica. Under JAX's
+    ``keras.distribution`` they are global either way.
     """
+
+    def __init__(self, *args, synchronized=True, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(synchronized, bool):
+            raise TypeError(
+                "`synchronized` must be a bool. "
+                f"Received: synchronized={synchronized!r}"
+            )
+        self.synchronized = synchronized
+
+    def _moments(self, inputs, mask):
+        if mask is not None:
+            return super()._moments(inputs, mask)
+        axes = self._reduction_axes
+        mean, variance = ssr_ops.centered_moments(inputs, axes, self.synchronized)
+        return ops.reshape(mean, (-1,)), ops.reshape(variance, (-1,))
 
     def call(self, inputs, training=None, mask=None):
         if mask is not None or self.renorm:
@@ -42,7 +64,7 @@ class CenteredBatchNormalization(keras.layers.BatchNormalization):
 
         if training and self.trainable:
             axes = [a for a in range(ndim) if a != axis]
-            mean, variance = ssr_ops.centered_moments(x, axes)
+            mean, variance = ssr_ops.centered_moments(x, axes, self.synchronized)
             flat_mean = ops.reshape(mean, (-1,))
             flat_variance = ops.reshape(variance, (-1,))
             self.moving_mean.assign(

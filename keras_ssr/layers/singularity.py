@@ -22,9 +22,16 @@ def _batch_norm(layer: MapLayer):
         axis=layer.channel_axis,
         momentum=BN_MOMENTUM,
         epsilon=BN_EPSILON,
+        synchronized=layer.synchronized,
         name="bn",
         dtype=full_precision_policy(layer.dtype_policy),
     )
+
+
+def _check_bool(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a bool. Received: {name}={value!r}")
+    return value
 
 
 def _bn_variables(bn, prefix: str = "bn.") -> dict:
@@ -55,6 +62,12 @@ class LocalSingularityStrength(MapLayer):
         scaling: ``"batch"`` takes the min-max bounds over the whole batch
             (the original; one sample's output then depends on its batch
             mates); ``"sample"`` takes them per sample.
+        synchronized: under data parallelism (``tf.distribute``,
+            ``torch.distributed``), whether the min-max bounds of
+            ``scaling="batch"`` and the batch-normalisation moments are
+            taken over the global batch (the default; what one device
+            computes) or per replica (``False``: the original under
+            ``MirroredStrategy``). See :mod:`keras_ssr.distributed`.
         **kwargs: base ``Layer`` arguments (``name``, ``dtype``, ...).
 
     Call arguments:
@@ -85,12 +98,20 @@ class LocalSingularityStrength(MapLayer):
         Convolutional Neural Networks for Biomedical Imaging".
     """
 
-    def __init__(self, max_scale, data_format=None, scaling="batch", **kwargs):
+    def __init__(
+        self,
+        max_scale,
+        data_format=None,
+        scaling="batch",
+        synchronized=True,
+        **kwargs,
+    ):
         super().__init__(data_format=data_format, **kwargs)
         self.max_scale = _checks.check_int(
             "max_scale", max_scale, 2, ssr_ops.MAX_SCALE_LIMIT
         )
         self.scaling = _checks.check_scaling(scaling)
+        self.synchronized = _check_bool("synchronized", synchronized)
         self.bn = _batch_norm(self)
 
     def build(self, input_shape):
@@ -101,7 +122,7 @@ class LocalSingularityStrength(MapLayer):
     def call(self, inputs, training=None):
         self.check_inputs(inputs)
         alpha = ssr_ops.singularity_strength(
-            inputs, self.max_scale, self.scaling, self.data_format
+            inputs, self.max_scale, self.scaling, self.data_format, self.synchronized
         )
         return ops.cast(self.bn(alpha, training=training), self.compute_dtype)
 
@@ -114,7 +135,13 @@ class LocalSingularityStrength(MapLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"max_scale": self.max_scale, "scaling": self.scaling})
+        config.update(
+            {
+                "max_scale": self.max_scale,
+                "scaling": self.scaling,
+                "synchronized": self.synchronized,
+            }
+        )
         return config
 
 
@@ -213,6 +240,12 @@ class LocalSingularityStrengthXu(MapLayer):
         with_bn: whether to batch-normalise the map (a ``bool``).
         data_format: ``"channels_last"`` or ``"channels_first"``.
         scaling: ``"batch"`` (the original) or ``"sample"``.
+        synchronized: under data parallelism (``tf.distribute``,
+            ``torch.distributed``), whether the min-max bounds of
+            ``scaling="batch"`` and the batch-normalisation moments are
+            taken over the global batch (the default; what one device
+            computes) or per replica (``False``: the original under
+            ``MirroredStrategy``). See :mod:`keras_ssr.distributed`.
         **kwargs: base ``Layer`` arguments.
 
     Call arguments:
@@ -241,14 +274,14 @@ class LocalSingularityStrengthXu(MapLayer):
         with_bn=True,
         data_format=None,
         scaling="batch",
+        synchronized=True,
         **kwargs,
     ):
         super().__init__(data_format=data_format, **kwargs)
         self.local_scale = _checks.check_int("local_scale", local_scale, 2)
-        if not isinstance(with_bn, bool):
-            raise TypeError(f"`with_bn` must be a bool. Received: with_bn={with_bn!r}")
-        self.with_bn = with_bn
+        self.with_bn = _check_bool("with_bn", with_bn)
         self.scaling = _checks.check_scaling(scaling)
+        self.synchronized = _check_bool("synchronized", synchronized)
         self.measure = LearnableMeasure(
             self.local_scale,
             trainable=trainable,
@@ -270,7 +303,7 @@ class LocalSingularityStrengthXu(MapLayer):
         dtype = _checks.wide_float(inputs.dtype)
         kernels = [ops.cast(kernel, dtype) for kernel in self.measure.kernels]
         alpha = ssr_ops.learnable_singularity_strength(
-            inputs, kernels, self.scaling, self.data_format
+            inputs, kernels, self.scaling, self.data_format, self.synchronized
         )
         if self.bn is not None:
             alpha = self.bn(alpha, training=training)
@@ -293,6 +326,7 @@ class LocalSingularityStrengthXu(MapLayer):
                 "trainable": self.measure.trainable,
                 "with_bn": self.with_bn,
                 "scaling": self.scaling,
+                "synchronized": self.synchronized,
             }
         )
         return config

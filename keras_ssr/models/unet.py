@@ -9,6 +9,7 @@ from typing import Any
 import keras
 
 from keras_ssr import _checks
+from keras_ssr.distributed import SynchronizedBatchNormalization
 from keras_ssr.models.registry import (
     AttentionFactory,
     _make_attention,
@@ -106,6 +107,7 @@ def build_unet(
     attention_kwargs: Mapping[str, Any] | None = None,
     data_format: str | None = None,
     name: str | None = None,
+    synchronized_bn: bool = False,
 ) -> keras.Model:
     """A U-Net, optionally with channel attention after each encoder block.
 
@@ -148,6 +150,14 @@ def build_unet(
         data_format: ``"channels_last"`` or ``"channels_first"``; ``None``
             takes ``keras.config.image_data_format()``.
         name: the model's name (default ``"unet"``).
+        synchronized_bn: whether the blocks' BatchNormalization takes its
+            training moments over the global batch under data parallelism
+            (:class:`keras_ssr.distributed.SynchronizedBatchNormalization`:
+            Keras' ``synchronized=True`` on TensorFlow, keras_ssr's
+            all-reduce under ``torch.distributed``; JAX's
+            ``keras.distribution`` is global anyway). ``False`` (the
+            original) takes them per replica. The attention layers' own
+            statistics are global unless built with ``synchronized=False``.
 
     Returns:
         A functional ``keras.Model`` mapping a batch of inputs
@@ -170,6 +180,12 @@ def build_unet(
     shape = _check_input_shape(input_shape, data_format, len(channels))
     n_classes = _checks.check_int("n_classes", n_classes, 1)
     with_bn = _check_bool("with_bn", with_bn)
+    synchronized_bn = _check_bool("synchronized_bn", synchronized_bn)
+    batch_norm = (
+        SynchronizedBatchNormalization
+        if synchronized_bn
+        else keras.layers.BatchNormalization
+    )
     if name is not None and not isinstance(name, str):
         raise TypeError(f"`name` must be a string or None. Received: name={name!r}")
     factory, kwargs = _resolve_attention(attention, attention_kwargs)
@@ -200,7 +216,7 @@ def build_unet(
                 name=f"{prefix}_conv_{j}",
             )(x)
             if with_bn:
-                x = keras.layers.BatchNormalization(
+                x = batch_norm(
                     axis=channel_axis,
                     momentum=BN_MOMENTUM,
                     epsilon=BN_EPSILON,
@@ -254,6 +270,7 @@ def get_unet(
     with_bn: bool = True,
     *,
     data_format: str = "channels_last",
+    synchronized_bn: bool = False,
 ) -> keras.Model:
     """The original's ``get_unet``: a plain U-Net (see :func:`build_unet`).
 
@@ -264,6 +281,8 @@ def get_unet(
         n_classes: one sigmoid output channel when ``<= 2``, else softmax.
         with_bn: BatchNormalization after every convolution.
         data_format: keyword-only; the original is channels last.
+        synchronized_bn: keyword-only; global BN moments under data
+            parallelism (see :func:`build_unet`).
 
     Returns:
         A functional ``keras.Model`` named ``"unet"``.
@@ -282,6 +301,7 @@ def get_unet(
         with_bn=with_bn,
         data_format=data_format,
         name="unet",
+        synchronized_bn=synchronized_bn,
     )
 
 
@@ -294,6 +314,7 @@ def get_ssr_unet(
     with_bn: bool = True,
     *,
     data_format: str = "channels_last",
+    synchronized_bn: bool = False,
 ) -> keras.Model:
     """The original's ``get_ssr_unet``: SSR after every encoder block.
 
@@ -307,6 +328,8 @@ def get_ssr_unet(
         with_bn: BatchNormalization after every convolution of the U-Net
             (the SSR's own normalisation is always there).
         data_format: keyword-only; the original is channels last.
+        synchronized_bn: keyword-only; global BN moments under data
+            parallelism (see :func:`build_unet`).
 
     Returns:
         A functional ``keras.Model`` named ``"ssr_unet"``.
@@ -329,4 +352,5 @@ def get_ssr_unet(
         attention_kwargs={"r": r, "max_scale": max_scale},
         data_format=data_format,
         name="ssr_unet",
+        synchronized_bn=synchronized_bn,
     )

@@ -111,12 +111,14 @@ def learnable_singularity_strength(
     kernels: Sequence,
     scaling: str = "batch",
     data_format: str = "channels_last",
+    synchronized: bool = True,
 ):
     """Xu et al.'s singularity strength with learnable measures.
 
     Min-max scaling onto ``[1, 256]``, :func:`learnable_measures`, then the
     slope of ``log(measure + 1e-7)`` against ``log(s)``, ``s = 1 ..
-    len(kernels)``; in float32 at least.
+    len(kernels)``; in float32 at least. ``synchronized``: global min-max
+    bounds under data parallelism (:func:`min_max_scale`).
 
     Raises:
         ValueError: for fewer than two kernels (no slope to fit).
@@ -126,6 +128,8 @@ def learnable_singularity_strength(
             "`kernels` must hold at least two kernels (scales 1 and 2) to fit "
             f"a slope. Received: {len(kernels)} kernel(s)"
         )
-    x = min_max_scale(_float32_or_wider(x), scaling, data_format)
+    x = min_max_scale(
+        _float32_or_wider(x), scaling, data_format, synchronized=synchronized
+    )
     measures = learnable_measures(x, kernels, data_format)
     return ols_slope(measures, range(1, len(kernels) + 1))

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 from keras import ops as kops
 
+from keras_ssr import distributed
+
 
 def accurate_sum(x, axis: Sequence[int], keepdims: bool = False):
     """``sum(x, axis)`` reduced one axis at a time, last axis first.
@@ -30,25 +32,33 @@ def accurate_sum(x, axis: Sequence[int], keepdims: bool = False):
 
 def accurate_mean(x, axis: Sequence[int], keepdims: bool = False):
     """``mean(x, axis)`` with :func:`accurate_sum`'s axis-by-axis reduction."""
-    count = 1
-    for a in axis:
-        count *= x.shape[a]
-    if count is None or any(x.shape[a] is None for a in axis):
+    if any(x.shape[a] is None for a in axis):  # dynamic axes (export, tracing)
         shape = kops.shape(x)
         count = 1
         for a in axis:
             count = count * shape[a]
         return accurate_sum(x, axis, keepdims) / kops.cast(count, x.dtype)
+    count = 1
+    for a in axis:
+        count *= x.shape[a]
     return accurate_sum(x, axis, keepdims) / float(count)
 
 
-def centered_moments(x, axes: Sequence[int]):
+def centered_moments(x, axes: Sequence[int], synchronized: bool = True):
     """Mean and (biased) variance over ``axes``, both kept as size-1 axes.
 
     Two passes: the variance is the mean square of ``x - mean``, never
     ``E[x**2] - E[x]**2``, which cancels catastrophically in float32 for the
-    narrow, off-centre distributions of singularity-strength maps.
+    narrow, off-centre distributions of singularity-strength maps. With
+    ``synchronized`` and ``axes`` holding the batch axis, under data
+    parallelism both passes are summed over all replicas
+    (:func:`keras_ssr.distributed.replica_sum`): the global batch's moments.
     """
+    if distributed.spans_replicas(axes, synchronized):
+        count = distributed.batch_count(x, axes)
+        mean = distributed.replica_sum(accurate_sum(x, axes, keepdims=True)) / count
+        squares = accurate_sum(kops.square(x - mean), axes, keepdims=True)
+        return mean, distributed.replica_sum(squares) / count
     mean = accurate_mean(x, axes, keepdims=True)
     variance = accurate_mean(kops.square(x - mean), axes, keepdims=True)
     return mean, variance

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 from keras import ops as kops
 
-from keras_ssr import _checks
+from keras_ssr import _checks, distributed
 from keras_ssr.ops._utils import (
     _check_input,
     _compiled_on_jax,
@@ -41,6 +41,7 @@ def min_max_scale(
     data_format: str = "channels_last",
     minimum_value: float = MINIMUM_VALUE,
     maximum_value: float = MAXIMUM_VALUE,
+    synchronized: bool = True,
 ):
     """Scales every channel linearly onto ``[minimum_value, maximum_value]``.
 
@@ -57,6 +58,10 @@ def min_max_scale(
             over the spatial axes of each sample alone.
         data_format: ``"channels_last"`` or ``"channels_first"``.
         minimum_value, maximum_value: the target range.
+        synchronized: with ``scaling="batch"`` under data parallelism,
+            whether ``min``/``max`` are taken over the global batch (all
+            replicas, :mod:`keras_ssr.distributed`) rather than each
+            replica's own.
 
     Returns:
         A tensor of the shape and dtype of ``x``.
@@ -70,8 +75,8 @@ def min_max_scale(
     data_format = _checks.standardize_data_format(data_format)
     spatial = _check_input(x, data_format)
     axes = spatial if scaling == "sample" else (0, *spatial)
-    lo = kops.min(x, axis=axes, keepdims=True)
-    hi = kops.max(x, axis=axes, keepdims=True)
+    lo = distributed.batch_min(x, axes, keepdims=True, synchronized=synchronized)
+    hi = distributed.batch_max(x, axes, keepdims=True, synchronized=synchronized)
     denominator = kops.clip(hi - lo, *DENOMINATOR_RANGE)
     return minimum_value + (x - lo) / denominator * (maximum_value - minimum_value)
 
@@ -216,6 +221,7 @@ def singularity_strength(
     max_scale: int,
     scaling: str = "batch",
     data_format: str = "channels_last",
+    synchronized: bool = True,
 ):
     """The local singularity strength (Hölder exponent) of every pixel.
 
@@ -232,6 +238,8 @@ def singularity_strength(
             returns NaN; it is rejected here).
         scaling: ``"batch"`` (the original) or ``"sample"``.
         data_format: ``"channels_last"`` or ``"channels_first"``.
+        synchronized: with ``scaling="batch"`` under data parallelism,
+            whether the min-max bounds are global (:func:`min_max_scale`).
 
     Returns:
         Tensor of the shape of ``x``, float32 (float64 for float64 input).
@@ -240,13 +248,16 @@ def singularity_strength(
     data_format = _checks.standardize_data_format(data_format)
     scaling = _checks.check_scaling(scaling)
     _check_input(x, data_format)
-    return _singularity_strength(x, max_scale, scaling, data_format)
+    synchronized = bool(synchronized) and scaling == "batch"
+    return _singularity_strength(x, max_scale, scaling, data_format, synchronized)
 
 
 @_compiled_on_jax
-def _singularity_strength(x, max_scale: int, scaling: str, data_format: str):
+def _singularity_strength(
+    x, max_scale: int, scaling: str, data_format: str, synchronized: bool
+):
     spatial = _check_input(x, data_format)
-    strength = _strength_with_gradient(max_scale, scaling, spatial)
+    strength = _strength_with_gradient(max_scale, scaling, spatial, synchronized)
     return strength(_float32_or_wider(x))
 
 
@@ -277,7 +288,9 @@ def _box_sums_adjoint(terms: Sequence, spatial_axes: Sequence[int]):
 
 
 @functools.cache
-def _strength_with_gradient(max_scale: int, scaling: str, spatial: tuple[int, ...]):
+def _strength_with_gradient(
+    max_scale: int, scaling: str, spatial: tuple[int, ...], synchronized: bool = False
+):
     """Min-max scaling, box sums, log and slope as one op with a hand-written
     gradient (``keras.ops.custom_gradient``, every backend).
 
@@ -291,16 +304,23 @@ def _strength_with_gradient(max_scale: int, scaling: str, spatial: tuple[int, ..
     and ``sum_p g_p (s_p - 1) = sum_j <v_j, B_j s> - sum_p g_p``, so that
     ``g`` has a single, elementwise consumer. Only the scaled map is kept
     for the backward pass; the box sums are recomputed there (additions).
+
+    ``synchronized``: ``lo``/``hi`` are all-reduced (min, max) over replicas,
+    and so are the per-channel sums and tie counts of the backward pass
+    (:func:`keras_ssr.distributed.all_reduce`; no-ops on one device).
     """
     weights = [float(w) for w in ols_weights(dyadic_scales(max_scale))]
     span = MAXIMUM_VALUE - MINIMUM_VALUE
     low, high = DENOMINATOR_RANGE
 
+    def reduce(value, op):
+        return distributed.all_reduce(value, op) if synchronized else value
+
     @kops.custom_gradient
     def strength(x):
         axes = spatial if scaling == "sample" else (0, *spatial)
-        lo = kops.min(x, axis=axes, keepdims=True)
-        hi = kops.max(x, axis=axes, keepdims=True)
+        lo = reduce(kops.min(x, axis=axes, keepdims=True), "min")
+        hi = reduce(kops.max(x, axis=axes, keepdims=True), "max")
         raw = hi - lo
         d = kops.clip(raw, low, high)
         scaled = MINIMUM_VALUE + (x - lo) / d * span
@@ -324,14 +344,15 @@ def _strength_with_gradient(max_scale: int, scaling: str, spatial: tuple[int, ..
                 b = accurate_sum(v * m, axes, keepdims=True)
                 total = a if total is None else total + a
                 moment = b if moment is None else moment + b
-            moment = moment - MINIMUM_VALUE * total  # sum_p g_p (s_p - 1)
+            total = reduce(total, "sum")
+            moment = reduce(moment, "sum") - MINIMUM_VALUE * total  # sum g_p (s_p - 1)
             inside = kops.cast(kops.logical_and(raw >= low, raw <= high), scaled.dtype)
             grad_lo = (moment * inside - total * span) / d
             grad_hi = -moment * inside / d
             at_lo = kops.cast(kops.equal(x, lo), scaled.dtype)
             at_hi = kops.cast(kops.equal(x, hi), scaled.dtype)
-            ties_lo = kops.sum(at_lo, axis=axes, keepdims=True)
-            ties_hi = kops.sum(at_hi, axis=axes, keepdims=True)
+            ties_lo = reduce(kops.sum(at_lo, axis=axes, keepdims=True), "sum")
+            ties_hi = reduce(kops.sum(at_hi, axis=axes, keepdims=True), "sum")
             return (
                 _box_sums_adjoint(terms, spatial) * (span / d)
                 + at_lo * (grad_lo / ties_lo)
