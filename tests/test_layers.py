@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import keras
-import layer_testing as lt
 import numpy as np
 import numpy_oracle as oracle
 import pytest
 
 import keras_ssr
 from keras_ssr import reference
+from keras_ssr import testing as kt
 
 SE = keras_ssr.SqueezeExcite
 LSS = keras_ssr.LocalSingularityStrength
@@ -36,23 +36,23 @@ IDS = [f"{c.__name__}-{i}" for i, (c, _, _) in enumerate(LAYER_CASES)]
 
 @pytest.mark.parametrize("cls, kwargs, shape", LAYER_CASES, ids=IDS)
 def test_config_round_trip(cls, kwargs, shape):
-    lt.check_config_round_trip(cls, kwargs)
+    kt.check_config_round_trip(cls, kwargs)
 
 
 @pytest.mark.parametrize("cls, kwargs, shape", LAYER_CASES, ids=IDS)
 def test_build_symbolic_and_eager(cls, kwargs, shape):
-    lt.check_build_from_shape(cls, kwargs, shape)
-    lt.check_symbolic_and_eager(cls, kwargs, shape)
+    kt.check_build(cls, shape, kwargs)
+    kt.check_symbolic_and_eager(cls, shape, kwargs)
 
 
 @pytest.mark.parametrize("cls, kwargs, shape", LAYER_CASES, ids=IDS)
 def test_save_and_reload(cls, kwargs, shape, tmp_path):
-    lt.check_save_and_reload(cls, kwargs, shape, tmp_path)
+    kt.check_save_and_reload(cls, shape, kwargs, tmp_path)
 
 
 @pytest.mark.parametrize("cls, kwargs, shape", LAYER_CASES, ids=IDS)
 def test_fit_step(cls, kwargs, shape):
-    lt.check_fit_step(cls, kwargs, shape)
+    kt.check_fit_step(cls, shape, kwargs)
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
@@ -61,7 +61,7 @@ def test_fit_step(cls, kwargs, shape):
 def test_mixed_precision(cls, kwargs, shape, policy, training):
     if cls is LM and training:
         pytest.skip("LearnableMeasure has no training mode")
-    lt.check_mixed_precision(cls, kwargs, shape, policy, training)
+    kt.check_mixed_precision(cls, shape, kwargs, policy, training)
 
 
 def test_xu_trainable_freezes_only_the_measure():
@@ -76,6 +76,10 @@ def test_xu_trainable_freezes_only_the_measure():
 # -- ranks and data formats -----------------------------------------------------
 
 
+def _np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
 def _to_first(x):
     return np.moveaxis(x, -1, 1)
 
@@ -86,15 +90,15 @@ def _to_first(x):
     [(SE, {"r": 2}), (LSS, {"max_scale": 3}), (SSR, {"r": 2, "max_scale": 3})],
 )
 def test_channels_first_equals_channels_last(cls, kwargs, shape):
-    x = lt.random_input(shape)
+    x = kt.random_input(shape)
     last = cls(**kwargs, data_format="channels_last")
     first = cls(**kwargs, data_format="channels_first")
     last.build(shape)
     first.build(_to_first(x).shape)
     reference.set_layer_weights(first, reference.get_layer_weights(last))
     for training in (False, True):
-        a = lt._np(last(x, training=training))
-        b = lt._np(first(_to_first(x), training=training))
+        a = _np(last(x, training=training))
+        b = _np(first(_to_first(x), training=training))
         np.testing.assert_allclose(_to_first(a), b, rtol=1e-5, atol=1e-5)
 
 
@@ -102,20 +106,20 @@ def test_channels_first_equals_channels_last(cls, kwargs, shape):
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
 def test_local_singularity_strength_equals_brute_force(shape, data_format):
     """Inference with unit BN statistics is the raw map / sqrt(1 + eps)."""
-    x = lt.random_input(shape)
+    x = kt.random_input(shape)
     if data_format == "channels_first":
         x = _to_first(x)
     layer = LSS(max_scale=3, data_format=data_format)
-    got = lt._np(layer(x, training=False))
+    got = _np(layer(x, training=False))
     want = oracle.singularity_strength(x, 3, "batch", data_format) / np.sqrt(1 + 1e-3)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
 
 
 @pytest.mark.parametrize("shape", [(3, 10, 4), (3, 6, 5, 4), (2, 4, 5, 6, 4)])
 def test_squeeze_excite_equals_numpy(shape):
-    x = lt.random_input(shape)
+    x = kt.random_input(shape)
     layer = SE(r=2)
-    y = lt._np(layer(x))
+    y = _np(layer(x))
     w = reference.get_layer_weights(layer)
     pooled = x.reshape(shape[0], -1, shape[-1]).mean(axis=1)
     hidden = np.maximum(pooled @ w["squeeze.kernel"] + w["squeeze.bias"], 0)
@@ -128,27 +132,25 @@ def test_squeeze_excite_equals_numpy(shape):
 
 
 @pytest.mark.parametrize(
-    "make, error, text",
+    "make, error, argument, value",
     [
-        (lambda: LSS(max_scale=1), ValueError, "max_scale=1"),
-        (lambda: SSR(r=2, max_scale=1), ValueError, "max_scale=1"),
-        (lambda: SSR(r=2, max_scale=3.0), TypeError, "max_scale=3.0"),
-        (lambda: SE(r=0), ValueError, "r=0"),
-        (lambda: SE(r="2"), TypeError, "r='2'"),
-        (lambda: SE(r=2, data_format="NCHW"), ValueError, "data_format='NCHW'"),
-        (lambda: LSS(3, data_format="channels_middle"), ValueError, "channels_middle"),
-        (lambda: LSS(3, scaling="global"), ValueError, "scaling='global'"),
-        (lambda: SSR(2, 3, scaling=None), ValueError, "scaling=None"),
-        (lambda: LM(max_scale=0), ValueError, "max_scale=0"),
-        (lambda: XU(local_scale=1), ValueError, "local_scale=1"),
-        (lambda: XU(local_scale=3, with_bn="yes"), TypeError, "with_bn='yes'"),
-        (lambda: SSRXU(r=2, local_scale=1), ValueError, "local_scale=1"),
+        (lambda: LSS(max_scale=1), ValueError, "max_scale", 1),
+        (lambda: SSR(r=2, max_scale=1), ValueError, "max_scale", 1),
+        (lambda: SSR(r=2, max_scale=3.0), TypeError, "max_scale", 3.0),
+        (lambda: SE(r=0), ValueError, "r", 0),
+        (lambda: SE(r="2"), TypeError, "r", "2"),
+        (lambda: SE(r=2, data_format="NCHW"), ValueError, "data_format", "NCHW"),
+        (lambda: LSS(3, data_format="nhwc"), ValueError, "data_format", "nhwc"),
+        (lambda: LSS(3, scaling="global"), ValueError, "scaling", "global"),
+        (lambda: SSR(2, 3, scaling=None), ValueError, "scaling", None),
+        (lambda: LM(max_scale=0), ValueError, "max_scale", 0),
+        (lambda: XU(local_scale=1), ValueError, "local_scale", 1),
+        (lambda: XU(local_scale=3, with_bn="yes"), TypeError, "with_bn", "yes"),
+        (lambda: SSRXU(r=2, local_scale=1), ValueError, "local_scale", 1),
     ],
 )
-def test_bad_constructor_arguments(make, error, text):
-    with pytest.raises(error) as info:
-        make()
-    assert text in str(info.value)
+def test_bad_constructor_arguments(make, error, argument, value):
+    kt.check_bad_argument(make, argument, value, error=error)
 
 
 @pytest.mark.parametrize(
@@ -189,8 +191,8 @@ def test_r_leaving_no_hidden_unit(r, channels):
 @pytest.mark.parametrize("dtype", ["int32", "uint8", "bool"])
 def test_non_float_input(layer, dtype):
     x = keras.ops.convert_to_tensor(np.ones((1, 8, 8, 4), dtype=dtype))
-    with pytest.raises(TypeError, match=f"inputs.dtype={dtype}"):
-        layer(x)
+    error = kt.check_bad_argument(lambda: layer(x), "inputs.dtype", error=TypeError)
+    assert f"inputs.dtype={dtype}" in str(error)
 
 
 def test_non_float_symbolic_input():
