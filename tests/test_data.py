@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keras_ssr import data
-from keras_ssr.data import load_image_mask_folders, load_isic2018, load_kvasir_seg
+from keras_ssr.data import load_image_mask_folders, load_kvasir_seg
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -93,7 +93,7 @@ def test_channels_first_is_the_transpose(tmp_path):
     rng = np.random.default_rng(1)
     for stem in ("p", "q"):
         make_pair(
-            tmp_path, stem, rng.integers(0, 256, (9, 11, 3)), block_mask(12, 12, 3)
+            tmp_path, stem, rng.integers(0, 256, (12, 12, 3)), block_mask(12, 12, 3)
         )
     args = (tmp_path / "images", tmp_path / "masks", (6, 5))
     x_last, y_last = load_image_mask_folders(*args, data_format="channels_last")
@@ -103,16 +103,25 @@ def test_channels_first_is_the_transpose(tmp_path):
     np.testing.assert_array_equal(y_first, y_last.transpose(0, 3, 1, 2))
 
 
-def test_mask_values_binarised_or_kept(tmp_path):
+def test_gray_level_masks_thresholded_or_kept(tmp_path):
+    # Few distinct values: refused as a label image unless a threshold is given.
     values = np.array([[0, 3, 127, 128], [200, 250, 255, 0]], np.uint8)
     make_pair(tmp_path, "m", np.zeros((2, 4, 3)), values)
     args = (tmp_path / "images", tmp_path / "masks", None)
+    with pytest.raises(ValueError, match=r"m.png.*\{0, 3, 127, 128, 200, 250, 255\}"):
+        load_image_mask_folders(*args, data_format="channels_last")
     _, kept = load_image_mask_folders(
-        *args, binarize_masks=False, data_format="channels_last"
+        *args, binarize_masks=False, mask_threshold=128, data_format="channels_last"
     )
     np.testing.assert_array_equal(kept[0, ..., 0], values.astype(np.float32) / 255)
-    _, binary = load_image_mask_folders(*args, data_format="channels_last")
+    _, binary = load_image_mask_folders(
+        *args, mask_threshold=128, data_format="channels_last"
+    )
     np.testing.assert_array_equal(binary[0, ..., 0], (values >= 128).astype(float))
+    _, nonzero = load_image_mask_folders(
+        *args, mask_threshold=1, data_format="channels_last"
+    )
+    np.testing.assert_array_equal(nonzero[0, ..., 0], (values > 0).astype(float))
 
 
 def test_zero_one_label_masks_are_not_divided(tmp_path):
@@ -256,9 +265,11 @@ def test_truncated_jpeg_is_named(tmp_path):
 
 def test_sizes_must_agree_without_target_size(tmp_path):
     make_pair(tmp_path, "a", np.zeros((4, 4, 3)), np.zeros((4, 4)))
-    make_pair(tmp_path, "b", np.zeros((4, 4, 3)), np.zeros((5, 4)))
+    make_pair(tmp_path, "b", np.zeros((5, 4, 3)), np.zeros((5, 4)))
     with pytest.raises(ValueError, match=r"b.png' is 5x4 .*a.png' is 4x4"):
         load_image_mask_folders(tmp_path / "images", tmp_path / "masks", None)
+    x, _ = load_image_mask_folders(tmp_path / "images", tmp_path / "masks", (3, 3))
+    assert x.shape[0] == 2
 
 
 @pytest.mark.parametrize(
@@ -281,128 +292,12 @@ def test_missing_pillow_names_the_extra(tmp_path, monkeypatch):
         load_image_mask_folders(tmp_path, tmp_path, (4, 4))
 
 
-# ------------------------------------------------------------------- ISIC
-
-
-def isic_arrays(n=3, h=6, w=5, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 256, (n, h, w, 3)).astype(np.uint8)
-    y = (rng.random((n, h, w, 1)) > 0.5).astype(np.uint8) * 255
-    return x, y
-
-
-def write(tmp_path, name, array):
-    path = tmp_path / name
-    np.save(path, array)
-    return path
-
-
-@pytest.mark.parametrize("dtype", [np.uint8, np.float64])
-def test_isic_layouts_agree(tmp_path, dtype):
-    x, y = isic_arrays()
-    x, y = x.astype(dtype), y.astype(dtype)
-    cf = (
-        write(tmp_path, "xf.npy", x.transpose(0, 3, 1, 2)),
-        write(tmp_path, "yf.npy", y.transpose(0, 3, 1, 2)),
-    )
-    cl = (write(tmp_path, "xl.npy", x), write(tmp_path, "yl.npy", y))
-    flat = (cl[0], write(tmp_path, "y3.npy", y[..., 0]))
-    expected_x = x.astype(np.float32) / np.float32(255)
-    expected_y = (y > 0).astype(np.float32)
-    for paths in (cf, cl, flat):
-        xs, ys = load_isic2018(*paths, data_format="channels_last")
-        assert xs.dtype == np.float32 and ys.dtype == np.float32
-        np.testing.assert_array_equal(xs, expected_x)
-        np.testing.assert_array_equal(ys, expected_y)
-        xs, ys = load_isic2018(*paths, data_format="channels_first")
-        np.testing.assert_array_equal(xs, expected_x.transpose(0, 3, 1, 2))
-        np.testing.assert_array_equal(ys, expected_y.transpose(0, 3, 1, 2))
-
-
-def test_isic_unscaled_like_the_original(tmp_path):
-    x, y = isic_arrays(n=70)  # more than one conversion chunk
-    paths = (
-        write(tmp_path, "x.npy", x.transpose(0, 3, 1, 2)),
-        write(tmp_path, "y.npy", y.transpose(0, 3, 1, 2)),
-    )
-    xs, ys = load_isic2018(*paths, scale="none", data_format="channels_last")
-    np.testing.assert_array_equal(xs, x.astype(np.float32))
-    np.testing.assert_array_equal(ys, y.astype(np.float32))
-
-
-def test_isic_unit_scale_of_unit_data_and_soft_masks(tmp_path):
-    rng = np.random.default_rng(2)
-    x = rng.random((2, 4, 4, 3)).astype(np.float32)  # already in [0, 1]
-    y = rng.integers(0, 256, (2, 4, 4)).astype(np.float32)  # interpolated masks
-    xs, ys = load_isic2018(
-        write(tmp_path, "x.npy", x),
-        write(tmp_path, "y.npy", y),
-        data_format="channels_last",
-    )
-    np.testing.assert_array_equal(xs, x)
-    np.testing.assert_array_equal(ys[..., 0], (y / 255 >= 0.5).astype(np.float32))
-
-
-def test_isic_default_data_format_is_keras(tmp_path):
-    import keras
-
-    x, y = isic_arrays()
-    xs, _ = load_isic2018(write(tmp_path, "x.npy", x), write(tmp_path, "y.npy", y))
-    expected = (3, 6, 5, 3)
-    if keras.config.image_data_format() == "channels_first":
-        expected = (3, 3, 6, 5)
-    assert xs.shape == expected
-
-
-def test_isic_errors(tmp_path):
-    x, y = isic_arrays()
-    xp = write(tmp_path, "X_tr.npy", x)
-    yp = write(tmp_path, "Y_tr.npy", y)
-    with pytest.raises(FileNotFoundError, match="missing.npy"):
-        load_isic2018(tmp_path / "missing.npy", yp)
-    # Count mismatch: both files and shapes are named.
-    short = write(tmp_path, "Y_short.npy", y[:2])
-    with pytest.raises(ValueError) as info:
-        load_isic2018(xp, short)
-    message = str(info.value)
-    assert "X_tr.npy" in message and "Y_short.npy" in message
-    assert "(3, 6, 5, 3)" in message and "(2, 6, 5, 1)" in message
-    # Size mismatch.
-    wide = write(tmp_path, "Y_wide.npy", np.zeros((3, 6, 7, 1)))
-    with pytest.raises(ValueError, match=r"Y_wide.npy' has shape \(3, 6, 7, 1\)"):
-        load_isic2018(xp, wide)
-    # Layouts that cannot be told apart, or are not images.
-    for name, shape in (
-        ("ambiguous", (2, 3, 5, 3)),
-        ("gray", (2, 6, 5, 1)),
-        ("flat", (2, 6, 5)),
-    ):
-        bad = write(tmp_path, f"{name}.npy", np.zeros(shape))
-        with pytest.raises(ValueError, match=rf"{name}.npy' has shape"):
-            load_isic2018(bad, yp)
-    # Values a unit scaling cannot interpret.
-    for name, bad_value in (("neg", -1.0), ("big", 300.0), ("nan", np.nan)):
-        values = x.astype(np.float32)
-        values[1, 2, 3, 0] = bad_value
-        bad = write(tmp_path, f"{name}.npy", values)
-        with pytest.raises(ValueError, match=rf"{name}.npy.*\[0, 255\]"):
-            load_isic2018(bad, yp)
-        load_isic2018(bad, yp, scale="none")  # raw values pass through
-    # Not an array file.
-    text = tmp_path / "text.npy"
-    text.write_text("hello")
-    with pytest.raises(ValueError, match="text.npy"):
-        load_isic2018(text, yp)
-    objects = write(tmp_path, "objects.npy", np.array([{"a": 1}], dtype=object))
-    with pytest.raises(ValueError, match="objects.npy"):
-        load_isic2018(objects, yp)
-    with pytest.raises(ValueError, match="scale='raw'"):
-        load_isic2018(xp, yp, scale="raw")
-
-
 def test_public_names():
     assert set(data.__all__) == {
         "IMAGE_EXTENSIONS",
+        "ISIC_SCALES",
+        "MAX_LABELS",
+        "interpret_mask",
         "load_image_mask_folders",
         "load_isic2018",
         "load_kvasir_seg",
