@@ -12,6 +12,7 @@ Backend builds are pinned to CPU wheels so that CI never pulls CUDA. Set
 from __future__ import annotations
 
 import os
+import sys
 
 import nox
 
@@ -95,3 +96,18 @@ def bench(session: nox.Session) -> None:
         *session.posargs,
         env={"TF_CPP_MIN_LOG_LEVEL": "2"},
     )
+
+
+@nox.session(python=PYTHON)
+def gpu(session: nox.Session) -> None:
+    """On a CUDA machine (not in the default run): the CUDA builds of the three
+    backends, the parity suite on the GPU (TF32 off), the quick benchmark, and
+    benchmarks/results/gpu.{json,md,png}. nox -s gpu -- --dry-run prints the
+    plan; see python -m benchmarks.gpu --help."""
+    if "--dry-run" not in session.posargs:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from benchmarks.gpu import CUDA_PACKAGES
+
+        session.install(*CUDA_PACKAGES.values())
+        session.install("-e", ".[test]")
+    session.run("python", "-m", "benchmarks.gpu", *session.posargs)

@@ -63,6 +63,27 @@ requires_nchw_conv = pytest.mark.skipif(
 )
 
 
+def _gpu_names() -> list[str]:
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return [d.name for d in tf.config.list_logical_devices("GPU")]
+    if BACKEND == "torch":
+        import torch
+
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    import jax
+
+    return [str(d) for d in jax.devices() if d.platform == "gpu"]
+
+
+def pytest_sessionstart(session):
+    """``KERAS_SSR_REQUIRE_GPU=1`` (``python -m benchmarks.gpu``): a backend
+    that falls back to the CPU fails the run instead of passing for a GPU."""
+    if os.environ.get("KERAS_SSR_REQUIRE_GPU") == "1" and not _gpu_names():
+        pytest.exit(f"KERAS_SSR_REQUIRE_GPU=1 but {BACKEND} sees no GPU", returncode=3)
+
+
 def pytest_report_header(config):
     return f"keras {keras.__version__}, backend {BACKEND}"
 

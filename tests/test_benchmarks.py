@@ -332,3 +332,33 @@ def test_shape_parsing():
     assert config.shape_key((1, 2, 3)) == "1x2x3"
     with pytest.raises(ValueError, match="Received: shape='a'"):
         config.parse_shape("a")
+
+
+def test_gpu_check_plan(capsys):
+    """`python -m benchmarks.gpu --dry-run`: every backend probed and tested on
+    the GPU with TF32 off, then the quick benchmark, within 5 minutes."""
+    from benchmarks import gpu
+
+    assert gpu.main(["--dry-run", "--output-dir", "out"]) == 0
+    printed = capsys.readouterr().out
+    for backend in config.BACKENDS:
+        assert f"probe {backend}: KERAS_BACKEND={backend}" in printed
+        assert f"parity {backend}: KERAS_BACKEND={backend}" in printed
+    assert "NVIDIA_TF32_OVERRIDE=0" in printed and "KERAS_SSR_REQUIRE_GPU=1" in printed
+    assert "--quick" in printed and "--name gpu" in printed
+    for suffix in ("json", "md", "png"):
+        assert f"gpu.{suffix}" in printed
+    steps = gpu.plan(list(config.BACKENDS), pathlib.Path("out"))
+    assert sum(step.timeout_s for step in steps) <= gpu.TOTAL_LIMIT_S
+    parity = [s for s in steps if s.name.startswith("parity")]
+    assert all("tests/test_parity.py" in s.argv for s in parity)
+
+
+def test_gpu_check_refuses_bad_backends_and_a_machine_without_gpu(capsys, monkeypatch):
+    from benchmarks import gpu
+
+    assert gpu.main(["--dry-run", "--backends", "tensorflow,mxnet"]) == 2
+    assert "Received: backends='tensorflow,mxnet'" in capsys.readouterr().err
+    monkeypatch.setattr(gpu.shutil, "which", lambda name: None)
+    assert gpu.main(["--backends", "jax"]) == 2
+    assert "nvidia-smi not found" in capsys.readouterr().err
