@@ -294,10 +294,13 @@ def test_missing_pillow_names_the_extra(tmp_path, monkeypatch):
 
 def test_public_names():
     assert set(data.__all__) == {
+        "BUSI_CLASSES",
         "IMAGE_EXTENSIONS",
         "ISIC_SCALES",
         "MAX_LABELS",
+        "busi_splits",
         "interpret_mask",
+        "load_busi",
         "load_image_mask_folders",
         "load_isic2018",
         "load_kvasir_seg",

@@ -1,4 +1,4 @@
-"""Dataset loaders for the experiments (Kvasir-SEG, ISIC 2018, image folders).
+"""Dataset loaders for the experiments (Kvasir-SEG, ISIC 2018, BUSI, image folders).
 
 Every loader returns NumPy ``float32`` arrays ``(x, y)`` that any Keras
 backend takes in ``model.fit``; nothing here needs TensorFlow's ``tf.data``.
@@ -15,15 +15,19 @@ Image folders are read with Pillow, an optional dependency
 """
 
 from keras_ssr.data._files import IMAGE_EXTENSIONS
+from keras_ssr.data.busi import BUSI_CLASSES, busi_splits, load_busi
 from keras_ssr.data.folders import load_image_mask_folders, load_kvasir_seg
 from keras_ssr.data.isic import ISIC_SCALES, load_isic2018
 from keras_ssr.data.masks import MAX_LABELS, interpret_mask
 
 __all__ = [
+    "BUSI_CLASSES",
     "IMAGE_EXTENSIONS",
     "ISIC_SCALES",
     "MAX_LABELS",
+    "busi_splits",
     "interpret_mask",
+    "load_busi",
     "load_image_mask_folders",
     "load_isic2018",
     "load_kvasir_seg",
