@@ -266,13 +266,13 @@ def test_summarize_and_its_errors():
 
 def _counting(monkeypatch):
     calls = []
-    real = cv._train_fold
+    real = cv.runner._train_fold
 
     def counted(config, k, *args, **kwargs):
         calls.append(k)
         return real(config, k, *args, **kwargs)
 
-    monkeypatch.setattr(cv, "_train_fold", counted)
+    monkeypatch.setattr(cv.runner, "_train_fold", counted)
     return calls
 
 
@@ -300,7 +300,7 @@ def test_resume_reruns_only_the_unfinished_fold(finished, tmp_path, monkeypatch)
     def no_loading(_config):
         raise AssertionError("load_data called")
 
-    monkeypatch.setattr(cv, "load_data", no_loading)
+    monkeypatch.setattr(cv.build, "load_data", no_loading)
     result = _run(config)
     assert calls == [1] and (result.trained, result.skipped) == ([], [0, 1])
 
@@ -322,7 +322,7 @@ def test_changed_config_is_refused_then_overwritten(finished, tmp_path, monkeypa
         (fold_dir / "metrics.json").write_text(json.dumps(record))
         return record
 
-    monkeypatch.setattr(cv, "_train_fold", fake_train)
+    monkeypatch.setattr(cv.runner, "_train_fold", fake_train)
     result = _run(changed, overwrite=True, folds=[1])
     assert result.trained == [1] and not result.complete
     assert not (config.run_dir / "fold_0").exists()  # the old results are gone
@@ -337,7 +337,7 @@ def test_changed_data_are_refused(finished, tmp_path, monkeypatch):
     config = _copy_run(finished[0], tmp_path)
     (config.run_dir / "fold_1" / "metrics.json").unlink()
     x, y = cv.load_data(config)
-    monkeypatch.setattr(cv, "load_data", lambda _config: (x[::-1].copy(), y))
+    monkeypatch.setattr(cv.build, "load_data", lambda _config: (x[::-1].copy(), y))
     with pytest.raises(cv.ConfigMismatchError, match="data differ.*blake2b"):
         _run(config)
 
@@ -354,10 +354,16 @@ def test_run_errors(finished, tmp_path):
     small = dataclasses.replace(config, val_fraction=0.05, name="small")
     with pytest.raises(ValueError, match="0 to validate.*val_fraction=0.05"):
         _run(small)
-    # That run has no finished fold, so another configuration may take it.
-    assert (small.run_dir / "config.json").is_file()
+    # The error comes before anything is written.
+    assert not small.run_dir.exists()
+    # A folder whose saved run has no finished fold (and no process working
+    # in it) is taken by another configuration.
+    small.run_dir.mkdir(parents=True)
+    (small.run_dir / "config.json").write_text(json.dumps(small.to_dict()))
     fixed = dataclasses.replace(small, val_fraction=0.2, epochs=1)
-    cv._prepare_run_dir(fixed, False, print)
+    folder = cv.rundir.RunFolder(fixed)
+    folder.enter(None, overwrite=False)
+    folder.leave()
     saved = json.loads((small.run_dir / "config.json").read_text())
     assert (saved["val_fraction"], saved["epochs"]) == (0.2, 1)
 
@@ -368,9 +374,9 @@ def test_fold_callbacks(tmp_path):
     assert isinstance(plateau, keras.callbacks.ReduceLROnPlateau)
     assert plateau.monitor == "loss" and plateau.factor == 0.5
     assert plateau.patience == 10 and plateau.min_lr == config.learning_rate
-    assert isinstance(checkpoint, keras.callbacks.ModelCheckpoint)
-    assert checkpoint.monitor == "val_loss" and checkpoint.save_best_only
-    assert checkpoint.save_weights_only
+    # Not keras.callbacks.ModelCheckpoint, which keeps a NaN first epoch.
+    assert isinstance(checkpoint, cv.BestCheckpoint)
+    assert checkpoint.monitor == "val_loss"
     assert Path(checkpoint.filepath) == tmp_path / "best.weights.h5"
     assert isinstance(logger, keras.callbacks.CSVLogger) and logger.sep == ","
     other = dataclasses.replace(config, plateau_min_lr=1e-6, plateau_patience=3)

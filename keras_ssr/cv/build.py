@@ -1,0 +1,275 @@
+"""What a fold is made of: the data, the model, its compilation, the callbacks."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_ssr.cv.config import MODEL_ALIASES, CVConfig
+from keras_ssr.cv.files import atomic_path
+
+__all__ = [
+    "METRIC_NAMES",
+    "BestCheckpoint",
+    "build_model",
+    "compile_model",
+    "fold_callbacks",
+    "load_data",
+]
+
+#: Held-out scores, in the order of the summary's columns.
+METRIC_NAMES = (
+    "loss",
+    "binary_accuracy",
+    "auc",
+    "precision",
+    "sensitivity",
+    "specificity",
+    "dice_coefficient",
+    "binary_io_u",
+)
+WEIGHTS_FILE = "best.weights.h5"
+LOG_FILE = "log.csv"
+
+
+def load_data(config: CVConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Loads the configured dataset as ``float32`` arrays ``(x, y)``.
+
+    Uses :mod:`keras_ssr.data` (``load_kvasir_seg``, ``load_isic2018``,
+    ``load_image_mask_folders``), keeps the first ``max_samples``.
+
+    Args:
+        config: the configuration.
+
+    Returns:
+        ``(x, y)`` in ``config.data_format``.
+
+    Raises:
+        FileNotFoundError, ValueError, ImportError: as the loaders; also
+            ``ValueError`` if the ISIC arrays' size differs from
+            ``target_size``.
+    """
+    from keras_ssr import data
+
+    if config.dataset == "kvasir":
+        x, y = data.load_kvasir_seg(
+            config.data_root,
+            config.target_size,
+            data_format=config.data_format,
+            binarize_masks=config.binarize_masks,
+        )
+    elif config.dataset == "folder":
+        x, y = data.load_image_mask_folders(
+            config.images_dir,
+            config.masks_dir,
+            config.target_size,
+            data_format=config.data_format,
+            binarize_masks=config.binarize_masks,
+        )
+    else:
+        x, y = data.load_isic2018(
+            config.x_path,
+            config.y_path,
+            data_format=config.data_format,
+            scale=config.isic_scale,
+        )
+        size = x.shape[1:3] if config.data_format == "channels_last" else x.shape[2:]
+        if tuple(size) != config.target_size:
+            raise ValueError(
+                f"The ISIC arrays are {size[0]}x{size[1]} but target_size="
+                f"{list(config.target_size)}; the arrays are not resized: set "
+                f"target_size = [{size[0]}, {size[1]}]. Received: "
+                f"x_path='{config.x_path}'"
+            )
+    if config.max_samples is not None:
+        if len(x) < config.max_samples:
+            raise ValueError(
+                f"The dataset has {len(x)} samples, fewer than max_samples. "
+                f"Received: max_samples={config.max_samples}"
+            )
+        x, y = x[: config.max_samples], y[: config.max_samples]
+    return x, y
+
+
+def fingerprint(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Sizes and a BLAKE2b digest of the data, recorded in ``run.json``."""
+    digest = hashlib.blake2b(digest_size=16)
+    for array in (x, y):
+        digest.update(np.ascontiguousarray(array).data)
+    return {
+        "n_samples": int(len(x)),
+        "x_shape": list(x.shape),
+        "y_shape": list(y.shape),
+        "blake2b": digest.hexdigest(),
+    }
+
+
+def _attention_kwargs(name: str, config: CVConfig) -> dict[str, Any] | None:
+    from keras_ssr import models
+
+    factory = models.get_attention(name)
+    if factory is None:
+        return None
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return None
+    return {k: getattr(config, k) for k in ("r", "max_scale") if k in parameters}
+
+
+def build_model(config: CVConfig, input_shape: Sequence[int]):
+    """The configured U-Net (uncompiled), via :func:`keras_ssr.models.build_unet`.
+
+    ``"unet"`` has no attention, ``"ssr_unet"`` SSR (``r``, ``max_scale``);
+    another attention name gets ``r`` and ``max_scale`` when its layer
+    takes them.
+
+    Args:
+        config: the configuration.
+        input_shape: one sample's shape, e.g. ``(224, 224, 3)``.
+
+    Returns:
+        A ``keras.Model`` with one sigmoid output channel.
+
+    Example:
+        >>> config = CVConfig(dataset="folder", images_dir="i", masks_dir="m",
+        ...                   levels=(4, 8), target_size=(32, 32))
+        >>> build_model(config, (32, 32, 3)).name
+        'ssr_unet'
+    """
+    from keras_ssr import models
+
+    attention = MODEL_ALIASES.get(config.model, config.model)
+    return models.build_unet(
+        config.levels,
+        input_shape=tuple(input_shape),
+        n_classes=2,
+        with_bn=config.with_bn,
+        attention=attention,
+        attention_kwargs=None
+        if attention is None
+        else _attention_kwargs(attention, config),
+        data_format=config.data_format,
+        name=config.model,
+    )
+
+
+def compile_model(config: CVConfig, model, run_eagerly: bool = False) -> None:
+    """Compiles ``model`` with the configured optimiser, loss and metrics."""
+    from keras_ssr.losses import get_loss
+    from keras_ssr.metrics import segmentation_metrics
+
+    optimizers = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
+    model.compile(
+        optimizer=optimizers[config.optimizer](learning_rate=config.learning_rate),
+        loss=get_loss(config.loss, alpha=config.loss_alpha),
+        metrics=segmentation_metrics(),
+        run_eagerly=run_eagerly,
+    )
+
+
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(float(value))
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Keeps the weights of the epoch with the lowest *finite* ``monitor``.
+
+    Unlike ``keras.callbacks.ModelCheckpoint`` (which starts from
+    ``best=None``, so a NaN first epoch is saved and then never beaten), an
+    epoch whose ``monitor`` is NaN or infinite is never saved and never
+    compared. Epochs whose ``loss`` or ``monitor`` is not finite are recorded
+    in :attr:`nonfinite`. The file is written under a temporary name and
+    renamed into place, so it always holds one whole epoch's weights, the
+    one :attr:`best_epoch` names.
+
+    Args:
+        filepath: where the weights go (must end with ``.weights.h5``).
+        monitor: the quantity to minimise (default ``"val_loss"``).
+
+    Attributes:
+        best: the lowest finite value seen (``inf`` before any).
+        best_epoch: its epoch, 1-based; ``None`` while no epoch was finite
+            (and then no file is written).
+        nonfinite: ``[{"epoch", "loss", monitor}, ...]`` for every epoch with
+            a non-finite ``loss`` or ``monitor``, values as text (``"nan"``).
+    """
+
+    def __init__(self, filepath: str | os.PathLike, monitor: str = "val_loss"):
+        super().__init__()
+        self.filepath = Path(filepath)
+        self.monitor = monitor
+        self._reset()
+
+    def _reset(self) -> None:
+        self.best = math.inf
+        self.best_epoch = None
+        self.nonfinite = []
+
+    def on_train_begin(self, logs=None):
+        self._reset()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise KeyError(
+                f"BestCheckpoint monitors {self.monitor!r}, which the epoch's logs "
+                f"lack (they hold {sorted(logs)}); fit needs validation_data."
+            )
+        values = {k: logs.get(k) for k in ("loss", self.monitor)}
+        if not all(_finite(v) for v in values.values() if v is not None):
+            shown = {k: str(float(v)) for k, v in values.items() if v is not None}
+            self.nonfinite.append({"epoch": epoch + 1, **shown})
+        value = values[self.monitor]
+        if _finite(value) and float(value) < self.best:
+            atomic_path(
+                self.filepath, lambda path: self.model.save_weights(os.fspath(path))
+            )
+            self.best, self.best_epoch = float(value), epoch + 1
+
+
+def fold_callbacks(config: CVConfig, fold_dir: str | os.PathLike) -> list:
+    """The callbacks of one fold, in order.
+
+    * ``ReduceLROnPlateau(monitor="loss", factor=plateau_factor,
+      patience=plateau_patience, min_lr=config.min_lr)``: the original's
+      schedule, whose ``min_lr`` is the initial rate unless
+      ``plateau_min_lr`` is set (so by default the rate never drops). It
+      comes first so that the log has the ``learning_rate`` column.
+    * :class:`BestCheckpoint` ``(fold_dir / "best.weights.h5",
+      monitor="val_loss")``: the best *finite* epoch's weights.
+    * ``CSVLogger(fold_dir / "log.csv")``, comma-separated and not appended
+      (the original used ``separator=";"`` and ``append=True``; here an
+      interrupted fold restarts with a fresh log instead).
+    * with ``stop_on_nan``, ``TerminateOnNaN()`` last: it ends the fold at the
+      first NaN batch loss (the epoch is still logged and checked).
+
+    Args:
+        config: the configuration.
+        fold_dir: the fold's folder.
+
+    Returns:
+        A list of ``keras.callbacks.Callback``.
+    """
+    fold_dir = Path(fold_dir)
+    callbacks = [
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="loss",
+            factor=config.plateau_factor,
+            patience=config.plateau_patience,
+            min_lr=config.min_lr,
+        ),
+        BestCheckpoint(fold_dir / WEIGHTS_FILE, monitor="val_loss"),
+        keras.callbacks.CSVLogger(os.fspath(fold_dir / LOG_FILE), separator=","),
+    ]
+    if config.stop_on_nan:
+        callbacks.append(keras.callbacks.TerminateOnNaN())
+    return callbacks

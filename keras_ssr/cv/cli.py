@@ -1,0 +1,243 @@
+"""``keras-ssr cv``: the command line of the runner.
+
+Every configuration flag is generated from the :class:`~keras_ssr.cv.CVConfig`
+field it sets (:func:`keras_ssr.cv.config.setting`): ``--field-name`` plus
+its declared aliases, its help text and its default, so that adding a field
+adds its flag. Flags default to "not given", so that they override a
+``--config`` file only when present.
+
+    keras-ssr cv [--config FILE] [flags]    run or resume a run
+    keras-ssr cv summarize RUN              aggregate the finished folds of RUN
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from keras_ssr.cv import build, files, results
+from keras_ssr.cv.config import CVConfig
+from keras_ssr.cv.fields import SECTIONS, choices_of, shown
+from keras_ssr.cv.runner import run_cv
+from keras_ssr.cv.splits import fold_splits
+
+__all__ = ["add_arguments", "config_from_args", "run_from_args"]
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def _size(text: str) -> tuple[int, int]:
+    values = _int_list(text)
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2:
+        raise argparse.ArgumentTypeError(f"expected H,W or one size, got {text!r}")
+    return values
+
+
+def _optional(kind):
+    def parse(text: str):
+        if text.lower() in ("none", "null", ""):
+            return None
+        return kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names it in its error message
+    return parse
+
+
+def _verbosity(text: str):
+    if text == "auto":
+        return text
+    if text in ("0", "1", "2"):
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected 0, 1, 2 or auto, got {text!r}")
+
+
+_PARSERS = {"int": int, "float": float, "ints": _int_list, "size": _size}
+
+
+def _flag_options(field: dataclasses.Field) -> tuple[list[str], dict]:
+    meta = field.metadata
+    names = [f"--{field.name.replace('_', '-')}", *meta["flags"]]
+    options: dict = {"dest": field.name, "default": argparse.SUPPRESS}
+    help_text = f"{meta['help']} (default {shown(field.default)})"
+    options["help"] = help_text.replace("%", "%%")
+    if meta["kind"] == "bool":
+        options["action"] = argparse.BooleanOptionalAction
+        return names, options
+    parser = _PARSERS.get(meta["kind"])
+    if parser is not None:
+        options["type"] = _optional(parser) if meta["optional"] else parser
+    elif meta["optional"]:
+        options["type"] = _optional(str)
+    choices = choices_of(field)
+    if choices is not None and field.name != "model":  # model: names may register late
+        options["choices"] = choices
+    if meta["metavar"]:
+        options["metavar"] = meta["metavar"]
+    return names, options
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the ``cv`` options (and ``summarize``) to an ``argparse`` parser."""
+    parser.description = (
+        "K-fold cross-validation with the SSR paper's protocol. Settings come "
+        "from --config FILE (TOML, YAML or JSON) and the flags below, which win "
+        "over the file; unset ones take the paper's defaults. Rerunning into "
+        "the same output folder resumes; several processes may run different "
+        "--fold into one folder at once."
+    )
+    commands = parser.add_subparsers(dest="cv_command", metavar="{summarize}")
+    summary = commands.add_parser(
+        "summarize",
+        help="aggregate the finished folds of a run folder",
+        description="Collects the finished folds of RUN into summary.csv and "
+        "summary.json and prints the table. Trains nothing.",
+    )
+    summary.add_argument("run_dir", metavar="RUN", help="the run's folder")
+    summary.add_argument(
+        "--traceback", action="store_true", help="show the full traceback of an error"
+    )
+    parser.add_argument(
+        "--config", "-c", metavar="FILE", help="a .toml, .yaml/.yml or .json config"
+    )
+    groups = {name: parser.add_argument_group(name) for name in SECTIONS}
+    for field in dataclasses.fields(CVConfig):
+        names, options = _flag_options(field)
+        groups[field.metadata["section"]].add_argument(*names, **options)
+    run = parser.add_argument_group("running")
+    run.add_argument(
+        "--fold",
+        dest="run_folds",
+        type=_int_list,
+        action="append",
+        metavar="K[,K...]",
+        help="run only these folds (0-based; repeatable); the summary covers "
+        "every finished fold",
+    )
+    run.add_argument(
+        "--overwrite",
+        "--force",
+        action="store_true",
+        help="delete the run folder's previous results (needed when its saved "
+        "configuration differs); refused while another process works there",
+    )
+    run.add_argument(
+        "--verbose",
+        type=_verbosity,
+        default="auto",
+        help="fit verbosity 0, 1 (bars), 2 (lines) or auto (1 on a terminal)",
+    )
+    run.add_argument(
+        "--run-eagerly", action="store_true", help="no graph compilation (debugging)"
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the configuration and data, build the model, print the "
+        "folds' sizes; write and train nothing",
+    )
+    run.add_argument(
+        "--traceback",
+        action="store_true",
+        help="show the full traceback of an error instead of one line",
+    )
+    run.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved configuration as TOML and exit",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> CVConfig:
+    """The configuration of parsed ``cv`` arguments: file, then flags."""
+    names = [f.name for f in dataclasses.fields(CVConfig)]
+    overrides = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    if getattr(args, "config", None):
+        return CVConfig.from_file(args.config, **overrides)
+    return CVConfig.from_dict({}, **overrides)
+
+
+def _dry_run(config: CVConfig) -> None:
+    """Everything a run checks before it writes: config, data, splits, model."""
+    import keras
+
+    x, _ = build.load_data(config)
+    splits = fold_splits(len(x), config.folds, config.val_fraction)
+    model = build.build_model(config, x.shape[1:])
+    parameters = model.count_params()
+    keras.backend.clear_session()
+    print(
+        f"{len(x)} samples of shape {tuple(x.shape[1:])}; model {config.model} "
+        f"with {parameters:,} parameters; run folder '{config.run_dir}'"
+    )
+    for k, split in enumerate(splits):
+        state = "finished" if results.finished(config.run_dir, k) else "to run"
+        print(
+            f"fold {k}: fit {len(split['fit'])}, validate {len(split['val'])}, "
+            f"test {len(split['test'])} (indices {split['test'][0]}.."
+            f"{split['test'][-1]}) - {state}"
+        )
+
+
+def _summarize(run_dir: str) -> None:
+    config = results.saved_config(run_dir)
+    result = results.write_summary(config, run_dir)
+    status = (
+        "all folds"
+        if result.complete
+        else f"{len(result.folds)} of {config.folds} folds"
+    )
+    print(f"Held-out scores ({status}; mean and std, ddof=0):\n")
+    print(result.table)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Runs ``keras-ssr cv`` from parsed arguments; returns the exit status.
+
+    A configuration, data or resume problem prints one line on standard
+    error and returns 2 (``--traceback`` raises it instead); Ctrl-C returns
+    130 with a hint on resuming.
+    """
+    try:
+        if getattr(args, "cv_command", None) == "summarize":
+            _summarize(args.run_dir)
+            return 0
+        config = config_from_args(args)
+        if args.print_config:
+            print(files.config_to_toml(config), end="")
+            return 0
+        if args.dry_run:
+            _dry_run(config)
+            return 0
+        folds = None
+        if args.run_folds:
+            folds = [k for chunk in args.run_folds for k in chunk]
+        run_cv(
+            config,
+            folds=folds,
+            overwrite=args.overwrite,
+            verbose=args.verbose,
+            run_eagerly=args.run_eagerly,
+        )
+    except (ValueError, TypeError, OSError, ImportError) as error:
+        if args.traceback:
+            raise
+        print(f"keras-ssr cv: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\nkeras-ssr cv: interrupted. Run the same command again to resume: "
+            "finished folds are kept, the interrupted one restarts.",
+            file=sys.stderr,
+        )
+        return 130
+    return 0

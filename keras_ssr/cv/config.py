@@ -1,0 +1,486 @@
+"""The configuration of a cross-validation run: :class:`CVConfig`.
+
+Every field is declared once, with :func:`setting`: its default, its help
+text, the table it belongs to in a config file, and how it is checked. The
+command-line flags (:mod:`keras_ssr.cv.cli`), the class documentation and the
+reference table of ``docs/cross_validation.md`` are generated from these
+declarations, so a default or a help text is never written twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from keras_ssr import _checks
+from keras_ssr.cv.fields import SECTIONS, check_field, setting, shown
+from keras_ssr.losses import LOSS_NAMES
+from keras_ssr.ops import MAX_SCALE_LIMIT
+
+__all__ = [
+    "DATASETS",
+    "SECTIONS",
+    "CVConfig",
+    "config_reference",
+    "model_names",
+    "setting",
+]
+
+#: Dataset kinds and the configuration fields (paths) each one needs.
+DATASETS = {
+    "kvasir": ("data_root",),
+    "isic": ("x_path", "y_path"),
+    "folder": ("images_dir", "masks_dir"),
+}
+OPTIMIZERS = ("adam", "sgd")
+#: Model names besides the attention names of :func:`keras_ssr.models.build_unet`.
+MODEL_ALIASES = {"ssr_unet": "ssr", "unet": None}
+#: Fields that say where a run goes, not what it computes: ignored when a
+#: saved configuration is compared with the current one.
+LOCATION_FIELDS = ("output_dir", "name")
+
+
+def model_names() -> list[str]:
+    """The accepted ``model`` names: ``"ssr_unet"``, ``"unet"`` and the
+    attention names registered with :func:`keras_ssr.models.register_attention`
+    (``"none"``, ``"se"``, ``"ssr"``, ``"ssr_xu"``, ...)."""
+    from keras_ssr import models
+
+    return [
+        *MODEL_ALIASES,
+        *(n for n in models.attention_names() if n not in MODEL_ALIASES),
+    ]
+
+
+def _isic_scales() -> tuple[str, ...]:
+    from keras_ssr.data import ISIC_SCALES
+
+    return tuple(ISIC_SCALES)
+
+
+@dataclasses.dataclass(frozen=True)
+class CVConfig:
+    """Everything that defines a cross-validation run.
+
+    The defaults are the paper's protocol (the original's
+    ``ten_fold_config.yaml`` and experiment scripts), so a config needs the
+    dataset and its paths only. Every field is checked on construction;
+    ``dataclasses.replace(config, epochs=5)`` makes a checked copy. The
+    fields are listed below (generated from their declarations).
+    """
+
+    # -- data -------------------------------------------------------------
+    dataset: str = setting(
+        "kvasir",
+        "kvasir (data_root holding images/ and masks/), isic (the x_path and "
+        "y_path .npy arrays) or folder (images_dir and masks_dir, paired by "
+        "file stem)",
+        "data",
+        "str",
+        choices=tuple(DATASETS),
+    )
+    data_root: str | None = setting(
+        None, "kvasir: the folder holding images/ and masks/", "data", "path",
+        metavar="DIR",
+    )  # fmt: skip
+    x_path: str | None = setting(
+        None, "isic: the images' .npy file", "data", "path", metavar="NPY"
+    )
+    y_path: str | None = setting(
+        None, "isic: the masks' .npy file", "data", "path", metavar="NPY"
+    )
+    images_dir: str | None = setting(
+        None, "folder: the images", "data", "path", metavar="DIR"
+    )
+    masks_dir: str | None = setting(
+        None, "folder: the masks, paired with the images by file stem", "data",
+        "path", metavar="DIR",
+    )  # fmt: skip
+    target_size: tuple[int, int] = setting(
+        (224, 224),
+        "(height, width) the images are resized to (kvasir, folder); the ISIC "
+        "arrays must have this size",
+        "data",
+        "size",
+        metavar="H,W",
+    )
+    binarize_masks: bool = setting(
+        True, "threshold the masks at 0.5 (kvasir, folder)", "data", "bool"
+    )
+    isic_scale: str = setting(
+        "unit",
+        "isic: unit (images to [0, 1], masks to {0, 1}) or none (raw values, "
+        "as the original ISIC script)",
+        "data",
+        "str",
+        choices=_isic_scales,
+    )
+    max_samples: int | None = setting(
+        None,
+        "use only the first N samples in file-name order (none: all), at least `folds`",
+        "data",
+        "int",
+        minimum=1,
+        metavar="N",
+    )
+    # -- model ------------------------------------------------------------
+    model: str = setting(
+        "ssr_unet",
+        "ssr_unet (SSR after every encoder block), unet, or an attention name "
+        "of keras_ssr.models.build_unet (se, ssr, ssr_xu, none, ...)",
+        "model",
+        "str",
+        choices=model_names,
+        metavar="NAME",
+    )
+    levels: tuple[int, ...] = setting(
+        (32, 64, 128, 256),
+        "filters per U-Net level, the last the bottleneck's",
+        "model",
+        "ints",
+        metavar="C,...",
+    )
+    with_bn: bool = setting(
+        False,
+        "BatchNormalization after every U-Net convolution (the paper's runs: off)",
+        "model",
+        "bool",
+    )
+    r: int = setting(
+        2, "reduction ratio of the attention's excitation MLP", "model", "int",
+        minimum=1,
+    )  # fmt: skip
+    max_scale: int = setting(
+        3, "dyadic scales of the SSR (attentions that take it)", "model", "int",
+        minimum=2, maximum=MAX_SCALE_LIMIT,
+    )  # fmt: skip
+    data_format: str = setting(
+        "channels_last", "channels_last or channels_first", "model", "str",
+        choices=_checks.DATA_FORMATS,
+    )  # fmt: skip
+    # -- training ---------------------------------------------------------
+    folds: int = setting(
+        10,
+        "number of folds K: KFold without shuffling, in file-name order",
+        "training",
+        "int",
+        flags=("-k",),
+        minimum=2,
+    )
+    val_fraction: float = setting(
+        0.1,
+        "the tail of each training fold held out for validation: "
+        "int(len(training fold) * val_fraction) samples",
+        "training",
+        "float",
+        minimum=0.0,
+        maximum=1.0,
+        open_bounds=True,
+    )
+    epochs: int = setting(100, "training epochs per fold", "training", "int", minimum=1)
+    batch_size: int = setting(
+        16, "batch size of training and evaluation", "training", "int", minimum=1
+    )
+    learning_rate: float = setting(
+        1e-4, "the optimiser's (initial) learning rate", "training", "float",
+        flags=("--lr",), minimum=0.0, open_bounds=True,
+    )  # fmt: skip
+    optimizer: str = setting(
+        "adam", "adam or sgd", "training", "str", choices=OPTIMIZERS
+    )
+    loss: str = setting(
+        "weighted",
+        "weighted (loss_alpha * BCE + (1 - loss_alpha) * soft Dice), ce or dice",
+        "training",
+        "str",
+        choices=LOSS_NAMES,
+    )
+    loss_alpha: float = setting(
+        0.5, "the cross-entropy weight of the weighted loss", "training", "float",
+        minimum=0.0, maximum=1.0,
+    )  # fmt: skip
+    shuffle: bool = setting(
+        True,
+        "shuffle the fitted samples every epoch (Keras' fit default, as the "
+        "original Kvasir script)",
+        "training",
+        "bool",
+    )
+    seed: int = setting(
+        0,
+        "fold k seeds Keras, NumPy and Python with seed + k, so a fold gives the "
+        "same result first or after a resume",
+        "training",
+        "int",
+        minimum=0,
+    )
+    stop_on_nan: bool = setting(
+        False,
+        "end a fold at the first NaN training loss (keras.callbacks.TerminateOnNaN); "
+        "either way a fold whose losses turn NaN is reported as diverged",
+        "training",
+        "bool",
+    )
+    # -- callbacks --------------------------------------------------------
+    plateau_factor: float = setting(
+        0.5, "ReduceLROnPlateau(monitor='loss') factor", "callbacks", "float",
+        minimum=0.0, maximum=1.0, open_bounds=True,
+    )  # fmt: skip
+    plateau_patience: int = setting(
+        10, "ReduceLROnPlateau patience (epochs)", "callbacks", "int", minimum=0
+    )
+    plateau_min_lr: float | None = setting(
+        None,
+        "ReduceLROnPlateau lower bound; none is the initial learning rate (the "
+        "original's setting), with which the rate never changes",
+        "callbacks",
+        "float",
+        minimum=0.0,
+    )
+    # -- output -----------------------------------------------------------
+    output_dir: str = setting(
+        "runs", "the folder of all runs", "output", "path", flags=("-o",),
+        metavar="DIR",
+    )  # fmt: skip
+    name: str | None = setting(
+        None,
+        "the run's folder inside output_dir (none: <model>-<dataset>)",
+        "output",
+        "str",
+    )
+
+    def __post_init__(self):
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        for field in dataclasses.fields(self):
+            put(field.name, check_field(field, getattr(self, field.name)))
+        for kind, fields in DATASETS.items():
+            for field in fields:
+                value = getattr(self, field)
+                if kind == self.dataset and value is None:
+                    raise ValueError(
+                        f"dataset={self.dataset!r} needs `{field}` "
+                        f"({', '.join(f'`{f}`' for f in fields)}). "
+                        f"Received: {field}=None"
+                    )
+                if kind != self.dataset and value is not None:
+                    raise ValueError(
+                        f"`{field}` belongs to dataset={kind!r}, but "
+                        f"dataset={self.dataset!r}. Received: {field}={value!r}"
+                    )
+        if self.max_samples is not None:
+            _checks.check_int("max_samples", self.max_samples, self.folds)
+        if self.dataset != "isic":
+            factor = 2 ** (len(self.levels) - 1)
+            if any(side % factor for side in self.target_size):
+                raise ValueError(
+                    f"`target_size` must be divisible by 2**(levels - 1) = {factor} "
+                    f"for {len(self.levels)} levels. Received: "
+                    f"target_size={self.target_size!r}, levels={self.levels!r}"
+                )
+        if self.name is not None and (
+            not isinstance(self.name, str)
+            or not self.name.strip()
+            or self.name in (".", "..")
+            or any(sep in self.name for sep in ("/", "\\"))
+        ):
+            raise ValueError(
+                "`name` must be a non-empty folder name without '/'. "
+                f"Received: name={self.name!r}"
+            )
+
+    # ----------------------------------------------------------------------
+
+    @property
+    def run_name(self) -> str:
+        """``name``, or ``"<model>-<dataset>"`` when it is ``None``."""
+        return self.name if self.name is not None else f"{self.model}-{self.dataset}"
+
+    @property
+    def run_dir(self) -> Path:
+        """The run's folder, ``output_dir / run_name``."""
+        return Path(self.output_dir) / self.run_name
+
+    @property
+    def min_lr(self) -> float:
+        """The ``ReduceLROnPlateau`` lower bound actually used."""
+        return (
+            self.learning_rate if self.plateau_min_lr is None else self.plateau_min_lr
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON-ready values (tuples as lists), ``name``
+        resolved to :attr:`run_name`."""
+        out = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            out[field.name] = list(value) if isinstance(value, tuple) else value
+        out["name"] = self.run_name
+        return out
+
+    def differences(self, saved: Mapping[str, Any]) -> list[str]:
+        """How a saved :meth:`to_dict` differs from this configuration.
+
+        The location fields (``output_dir``, ``name``) are ignored, and so is a
+        field missing from ``saved`` whose value here is its default (a field
+        added since that run was saved).
+
+        Returns:
+            One ``"field: saved X, now Y"`` line per differing field.
+        """
+        current = self.to_dict()
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        out = []
+        for key in sorted(set(saved) | set(current)):
+            if key in LOCATION_FIELDS:
+                continue
+            if key not in saved:
+                if current[key] != defaults[key]:
+                    out.append(f"{key}: not saved, now {current[key]!r}")
+            elif key not in current:
+                out.append(f"{key}: saved {saved[key]!r}, unknown now")
+            elif saved[key] != current[key]:
+                out.append(f"{key}: saved {saved[key]!r}, now {current[key]!r}")
+        return out
+
+    @classmethod
+    def from_dict(
+        cls, values: Mapping[str, Any], *, source: str | None = None, **overrides
+    ) -> CVConfig:
+        """A config from a (possibly sectioned) mapping, then ``overrides``.
+
+        Keys are field names, at the top level or inside the table of their
+        section (``data``, ``model``, ``training``, ``callbacks``,
+        ``output``). A key inside another table is an error, so that
+        ``[model] name = "unet"`` cannot silently name the run folder.
+        ``overrides`` (e.g. command-line flags) replace the mapping's values.
+
+        Args:
+            values: the mapping (e.g. a parsed TOML file).
+            source: where ``values`` came from, for error messages.
+            **overrides: field values that win over ``values``.
+
+        Returns:
+            A validated :class:`CVConfig`.
+
+        Raises:
+            ValueError: for an unknown key (the valid ones are listed), a key
+                in the wrong table, a key given twice, or an invalid value.
+            TypeError: for a value of the wrong type.
+
+        Example:
+            >>> CVConfig.from_dict({"dataset": "isic", "data": {"x_path": "x.npy",
+            ...     "y_path": "y.npy"}}, epochs=3).epochs
+            3
+        """
+        where = f" in {source}" if source else ""
+        if not isinstance(values, Mapping):
+            raise TypeError(
+                f"A configuration must be a mapping of field names to values{where}. "
+                f"Received: {type(values).__name__}"
+            )
+        sections = {f.name: f.metadata["section"] for f in dataclasses.fields(cls)}
+        flat: dict[str, Any] = {}
+
+        def add(key, value, table=None):
+            label = f"{table}.{key}" if table else key
+            if key not in sections:
+                raise ValueError(
+                    f"Unknown configuration key {label!r}{where}. Valid keys: "
+                    f"{', '.join(sections)} (optionally grouped in the tables "
+                    f"{', '.join(SECTIONS)})."
+                )
+            if table is not None and sections[key] != table:
+                raise ValueError(
+                    f"The configuration key {key!r} is inside the table [{table}]"
+                    f"{where}, but it belongs to [{sections[key]}]: `{key}` is "
+                    f"{cls.__dataclass_fields__[key].metadata['help']}. Move it to "
+                    f"[{sections[key]}] or to the top level. Received: "
+                    f"{label}={value!r}"
+                )
+            if key in flat:
+                raise ValueError(
+                    f"The configuration key {key!r} is given twice{where}."
+                )
+            flat[key] = value
+
+        for key, value in values.items():
+            if key in SECTIONS and isinstance(value, Mapping):
+                for inner, inner_value in value.items():
+                    add(inner, inner_value, key)
+            else:
+                add(key, value)
+        unknown = [key for key in overrides if key not in sections]
+        if unknown:
+            raise ValueError(
+                f"Unknown configuration field(s) {', '.join(map(repr, unknown))}. "
+                f"Valid fields: {', '.join(sections)}."
+            )
+        # Switching the dataset from the flags drops the file's other paths.
+        if "dataset" in overrides and overrides["dataset"] != flat.get("dataset"):
+            for kind, fields in DATASETS.items():
+                if kind != str(overrides["dataset"]).lower():
+                    for field in fields:
+                        if field not in overrides:
+                            flat.pop(field, None)
+        flat.update(overrides)
+        for key in ("target_size", "levels"):
+            if isinstance(flat.get(key), list):
+                flat[key] = tuple(flat[key])
+        return cls(**flat)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **overrides) -> CVConfig:
+        """A config from a TOML, YAML or JSON file, then ``overrides``.
+
+        See :func:`keras_ssr.cv.load_config_file` and :meth:`from_dict`.
+
+        Example:
+            >>> config = CVConfig.from_file("kvasir.toml", epochs=1)  # doctest: +SKIP
+        """
+        from keras_ssr.cv.files import load_config_file
+
+        return cls.from_dict(
+            load_config_file(path), source=os.fspath(path), **overrides
+        )
+
+
+def config_reference() -> str:
+    """The table of every :class:`CVConfig` field as Markdown, by section.
+
+    ``docs/cross_validation.md`` holds this table; a test checks that it is
+    current.
+    """
+    lines = []
+    for section in SECTIONS:
+        lines += [
+            f"**[{section}]**",
+            "",
+            "| key | default | meaning |",
+            "| --- | --- | --- |",
+        ]
+        for field in dataclasses.fields(CVConfig):
+            if field.metadata["section"] == section:
+                help_text = field.metadata["help"].replace("|", "\\|")
+                lines.append(
+                    f"| `{field.name}` | `{shown(field.default)}` | {help_text} |"
+                )
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _document_fields(cls) -> None:
+    lines = ["", "    Attributes:"]
+    for field in dataclasses.fields(cls):
+        lines.append(
+            f"        {field.name}: {field.metadata['help']} "
+            f"(default ``{shown(field.default)}``)."
+        )
+    cls.__doc__ = (cls.__doc__ or "").rstrip() + "\n" + "\n".join(lines) + "\n"
+
+
+_document_fields(CVConfig)
