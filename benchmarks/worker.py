@@ -95,7 +95,7 @@ def fixture_agreement(
     backend: Backend, layer_name: str, mode: str, fixtures_dir: str
 ) -> dict:
     """Worst error of ``layer_name`` over its recorded cases in ``mode``."""
-    from keras_ssr.reference import layer_weight_names, set_layer_weights
+    from keras_ssr.porting import layer_weight_names, set_layer_weights
 
     cases = []
     for case, arrays in common.fixture_cases(fixtures_dir, layer_name):
@@ -119,7 +119,7 @@ def fixture_agreement(
 
 def bench_layers(spec: dict, backend: Backend) -> dict:
     """The ``"layers"`` task."""
-    from keras_ssr.reference import set_layer_weights
+    from keras_ssr.porting import set_layer_weights
 
     timing = (spec["warmup"], spec["repeats"], spec.get("budget_s"))
     gpu = backend.gpu_hooks()
@@ -254,7 +254,7 @@ def _perturbed(name: str, value: np.ndarray, rng) -> np.ndarray:
 
 def prepare(spec: dict, backend: Backend) -> dict:
     """The ``"prepare"`` task: inputs and keras_ssr's weights for the live run."""
-    from keras_ssr.reference import get_layer_weights
+    from keras_ssr.porting import get_layer_weights
 
     live_dir = spec["live_dir"]
     os.makedirs(live_dir, exist_ok=True)
@@ -286,7 +286,7 @@ def float64_truth(spec: dict, backend: Backend) -> dict:
     original disagree, the float32 result closer to these is the more
     accurate one. The original's outputs are compared here too.
     """
-    from keras_ssr.reference import set_layer_weights
+    from keras_ssr.porting import set_layer_weights
 
     if backend.name != "jax":
         raise ValueError(

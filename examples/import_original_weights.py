@@ -3,7 +3,7 @@
 The original code (github.com/miguelmartins/ssr) saves weights with
 ``model.save_weights(path)``: an HDF5 file (``path`` ending in ``.h5``) or a
 TF checkpoint (``weights.index`` + ``weights.data-*``; its experiments use
-this, through ``ModelCheckpoint``). :func:`keras_ssr.reference.load_weights`
+this, through ``ModelCheckpoint``). :func:`keras_ssr.porting.load_weights`
 places either into the matching keras_ssr model by name, on any backend,
 after checking every shape; the constant box-sum kernels of the original's
 SSR are checked and dropped (keras_ssr needs no weights for them).
@@ -48,7 +48,7 @@ import sys
 import keras
 import numpy as np
 
-from keras_ssr import models, reference
+from keras_ssr import models, porting
 
 
 def build(args) -> keras.Model:
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     model = build(args)
-    mapping = reference.load_weights(model, args.weights)
+    mapping = porting.load_weights(model, args.weights)
     print(
         f"Keras {keras.__version__} on {keras.backend.backend()}: loaded "
         f"{len(mapping)} weights into {model.name} "

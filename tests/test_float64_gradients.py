@@ -14,7 +14,7 @@ import pytest
 from gradients import vjp
 
 import keras_ssr
-from keras_ssr import reference
+from keras_ssr import porting
 
 CASES = [
     (keras_ssr.LocalSingularityStrength, {"max_scale": 4}, (2, 48, 40, 6)),
@@ -71,7 +71,7 @@ def float64_mode():
 
 
 def _perturbed_weights(layer, rng):
-    weights = reference.get_layer_weights(layer)
+    weights = porting.get_layer_weights(layer)
     for name, value in weights.items():
         if "moving_variance" in name or "measure.kernel" in name:
             # Positive factors, as the fixtures do for measure kernels: an
@@ -92,7 +92,7 @@ def test_float32_gradients_match_float64(cls, kwargs, shape):
     layer = cls(**kwargs)
     layer.build(shape)
     weights = _perturbed_weights(layer, rng)
-    reference.set_layer_weights(layer, weights)
+    porting.set_layer_weights(layer, weights)
     y_probe = keras.ops.convert_to_numpy(
         layer(x, **({} if cls is keras_ssr.LearnableMeasure else {"training": False}))
     )
@@ -102,7 +102,7 @@ def test_float32_gradients_match_float64(cls, kwargs, shape):
     with float64_mode():
         layer64 = cls(**kwargs, dtype="float64")
         layer64.build(shape)
-        reference.set_layer_weights(
+        porting.set_layer_weights(
             layer64, {k: v.astype("float64") for k, v in weights.items()}
         )
         y64, gx64, gw64 = vjp(

@@ -8,7 +8,7 @@ import numpy_oracle as oracle
 import pytest
 
 import keras_ssr
-from keras_ssr import reference
+from keras_ssr import porting
 from keras_ssr import testing as kt
 
 SE = keras_ssr.SqueezeExcite
@@ -95,7 +95,7 @@ def test_channels_first_equals_channels_last(cls, kwargs, shape):
     first = cls(**kwargs, data_format="channels_first")
     last.build(shape)
     first.build(_to_first(x).shape)
-    reference.set_layer_weights(first, reference.get_layer_weights(last))
+    porting.set_layer_weights(first, porting.get_layer_weights(last))
     for training in (False, True):
         a = _np(last(x, training=training))
         b = _np(first(_to_first(x), training=training))
@@ -120,7 +120,7 @@ def test_squeeze_excite_equals_numpy(shape):
     x = kt.random_input(shape)
     layer = SE(r=2)
     y = _np(layer(x))
-    w = reference.get_layer_weights(layer)
+    w = porting.get_layer_weights(layer)
     pooled = x.reshape(shape[0], -1, shape[-1]).mean(axis=1)
     hidden = np.maximum(pooled @ w["squeeze.kernel"] + w["squeeze.bias"], 0)
     gates = 1 / (1 + np.exp(-(hidden @ w["excite.kernel"] + w["excite.bias"])))

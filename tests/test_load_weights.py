@@ -1,4 +1,4 @@
-"""keras_ssr.reference.load_weights: the original's weights in keras_ssr U-Nets.
+"""keras_ssr.porting.load_weights: the original's weights in keras_ssr U-Nets.
 
 The expected outputs are the original's (TF 2.14) recorded ones, under the
 fixtures' rule ``max|a - e| <= 1e-4 * max(1, max|e|)``. The checkpoint files
@@ -8,9 +8,7 @@ training-mode call (so with its BN moving statistics moved once).
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 
 import fixtures as fx
 import keras
@@ -18,12 +16,12 @@ import numpy as np
 import pytest
 from conftest import requires_nchw_conv
 
-from keras_ssr import models, reference
+from keras_ssr import models, porting
+from keras_ssr.porting import scopes
 
 CHECKPOINTS = fx.DATA / "checkpoints"
 H5 = CHECKPOINTS / "ssr_unet.h5"
 TF_FORMAT = CHECKPOINTS / "ssr_unet_tf_format"
-HAS_TF = importlib.util.find_spec("tensorflow") is not None
 MODEL_CASES = ["model_unet_0", "model_unet_1", "model_ssr_unet_2", "model_ssr_unet_3"]
 
 
@@ -60,7 +58,7 @@ def _snapshot(model):
 def test_recorded_model(name):
     case, arrays, weights = _case(name)
     model = _model(case)
-    mapping = reference.load_weights(model, weights)
+    mapping = porting.load_weights(model, weights)
     stored = [n for n in weights if "depthwise_conv2d" not in n]
     assert sorted(mapping) == sorted(stored)
     assert len(set(mapping.values())) == len(model.weights)
@@ -74,7 +72,7 @@ def test_recorded_model(name):
 def test_mapping_by_name():
     _, _, weights = _case("model_ssr_unet_2")
     model = models.get_ssr_unet([4, 8, 16], input_shape=[32, 32, 3])
-    mapping = reference.load_weights(model, weights)
+    mapping = porting.load_weights(model, weights)
     assert mapping["contracting_layer/conv2d/kernel:0"] == "encoder_0_conv_0/kernel"
     assert mapping["contracting_layer_1/conv2d_3/bias:0"] == "encoder_1_conv_1/bias"
     assert (
@@ -102,7 +100,7 @@ def test_mapping_by_name():
     )
     assert mapping[name] == "encoder_1_attention/alpha.bn.beta"
     assert mapping["conv2d_10/bias:0"] == "head/bias"
-    attention = reference.get_layer_weights(model.get_layer("encoder_1_attention"))
+    attention = porting.get_layer_weights(model.get_layer("encoder_1_attention"))
     np.testing.assert_array_equal(
         attention["squeeze.kernel"],
         weights["singularity_strength_recalibration_1/dense/kernel:0"],
@@ -132,7 +130,7 @@ def test_names_not_positions_decide():
     assert "contracting_layer_8/conv2d_10/kernel:0" in renamed
     assert "conv2d_17/bias:0" in renamed
     model = _model(case)
-    reference.load_weights(model, renamed)
+    porting.load_weights(model, renamed)
     y = _numpy(model(arrays["x"], training=False))
     fx.assert_agrees(y, arrays["y_inference"], "renamed: y_inference")
 
@@ -146,14 +144,14 @@ def test_names_not_positions_decide():
 def test_checkpoint_files(source):
     case, arrays, weights = _case("model_ssr_unet_2")
     model = _model(case)
-    mapping = reference.load_weights(model, source)
+    mapping = porting.load_weights(model, source)
     assert len(mapping) == len(model.weights)
 
     # The files were saved after the original's training-mode call: their
     # moving statistics are the recorded ones moved once, which a model
     # loaded from the recorded weights reproduces with its own training call.
     fresh = _model(case)
-    reference.load_weights(fresh, weights)
+    porting.load_weights(fresh, weights)
     fresh(arrays["x"], training=True)
     moved = 0
     for theirs, mine in zip(model.weights, fresh.weights):
@@ -183,70 +181,8 @@ def test_checkpoint_path_forms(source):
 
 def _load_fresh(case, source):
     model = _model(case)
-    reference.load_weights(model, source)
+    porting.load_weights(model, source)
     return model
-
-
-def test_readers():
-    case = fx.CASES["model_ssr_unet_2"]
-    h5 = reference.read_h5_weights(H5)
-    assert list(h5) == case["weight_names"]
-    _, _, weights = _case("model_ssr_unet_2")
-    # The recorded weights less the moving statistics moved by the call.
-    for name, value in h5.items():
-        if "moving_" not in name:
-            np.testing.assert_array_equal(value, weights[name], err_msg=name)
-    checkpoint = reference.read_checkpoint_weights(TF_FORMAT / "weights")
-    assert len(checkpoint) == len(h5)
-    key = "layer_with_weights-3/alpha_layer/bn/gamma/.ATTRIBUTES/VARIABLE_VALUE"
-    name = (
-        "singularity_strength_recalibration_1/local_singularity_strength_1/"
-        "batch_normalization_5/gamma:0"
-    )
-    np.testing.assert_array_equal(checkpoint[key], h5[name])
-
-
-@pytest.mark.skipif(not HAS_TF, reason="needs TensorFlow as the reference reader")
-def test_checkpoint_reader_equals_tensorflow():
-    import tensorflow as tf
-
-    ours = reference.read_checkpoint_weights(TF_FORMAT / "weights")
-    reader = tf.train.load_checkpoint(str(TF_FORMAT / "weights"))
-    theirs = {
-        key: reader.get_tensor(key)
-        for key, dtype in reader.get_variable_to_dtype_map().items()
-        if dtype != tf.string
-    }
-    assert sorted(ours) == sorted(theirs)
-    for key, value in theirs.items():
-        assert ours[key].dtype == value.dtype, key
-        np.testing.assert_array_equal(ours[key], value, err_msg=key)
-
-
-@pytest.mark.skipif(not HAS_TF, reason="the fallback reads with TensorFlow")
-def test_checkpoint_fallback_to_tensorflow(monkeypatch):
-    def unsupported(prefix):
-        raise reference._UnsupportedCheckpoint("compressed SSTable block")
-
-    expected = reference.read_checkpoint_weights(TF_FORMAT)
-    monkeypatch.setattr(reference, "_read_checkpoint_python", unsupported)
-    fallback = reference.read_checkpoint_weights(TF_FORMAT)
-    assert sorted(fallback) == sorted(expected)
-
-
-def test_checkpoint_needing_tensorflow_without_it(monkeypatch):
-    def unsupported(prefix):
-        raise reference._UnsupportedCheckpoint("compressed SSTable block")
-
-    monkeypatch.setattr(reference, "_read_checkpoint_python", unsupported)
-    monkeypatch.setitem(sys.modules, "tensorflow", None)  # import fails
-    with pytest.raises(ImportError, match="compressed SSTable block.*tensorflow"):
-        reference.read_checkpoint_weights(TF_FORMAT)
-
-
-# --------------------------------------------------------------------------
-# Other layouts the names allow
-# --------------------------------------------------------------------------
 
 
 @requires_nchw_conv
@@ -255,7 +191,7 @@ def test_channels_first_model():
     model = models.get_ssr_unet(
         [4, 8, 16], input_shape=[3, 32, 32], data_format="channels_first"
     )
-    reference.load_weights(model, weights)
+    porting.load_weights(model, weights)
     y = _numpy(model(np.transpose(arrays["x"], (0, 3, 1, 2)), training=False))
     fx.assert_agrees(np.transpose(y, (0, 2, 3, 1)), arrays["y_inference"], "NCHW")
 
@@ -270,11 +206,11 @@ def test_squeeze_excite_model():
         if "local_singularity_strength" not in n
     }
     model = models.build_unet((4, 8, 16), (32, 32, 3), attention="se")
-    mapping = reference.load_weights(model, se)
+    mapping = porting.load_weights(model, se)
     assert mapping["squeeze_excite_1/dense_1/kernel:0"] == (
         "encoder_1_attention/excite.kernel"
     )
-    gate = reference.get_layer_weights(model.get_layer("encoder_1_attention"))
+    gate = porting.get_layer_weights(model.get_layer("encoder_1_attention"))
     np.testing.assert_array_equal(
         gate["excite.kernel"], se["squeeze_excite_1/dense_1/kernel:0"]
     )
@@ -289,7 +225,7 @@ def test_squeeze_excite_model():
 def _fails(model, source, match, error=ValueError):
     before = _snapshot(model)
     with pytest.raises(error, match=match):
-        reference.load_weights(model, source)
+        porting.load_weights(model, source)
     for old, variable in zip(before, model.weights):
         np.testing.assert_array_equal(old, _numpy(variable.value), err_msg="assigned")
 
@@ -387,57 +323,83 @@ def test_source_errors(tmp_path):
     with h5py.File(keras3, "w") as file:
         file.create_group("layers")
     _fails(model, keras3, "not a Keras 2")
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(ValueError, match="No TensorFlow checkpoint"):
-        reference.read_checkpoint_weights(empty)
 
 
 def test_model_errors():
     _, _, weights = _case("model_ssr_unet_2")
     with pytest.raises(TypeError, match="keras.Model"):
-        reference.load_weights("model", weights)
+        porting.load_weights("model", weights)
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="build it with keras_ssr.models"):
-        reference.load_weights(other, weights)
+        porting.load_weights(other, weights)
 
 
-def _write_keras2_h5(path, weights, *, full_model: bool, chunk: int | None):
-    """A Keras 2 HDF5 layout written by hand (h5py), from names and arrays."""
-    import h5py
+# --------------------------------------------------------------------------
+# More attention kinds: the scope registry the parsers consult
+# --------------------------------------------------------------------------
 
-    layers = {}
+
+@pytest.fixture
+def _scopes():
+    saved = dict(scopes._SCOPES)
+    yield
+    scopes._SCOPES.clear()
+    scopes._SCOPES.update(saved)
+
+
+def _gate_name(path, rank):
+    """A toy kind: ``fc_in`` / ``fc_out`` sub-scopes hold the two Dense layers."""
+    if len(path) == 2 and path[1] in ("kernel", "bias"):
+        dense = {"fc_in": "squeeze", "fc_out": "excite"}.get(path[0])
+        return None if dense is None else f"{dense}.{path[1]}"
+    return None
+
+
+def test_a_registered_attention_scope_is_placed(_scopes):
+    _, _, weights = _case("model_ssr_unet_2")
+    toy = {}
     for name, value in weights.items():
-        layers.setdefault(name.split("/")[0], {})[name] = value
+        if "local_singularity_strength" in name:
+            continue
+        name = name.replace("singularity_strength_recalibration", "toy_gate")
+        name = re.sub(r"toy_gate(_\d+)?/dense/", r"toy_gate\1/fc_in/", name)
+        name = re.sub(r"toy_gate(_\d+)?/dense_1/", r"toy_gate\1/fc_out/", name)
+        toy[name] = value
+    model = models.build_unet((4, 8, 16), (32, 32, 3), attention="se")
+    with pytest.raises(ValueError, match="unknown scope 'toy_gate'"):
+        porting.load_weights(model, toy)
+    porting.register_attention_scope(
+        porting.AttentionScope(
+            kind="toy",
+            scope="toy_gate",
+            variable_name=_gate_name,
+            checkpoint_attributes=lambda attributes: attributes == {"fc_in", "fc_out"},
+            checkpoint_name=lambda path: None,
+        )
+    )
+    assert "toy" in [s.kind for s in porting.attention_scopes()]
+    mapping = porting.load_weights(model, toy)
+    assert mapping["toy_gate_1/fc_out/kernel:0"] == "encoder_1_attention/excite.kernel"
+    gate = porting.get_layer_weights(model.get_layer("encoder_1_attention"))
+    np.testing.assert_array_equal(
+        gate["excite.kernel"], toy["toy_gate_1/fc_out/kernel:0"]
+    )
+    mixed = {**toy, **{k: v for k, v in weights.items() if "dense" in k}}
+    with pytest.raises(ValueError, match="mixes attention blocks of kinds"):
+        porting.load_weights(model, mixed)
 
-    def strings(values):
-        return np.array([v.encode("utf8") for v in values])
 
-    def put(attrs, key, values):
-        if chunk is None:
-            attrs[key] = strings(values)
-        else:  # long lists are split into key0, key1, ... by Keras 2
-            for i in range(0, max(len(values), 1), chunk):
-                attrs[f"{key}{i // chunk}"] = strings(values[i : i + chunk])
-
-    with h5py.File(path, "w") as file:
-        root = file.create_group("model_weights") if full_model else file
-        put(root.attrs, "layer_names", list(layers))
-        for layer, named in layers.items():
-            group = root.create_group(layer)
-            put(group.attrs, "weight_names", list(named))
-            for name, value in named.items():
-                group.create_dataset(name, data=value)
+def test_register_attention_scope_errors(_scopes):
+    with pytest.raises(TypeError, match="AttentionScope"):
+        porting.register_attention_scope("ssr")
+    with pytest.raises(ValueError, match="scope.kind='ssr'"):
+        porting.register_attention_scope(porting.attention_scopes()[0])
 
 
-@pytest.mark.parametrize(("full_model", "chunk"), [(False, None), (True, 3)])
-def test_keras2_h5_layouts(tmp_path, full_model, chunk):
-    case, arrays, weights = _case("model_unet_1")
-    path = tmp_path / "unet.h5"
-    _write_keras2_h5(path, weights, full_model=full_model, chunk=chunk)
-    read = reference.read_h5_weights(path)
-    assert list(read) == list(weights)
-    model = _model(case)
-    reference.load_weights(model, path)
-    y = _numpy(model(arrays["x"], training=False))
-    fx.assert_agrees(y, arrays["y_inference"], "y_inference")
+def test_the_deprecated_reference_module():
+    import keras_ssr.reference
+
+    with pytest.warns(DeprecationWarning, match="keras_ssr.porting.load_weights"):
+        assert keras_ssr.reference.load_weights is porting.load_weights
+    with pytest.raises(AttributeError, match="_variables"):
+        keras_ssr.reference._variables  # noqa: B018

@@ -18,7 +18,7 @@ from gradients import vjp
 
 import keras_ssr
 from keras_ssr import ops as ssr_ops
-from keras_ssr import reference
+from keras_ssr import porting
 
 LAYER_CASES = sorted(name for name, case in fx.CASES.items() if "layer" in case)
 
@@ -26,8 +26,8 @@ LAYER_CASES = sorted(name for name, case in fx.CASES.items() if "layer" in case)
 def _build(case, arrays):
     layer = getattr(keras_ssr, case["layer"])(**case["kwargs"])
     layer.build(arrays["x"].shape)
-    names = reference.layer_weight_names(layer)
-    reference.set_layer_weights(layer, {name: arrays[name] for name in names})
+    names = porting.layer_weight_names(layer)
+    porting.set_layer_weights(layer, {name: arrays[name] for name in names})
     return layer
 
 
@@ -68,7 +68,7 @@ def test_layer_case(name):
     assert expected_grads == {f"grad.{by_path[p]}" for p in grads}
 
     after = {k: v for k, v in arrays.items() if k.startswith("after_training_call.")}
-    now = reference.get_layer_weights(layer)
+    now = porting.get_layer_weights(layer)
     prefix = "alpha." if "alpha.bn.gamma" in now else ""
     for key, expected in after.items():
         weight = prefix + key.removeprefix("after_training_call.")
@@ -126,4 +126,4 @@ def test_semantic_names_match_the_fixtures():
             if not k.startswith(("grad", "after_", "y", "x", "cotangent"))
             and "init_kernel" not in k
         }
-        assert set(reference.layer_weight_names(layer)) == expected, name
+        assert set(porting.layer_weight_names(layer)) == expected, name

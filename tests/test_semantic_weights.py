@@ -1,4 +1,4 @@
-"""keras_ssr.reference: weights by the original's semantic names."""
+"""keras_ssr.porting.names: weights by the original's semantic names."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import keras_ssr
-from keras_ssr import reference
+from keras_ssr import porting
 
 
 def _built(layer, shape=(2, 8, 8, 4)):
@@ -20,10 +20,10 @@ def test_round_trip_of_every_weight():
     rng = np.random.default_rng(0)
     arrays = {
         n: rng.normal(size=s).astype("float32")
-        for n, s in reference.layer_weight_names(layer).items()
+        for n, s in porting.layer_weight_names(layer).items()
     }
-    reference.set_layer_weights(layer, arrays)
-    got = reference.get_layer_weights(layer)
+    porting.set_layer_weights(layer, arrays)
+    got = porting.get_layer_weights(layer)
     assert set(got) == set(arrays)
     for name in arrays:
         np.testing.assert_array_equal(got[name], arrays[name])
@@ -38,20 +38,20 @@ def test_round_trip_of_every_weight():
 
 
 def test_names_per_layer():
-    names = reference.layer_weight_names(_built(keras_ssr.SqueezeExcite(r=2)))
+    names = porting.layer_weight_names(_built(keras_ssr.SqueezeExcite(r=2)))
     assert names == {
         "squeeze.kernel": (4, 2),
         "squeeze.bias": (2,),
         "excite.kernel": (2, 4),
         "excite.bias": (4,),
     }
-    names = reference.layer_weight_names(_built(keras_ssr.LearnableMeasure(3)))
+    names = porting.layer_weight_names(_built(keras_ssr.LearnableMeasure(3)))
     assert names == {
         "measure.kernel_1": (1, 1),
         "measure.kernel_2": (2, 2),
         "measure.kernel_3": (3, 3),
     }
-    names = reference.layer_weight_names(
+    names = porting.layer_weight_names(
         _built(keras_ssr.LocalSingularityStrengthXu(2, with_bn=False))
     )
     assert set(names) == {"measure.kernel_1", "measure.kernel_2"}
@@ -59,8 +59,7 @@ def test_names_per_layer():
 
 def _arrays(layer):
     return {
-        n: np.zeros(s, "float32")
-        for n, s in reference.layer_weight_names(layer).items()
+        n: np.zeros(s, "float32") for n, s in porting.layer_weight_names(layer).items()
     }
 
 
@@ -70,23 +69,23 @@ def test_unknown_missing_and_wrong_shapes_are_listed_together():
     del arrays["excite.bias"]
     arrays["squeeze.kernel"] = np.zeros((3, 3), "float32")
     arrays["bn.gamma"] = np.zeros(4, "float32")
-    before = reference.get_layer_weights(layer)
+    before = porting.get_layer_weights(layer)
     with pytest.raises(ValueError) as info:
-        reference.set_layer_weights(layer, arrays)
+        porting.set_layer_weights(layer, arrays)
     message = str(info.value)
     assert "unknown names ['bn.gamma']" in message
     assert "missing names ['excite.bias']" in message
     assert "squeeze.kernel: expected (4, 2), received (3, 3)" in message
-    after = reference.get_layer_weights(layer)
+    after = porting.get_layer_weights(layer)
     for name in before:  # nothing was assigned
         np.testing.assert_array_equal(before[name], after[name])
 
 
 def test_unbuilt_layer():
     with pytest.raises(ValueError, match="must be built"):
-        reference.set_layer_weights(keras_ssr.SqueezeExcite(r=2), {})
+        porting.set_layer_weights(keras_ssr.SqueezeExcite(r=2), {})
 
 
 def test_not_a_keras_ssr_layer():
     with pytest.raises(TypeError, match="Dense"):
-        reference.set_layer_weights(keras.layers.Dense(2), {})
+        porting.set_layer_weights(keras.layers.Dense(2), {})
