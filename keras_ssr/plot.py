@@ -45,7 +45,7 @@ class DepthFeatures:
     ssr_layer: keras.layers.Layer | None = None
 
 
-def _import_matplotlib():
+def import_matplotlib():
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -275,7 +275,7 @@ def _alpha_maps(
     return keras.ops.convert_to_numpy(alpha)[0]
 
 
-def _display_image(image: np.ndarray) -> tuple[np.ndarray, str | None]:
+def display_image(image: np.ndarray) -> tuple[np.ndarray, str | None]:
     if image.shape[-1] == 3:
         shown = image
     else:
@@ -415,14 +415,14 @@ def singularity_maps(
                 )
             )
 
-    Figure, FigureCanvasAgg = _import_matplotlib()
+    Figure, FigureCanvasAgg = import_matplotlib()
     columns = 1 + len(panels)
     figure = Figure(
         figsize=(2.3 * columns, 5.3 if title else 5.0), layout="constrained"
     )
     FigureCanvasAgg(figure)
     grid = figure.subplots(2, columns, squeeze=False)
-    shown, input_cmap = _display_image(shown_input)
+    shown, input_cmap = display_image(shown_input)
     grid[0, 0].imshow(shown, cmap=input_cmap, interpolation="nearest")
     grid[0, 0].set_title("input", fontsize=8)
     grid[1, 0].imshow(bottom, cmap="gray", interpolation="nearest")

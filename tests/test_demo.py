@@ -15,7 +15,7 @@ import pytest
 
 from keras_ssr import demo
 from keras_ssr.demo import data as datasets
-from keras_ssr.models import get_ssr_unet, get_unet
+from keras_ssr.models import attention_names, build_unet, get_ssr_unet, get_unet
 
 BACKEND = keras.backend.backend()
 
@@ -114,6 +114,10 @@ def test_presets_are_valid():
         ({"channels": (8,)}, ValueError, r"channels=\(8,\)"),
         ({"channels": (1, 4, 8)}, ValueError, r"channels=\(1, 4, 8\)"),
         ({"learning_rate": 0.0}, ValueError, "learning_rate=0.0"),
+        ({"models": ("none", "cbam")}, ValueError, r"unknown \['cbam'\]"),
+        ({"models": ("ssr", "ssr")}, ValueError, "repeated"),
+        ({"models": ()}, ValueError, r"models=\(\)"),
+        ({"models": "ssr"}, ValueError, "models='ssr'"),
     ],
 )
 def test_config_validation(changes, error, text):
@@ -124,16 +128,27 @@ def test_config_validation(changes, error, text):
 def test_command_line_options():
     parser = _parser()
     args = parser.parse_args([])
-    assert demo._config_from_args(args) == demo.DEFAULTS
+    assert demo.config_from_args(args) == demo.DEFAULTS
     assert args.output == "keras-ssr-demo"
     args = parser.parse_args(
         ["--quick", "--epochs", "3", "--channels", "2,4", "--dataset", "ihc"]
     )
-    config = demo._config_from_args(args)
+    config = demo.config_from_args(args)
     assert config == dataclasses.replace(
         demo.QUICK, epochs=3, channels=(2, 4), dataset="ihc"
     )
-    for bad in (["--channels", "8,x"], ["--epochs", "0"], ["--dataset", "mnist"]):
+    args = parser.parse_args(["--models", "SE, none,ssr_xu"])
+    assert demo.config_from_args(args).models == ("se", "none", "ssr_xu")
+    args = parser.parse_args(["--models", "all"])
+    assert demo.config_from_args(args).models == tuple(attention_names())
+    bad_options = (
+        ["--channels", "8,x"],
+        ["--epochs", "0"],
+        ["--dataset", "mnist"],
+        ["--models", "none,cbam"],
+        ["--models", ","],
+    )
+    for bad in bad_options:
         with pytest.raises(SystemExit):
             parser.parse_args(bad)
 
@@ -143,6 +158,49 @@ def test_impossible_configuration_exits_with_2(tmp_path, capsys):
     assert demo.run_from_args(args) == 2
     assert "size=30" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------
+# Models
+
+
+def _block_momenta(model):
+    return {
+        layer.name: layer.momentum
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    }
+
+
+def test_builders_take_a_bn_momentum():
+    for builder in (get_unet, get_ssr_unet):
+        default = _block_momenta(builder([2, 4], input_shape=[16, 16, 1]))
+        assert len(default) == 6 and set(default.values()) == {0.99}
+        momenta = _block_momenta(
+            builder([2, 4], input_shape=[16, 16, 1], bn_momentum=0.75)
+        )
+        assert momenta.keys() == default.keys()
+        assert set(momenta.values()) == {0.75}
+    with pytest.raises(ValueError, match="bn_momentum=1.5"):
+        build_unet([2, 4], (16, 16, 1), bn_momentum=1.5)
+
+
+@pytest.mark.parametrize("name", ["none", "ssr", "se"])
+def test_demo_models_are_the_registry_u_nets(name):
+    config = dataclasses.replace(demo.QUICK, channels=(2, 4), r=2, max_scale=2)
+    model = demo.build_model(name, config, (16, 16, 1))
+    assert set(_block_momenta(model).values()) == {0.9}
+    reference = build_unet(
+        [2, 4],
+        (16, 16, 1),
+        attention=None if name == "none" else name,
+        attention_kwargs={"ssr": {"max_scale": 2}}.get(name),
+    )
+    assert model.count_params() == reference.count_params()
+    if name == "ssr":
+        assert model.get_layer("encoder_0_attention").max_scale == 2
+    assert demo.model_label(name) in {"U-Net", "SSR-U-Net", "SE-U-Net"}
+    assert demo.model_label("mine") == "mine-U-Net"
 
 
 # --------------------------------------------------------------------------

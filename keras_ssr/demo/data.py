@@ -33,6 +33,7 @@ __all__ = [
     "IHC_TEST_BLOCKS",
     "fractional_field",
     "ihc_mask",
+    "load_demo_data",
     "load_ihc_patches",
     "make_texture_dataset",
     "random_blob_mask",
@@ -394,3 +395,51 @@ def load_ihc_patches(
     images = np.clip(np.stack(images), 0.0, 1.0).astype(np.float32)
     masks = np.stack(masks)[..., None].astype(np.float32)
     return images, masks
+
+
+def _dihedral(image: np.ndarray, k: int) -> np.ndarray:
+    """The ``k``-th of the 8 rotations/reflections of ``(N, H, W, C)``."""
+    out = np.rot90(image, k % 4, axes=(1, 2))
+    return out[:, :, ::-1] if k >= 4 else out
+
+
+def load_demo_data(
+    dataset: str, size: int, samples: int, test_samples: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Train and held-out splits of a built-in data set.
+
+    ``textures``: ``samples + test_samples`` images of
+    :func:`~keras_ssr.demo.data.make_texture_dataset`, the first ``samples``
+    for training. ``ihc``: the train-block patches of
+    :func:`~keras_ssr.demo.data.load_ihc_patches`, repeated under the 8
+    rotations/reflections (shuffled by ``seed``) up to ``samples``, and the
+    first ``test_samples`` held-out-block patches.
+
+    Returns:
+        ``(x_train, y_train, x_test, y_test)``, float32 NumPy arrays.
+
+    Raises:
+        ValueError: for an unknown ``dataset`` or bad sizes.
+    """
+    if dataset not in DATASETS:
+        raise ValueError(
+            f"`dataset` must be one of {', '.join(map(repr, DATASETS))}. "
+            f"Received: dataset={dataset!r}"
+        )
+    for name, value in (("samples", samples), ("test_samples", test_samples)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"`{name}` must be an integer >= 1. Received: {name}={value!r}"
+            )
+    if dataset == "textures":
+        x, y = make_texture_dataset(samples + test_samples, size, seed)
+        return x[:samples], y[:samples], x[samples:], y[samples:]
+    x_train, y_train = load_ihc_patches(size, split="train")
+    x_test, y_test = load_ihc_patches(size, split="test")
+    rng = np.random.default_rng(seed)
+    pairs = [(n, k) for k in range(8) for n in range(len(x_train))]
+    order = rng.permutation(len(pairs))
+    picked = [pairs[i] for i in order[: min(samples, len(pairs))]]
+    xs = np.stack([_dihedral(x_train[n : n + 1], k)[0] for n, k in picked])
+    ys = np.stack([_dihedral(y_train[n : n + 1], k)[0] for n, k in picked])
+    return xs, ys, x_test[:test_samples], y_test[:test_samples]

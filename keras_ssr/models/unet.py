@@ -108,6 +108,7 @@ def build_unet(
     data_format: str | None = None,
     name: str | None = None,
     synchronized_bn: bool = False,
+    bn_momentum: float = BN_MOMENTUM,
 ) -> keras.Model:
     """A U-Net, optionally with channel attention after each encoder block.
 
@@ -158,6 +159,9 @@ def build_unet(
             ``keras.distribution`` is global anyway). ``False`` (the
             original) takes them per replica. The attention layers' own
             statistics are global unless built with ``synchronized=False``.
+        bn_momentum: momentum of the blocks' BatchNormalization moving
+            statistics, in ``[0, 1]`` (the original's 0.99; a short training
+            run wants less, e.g. 0.9). The attention layers keep their own.
 
     Returns:
         A functional ``keras.Model`` mapping a batch of inputs
@@ -181,6 +185,7 @@ def build_unet(
     n_classes = _checks.check_int("n_classes", n_classes, 1)
     with_bn = _check_bool("with_bn", with_bn)
     synchronized_bn = _check_bool("synchronized_bn", synchronized_bn)
+    bn_momentum = _checks.check_real("bn_momentum", bn_momentum, 0.0, 1.0)
     batch_norm = (
         SynchronizedBatchNormalization
         if synchronized_bn
@@ -218,7 +223,7 @@ def build_unet(
             if with_bn:
                 x = batch_norm(
                     axis=channel_axis,
-                    momentum=BN_MOMENTUM,
+                    momentum=bn_momentum,
                     epsilon=BN_EPSILON,
                     name=f"{prefix}_bn_{j}",
                 )(x)
@@ -271,6 +276,7 @@ def get_unet(
     *,
     data_format: str = "channels_last",
     synchronized_bn: bool = False,
+    bn_momentum: float = BN_MOMENTUM,
 ) -> keras.Model:
     """The original's ``get_unet``: a plain U-Net (see :func:`build_unet`).
 
@@ -283,6 +289,8 @@ def get_unet(
         data_format: keyword-only; the original is channels last.
         synchronized_bn: keyword-only; global BN moments under data
             parallelism (see :func:`build_unet`).
+        bn_momentum: keyword-only; the blocks' BatchNormalization momentum
+            (see :func:`build_unet`).
 
     Returns:
         A functional ``keras.Model`` named ``"unet"``.
@@ -302,6 +310,7 @@ def get_unet(
         data_format=data_format,
         name="unet",
         synchronized_bn=synchronized_bn,
+        bn_momentum=bn_momentum,
     )
 
 
@@ -315,6 +324,7 @@ def get_ssr_unet(
     *,
     data_format: str = "channels_last",
     synchronized_bn: bool = False,
+    bn_momentum: float = BN_MOMENTUM,
 ) -> keras.Model:
     """The original's ``get_ssr_unet``: SSR after every encoder block.
 
@@ -330,6 +340,8 @@ def get_ssr_unet(
         data_format: keyword-only; the original is channels last.
         synchronized_bn: keyword-only; global BN moments under data
             parallelism (see :func:`build_unet`).
+        bn_momentum: keyword-only; the blocks' BatchNormalization momentum
+            (see :func:`build_unet`).
 
     Returns:
         A functional ``keras.Model`` named ``"ssr_unet"``.
@@ -353,4 +365,5 @@ def get_ssr_unet(
         data_format=data_format,
         name="ssr_unet",
         synchronized_bn=synchronized_bn,
+        bn_momentum=bn_momentum,
     )

@@ -1,0 +1,185 @@
+"""The ``keras-ssr demo`` command line: options, and the run from parsed options."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from keras_ssr.demo import data as datasets
+from keras_ssr.demo.config import DEFAULTS, QUICK, DemoConfig
+from keras_ssr.demo.runner import run_demo
+
+__all__ = ["add_arguments", "config_from_args", "run_from_args"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _channels(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 8,16,32,64, got {text!r}"
+        ) from None
+    if len(values) < 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected at least two positive integers, got {text!r}"
+        )
+    return values
+
+
+def _models(text: str) -> tuple[str, ...]:
+    """``none,ssr,se`` (or ``all``: every registered attention) as a tuple."""
+    from keras_ssr.models import attention_names
+
+    names = tuple(v.strip().lower() for v in text.split(",") if v.strip())
+    if names == ("all",):
+        return tuple(attention_names())
+    unknown = [n for n in names if n not in attention_names()]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated names among {attention_names()} or 'all', "
+            f"got {text!r}"
+        )
+    return names
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the ``demo`` options to an ``argparse`` (sub-)parser."""
+    parser.add_argument(
+        "--output",
+        "-o",
+        default="keras-ssr-demo",
+        help="folder for results.csv, results.json and the PNG figures "
+        "(default keras-ssr-demo)",
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=datasets.DATASETS,
+        default=DEFAULTS.dataset,
+        help="textures: synthetic, objects differ only in regularity; "
+        "ihc: scikit-image's immunohistochemistry slide, DAB masks "
+        f"(default {DEFAULTS.dataset})",
+    )
+    parser.add_argument(
+        "--models",
+        type=_models,
+        help="the U-Nets compared, by attention name, comma-separated, in table "
+        "order: none (plain U-Net), se, ssr, ssr_xu, mono, multifractal, scse, "
+        f"srm, fca..., or all (default {','.join(DEFAULTS.models)})",
+    )
+    parser.add_argument(
+        "--epochs", type=_positive_int, help=f"(default {DEFAULTS.epochs})"
+    )
+    parser.add_argument(
+        "--size",
+        type=_positive_int,
+        help=f"image side, divisible by 2**(levels-1) (default {DEFAULTS.size})",
+    )
+    parser.add_argument(
+        "--samples",
+        type=_positive_int,
+        help=f"training images (default {DEFAULTS.samples})",
+    )
+    parser.add_argument(
+        "--test-samples",
+        type=_positive_int,
+        help=f"held-out images (default {DEFAULTS.test_samples})",
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive_int, help=f"(default {DEFAULTS.batch_size})"
+    )
+    parser.add_argument(
+        "--channels",
+        type=_channels,
+        help="filters per level, comma-separated "
+        f"(default {','.join(map(str, DEFAULTS.channels))})",
+    )
+    parser.add_argument(
+        "--learning-rate", type=float, help=f"Adam (default {DEFAULTS.learning_rate})"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULTS.seed,
+        help=f"seed of the data, weights and shuffling (default {DEFAULTS.seed})",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"tiny everything for smoke tests: {QUICK.size}px, {QUICK.samples} "
+        f"images, {QUICK.epochs} epoch, channels {','.join(map(str, QUICK.channels))} "
+        "(explicit options still win)",
+    )
+    parser.add_argument(
+        "--no-figures",
+        dest="figures",
+        action="store_false",
+        help="skip the PNG figures (no matplotlib needed)",
+    )
+    parser.add_argument(
+        "--run-eagerly",
+        action="store_true",
+        help="no tf.function/jax.jit compilation (faster for tiny smoke runs "
+        "on TensorFlow, slower on JAX)",
+    )
+    parser.add_argument(
+        "--verbose",
+        type=int,
+        choices=(0, 1, 2),
+        help="Keras fit verbosity (default: 1 on a terminal, else 2)",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> DemoConfig:
+    """The :class:`DemoConfig` of parsed options (``--quick`` or defaults + flags)."""
+    base = QUICK if args.quick else DEFAULTS
+    overrides = {
+        "dataset": args.dataset,
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "size": args.size,
+        "samples": args.samples,
+        "test_samples": args.test_samples,
+        "batch_size": args.batch_size,
+        "channels": args.channels,
+        "learning_rate": args.learning_rate,
+        "models": args.models,
+    }
+    return dataclasses.replace(
+        base, **{k: v for k, v in overrides.items() if v is not None}
+    )
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Runs the demo from parsed arguments; returns the exit status.
+
+    An impossible configuration (bad sizes) or a missing optional
+    dependency prints one line on standard error and returns 2.
+    """
+    try:
+        config = config_from_args(args)
+    except (ValueError, TypeError) as error:
+        print(f"keras-ssr demo: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        run_demo(
+            config,
+            args.output,
+            verbose="auto" if args.verbose is None else args.verbose,
+            figures=args.figures,
+            run_eagerly=args.run_eagerly,
+        )
+    except ImportError as error:
+        print(f"keras-ssr demo: error: {error}", file=sys.stderr)
+        return 2
+    return 0

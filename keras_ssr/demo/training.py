@@ -1,0 +1,111 @@
+"""Building, training and scoring one demo model."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from typing import Any
+
+import numpy as np
+
+from keras_ssr.demo.config import DEMO_BN_MOMENTUM, DemoConfig, model_label
+from keras_ssr.demo.scores import dice_and_iou
+
+__all__ = ["build_model", "train_and_score"]
+
+
+def build_model(name: str, config: DemoConfig, input_shape):
+    """The demo's U-Net with attention ``name`` (``"none"``: none).
+
+    The attention's ``r`` and ``max_scale`` come from ``config`` when the
+    layer takes them; its other arguments keep the registry's defaults.
+    Every BatchNormalization of the U-Net's blocks gets the demo's momentum
+    (:data:`~keras_ssr.demo.config.DEMO_BN_MOMENTUM`).
+    """
+    from keras_ssr import models
+
+    factory = models.get_attention(name)
+    kwargs = None
+    if factory is not None:
+        try:
+            parameters = inspect.signature(factory).parameters
+        except (TypeError, ValueError):
+            parameters = {}
+        wanted = {"r": config.r, "max_scale": config.max_scale}
+        kwargs = {k: v for k, v in wanted.items() if k in parameters}
+    return models.build_unet(
+        list(config.channels),
+        input_shape=list(input_shape),
+        attention=None if factory is None else name,
+        attention_kwargs=kwargs or None,
+        data_format="channels_last",
+        name="unet" if factory is None else f"{name}_unet",
+        bn_momentum=DEMO_BN_MOMENTUM,
+    )
+
+
+def _held_out_callback(x_test, y_test, batch_size, history: list):
+    import keras
+
+    class HeldOutDice(keras.callbacks.Callback):
+        """Adds the held-out Dice to the epoch's logs (shown by ``fit``)."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            probabilities = self.model.predict(x_test, batch_size=batch_size, verbose=0)
+            dice, _ = dice_and_iou(y_test, probabilities)
+            history.append(float(dice.mean()))
+            if logs is not None:
+                logs["held_out_dice"] = float(dice.mean())
+
+    return HeldOutDice()
+
+
+def train_and_score(
+    name: str, config: DemoConfig, data, verbose, log, run_eagerly=False
+) -> tuple[dict[str, Any], Any, np.ndarray]:
+    """Trains one model from ``config.seed``; returns its row, model, predictions."""
+    import keras
+
+    from keras_ssr.losses import BCEDiceLoss
+
+    x_train, y_train, x_test, y_test = data
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(name, config, x_train.shape[1:])
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=BCEDiceLoss(alpha=0.5),
+        run_eagerly=run_eagerly,
+    )
+    label = model_label(name)
+    log(f"\nTraining {label} ({model.count_params():,} parameters)")
+    history: list[float] = []
+    start = time.perf_counter()
+    model.fit(
+        x_train,
+        y_train,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        shuffle=True,
+        verbose=verbose,
+        callbacks=[_held_out_callback(x_test, y_test, config.batch_size, history)],
+    )
+    seconds = time.perf_counter() - start
+    probabilities = model.predict(x_test, batch_size=config.batch_size, verbose=0)
+    dice, iou = dice_and_iou(y_test, probabilities)
+    pooled_dice, pooled_iou = dice_and_iou(
+        y_test.reshape(1, -1), probabilities.reshape(1, -1)
+    )
+    row = {
+        "model": label,
+        "attention": name,
+        "params": int(model.count_params()),
+        "train_seconds": round(seconds, 2),
+        "dice_mean": float(dice.mean()),
+        "dice_std": float(dice.std()),
+        "iou_mean": float(iou.mean()),
+        "iou_std": float(iou.std()),
+        "dice_pooled": float(pooled_dice[0]),
+        "iou_pooled": float(pooled_iou[0]),
+        "held_out_dice_per_epoch": [round(v, 4) for v in history],
+    }
+    return row, model, probabilities
