@@ -31,6 +31,63 @@ def check_int(name: str, value, minimum: int, maximum: int | None = None) -> int
     return value
 
 
+def check_bool(name: str, value) -> bool:
+    """Returns ``value`` if it is a ``bool`` (not merely truthy)."""
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"`{name}` must be a bool. Received: {name}={value!r} "
+            f"(of type {type(value).__name__})"
+        )
+    return value
+
+
+def check_int_sequence(
+    name: str,
+    value,
+    minimum: int = 1,
+    *,
+    length: int | None = None,
+    min_length: int = 1,
+    what: str | None = None,
+) -> tuple[int, ...]:
+    """Returns ``value``, a sequence of integers ``>= minimum``, as a tuple.
+
+    Args:
+        name: the argument's name, for the messages.
+        value: the sequence (a string is not one).
+        minimum: the least each entry may be.
+        length: the exact length required, if any.
+        min_length: the least length otherwise.
+        what: what the entries are, for the messages (default "integers
+            >= minimum").
+
+    Raises:
+        TypeError: if ``value`` is not a sequence or holds a non-integer
+            (a ``bool`` included).
+        ValueError: for a wrong length or an entry below ``minimum``.
+    """
+    what = what or f"integers >= {minimum}"
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(
+            f"`{name}` must be a sequence of {what}. Received: {name}={value!r}"
+        )
+    if length is not None and len(value) != length:
+        raise ValueError(
+            f"`{name}` must hold exactly {length} {what}. Received: {name}={value!r}"
+        )
+    if len(value) < min_length:
+        raise ValueError(
+            f"`{name}` must hold at least {min_length} {what}. "
+            f"Received: {name}={value!r}"
+        )
+    for entry in value:
+        if isinstance(entry, bool) or not isinstance(entry, numbers.Integral):
+            raise TypeError(f"`{name}` must hold {what}. Received: {name}={value!r}")
+        if entry < minimum:
+            raise ValueError(f"`{name}` must hold {what}. Received: {name}={value!r}")
+    return tuple(int(v) for v in value)
+
+
 def check_real(
     name: str,
     value,

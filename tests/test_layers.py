@@ -64,13 +64,67 @@ def test_mixed_precision(cls, kwargs, shape, policy, training):
     kt.check_mixed_precision(cls, shape, kwargs, policy, training)
 
 
-def test_xu_trainable_freezes_only_the_measure():
-    layer = XU(local_scale=3, trainable=False)
+def _trainable_names(layer):
+    return {v.path.split("/")[-2] + "/" + v.name for v in layer.trainable_variables}
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: XU(local_scale=3, trainable_measures=False),
+        lambda: XU(3, False),  # the original's positional order
+        lambda: XU(local_scale=3, trainable=False),  # the original's keyword
+    ],
+)
+def test_xu_measure_flag_freezes_only_the_measure(make):
+    layer = make()
     layer.build((2, 8, 8, 2))
-    assert not layer.measure.trainable
-    names = {v.path.split("/")[-2] + "/" + v.name for v in layer.trainable_variables}
-    assert names == {"bn/gamma", "bn/beta"}
-    assert XU.from_config(layer.get_config()).measure.trainable is False
+    assert layer.trainable and not layer.measure.trainable
+    assert _trainable_names(layer) == {"bn/gamma", "bn/beta"}
+    config = layer.get_config()
+    assert config["trainable_measures"] is False and config["trainable"] is True
+    clone = XU.from_config(config)
+    clone.build((2, 8, 8, 2))
+    assert _trainable_names(clone) == {"bn/gamma", "bn/beta"}
+
+
+def test_xu_keras_trainable_keeps_its_meaning():
+    layer = XU(local_scale=3, trainable_measures=True, trainable=False)
+    layer.build((2, 8, 8, 2))
+    assert layer.trainable_variables == [] and layer.measure.trainable
+    config = layer.get_config()
+    assert (config["trainable"], config["trainable_measures"]) == (False, True)
+    clone = XU.from_config(config)
+    clone.build((2, 8, 8, 2))
+    assert clone.trainable_variables == []
+    layer = XU(local_scale=3)
+    layer.build((2, 8, 8, 2))
+    layer.trainable = False  # frozen after building, as Keras users do
+    clone = XU.from_config(layer.get_config())
+    clone.build((2, 8, 8, 2))
+    assert clone.trainable_variables == []
+
+
+def test_xu_config_saved_before_trainable_measures_still_loads():
+    # What get_config wrote when `trainable` held the measure flag.
+    old = {
+        "name": "xu",
+        "trainable": False,
+        "dtype": "float32",
+        "data_format": "channels_last",
+        "local_scale": 3,
+        "with_bn": True,
+        "scaling": "batch",
+    }
+    layer = XU.from_config(old)
+    layer.build((2, 8, 8, 2))
+    assert layer.trainable and not layer.trainable_measures
+    assert _trainable_names(layer) == {"bn/gamma", "bn/beta"}
+
+
+def test_xu_measure_flag_must_be_a_bool():
+    kt.check_bad_argument(lambda: XU(3, trainable_measures=1), "trainable_measures", 1)
+    kt.check_bad_argument(lambda: XU(3, trainable="no"), "trainable", "no")
 
 
 # -- ranks and data formats -----------------------------------------------------

@@ -28,12 +28,6 @@ def _batch_norm(layer: MapLayer):
     )
 
 
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a bool. Received: {name}={value!r}")
-    return value
-
-
 def _bn_variables(bn, prefix: str = "bn.") -> dict:
     return {
         prefix + "gamma": bn.gamma,
@@ -111,7 +105,7 @@ class LocalSingularityStrength(MapLayer):
             "max_scale", max_scale, 2, ssr_ops.MAX_SCALE_LIMIT
         )
         self.scaling = _checks.check_scaling(scaling)
-        self.synchronized = _check_bool("synchronized", synchronized)
+        self.synchronized = _checks.check_bool("synchronized", synchronized)
         self.bn = _batch_norm(self)
 
     def build(self, input_shape):
@@ -232,11 +226,14 @@ class LocalSingularityStrengthXu(MapLayer):
     Args:
         local_scale: number of learnable measures, at least 2 (one scale
             leaves no slope to fit).
-        trainable: as in the original, whether the **measure kernels** are
-            trained; the batch normalisation trains either way. (To freeze
-            the whole layer set ``layer.trainable = False`` after building;
-            its saved config then records ``trainable=False``, which on
-            reload freezes the kernels only.)
+        trainable_measures: whether the **measure kernels** are trained;
+            the batch normalisation trains either way. The original calls
+            this argument ``trainable`` (its second positional one, as
+            here), and ``trainable=`` is accepted for it when
+            ``trainable_measures`` is not given, so that the original's
+            calls and configs saved before this argument existed mean what
+            they meant. With ``trainable_measures`` given, ``trainable``
+            has Keras' meaning (the whole layer), as in ``get_config``.
         with_bn: whether to batch-normalise the map (a ``bool``).
         data_format: ``"channels_last"`` or ``"channels_first"``.
         scaling: ``"batch"`` (the original) or ``"sample"``.
@@ -270,21 +267,27 @@ class LocalSingularityStrengthXu(MapLayer):
     def __init__(
         self,
         local_scale,
-        trainable=True,
+        trainable_measures=None,
         with_bn=True,
         data_format=None,
         scaling="batch",
         synchronized=True,
         **kwargs,
     ):
+        if trainable_measures is None:  # the original's `trainable=` alias
+            flag = kwargs.pop("trainable", True)
+            trainable_measures = _checks.check_bool("trainable", flag)
+        self.trainable_measures = _checks.check_bool(
+            "trainable_measures", trainable_measures
+        )
         super().__init__(data_format=data_format, **kwargs)
         self.local_scale = _checks.check_int("local_scale", local_scale, 2)
-        self.with_bn = _check_bool("with_bn", with_bn)
+        self.with_bn = _checks.check_bool("with_bn", with_bn)
         self.scaling = _checks.check_scaling(scaling)
-        self.synchronized = _check_bool("synchronized", synchronized)
+        self.synchronized = _checks.check_bool("synchronized", synchronized)
         self.measure = LearnableMeasure(
             self.local_scale,
-            trainable=trainable,
+            trainable=self.trainable_measures,
             data_format=self.data_format,
             name="measure",
             dtype=full_precision_policy(self.dtype_policy),
@@ -323,7 +326,7 @@ class LocalSingularityStrengthXu(MapLayer):
         config.update(
             {
                 "local_scale": self.local_scale,
-                "trainable": self.measure.trainable,
+                "trainable_measures": self.trainable_measures,
                 "with_bn": self.with_bn,
                 "scaling": self.scaling,
                 "synchronized": self.synchronized,
