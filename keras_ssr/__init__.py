@@ -15,23 +15,39 @@ from keras_ssr import (
     reference,
 )
 from keras_ssr.layers import (
+    FrequencyChannelAttention,
     LearnableMeasure,
     LocalSingularityStrength,
     LocalSingularityStrengthXu,
+    MonofractalRecalibration,
+    MultifractalRecalibration,
     SingularityStrengthRecalibration,
     SingularityStrengthRecalibrationXu,
+    SoftHistogram,
+    SoftHistogramLayer,
+    SpatialSqueezeExcite,
     SqueezeExcite,
+    StyleBasedRecalibration,
+    WeightedLocalSingularityStrength,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FrequencyChannelAttention",
     "LearnableMeasure",
     "LocalSingularityStrength",
     "LocalSingularityStrengthXu",
+    "MonofractalRecalibration",
+    "MultifractalRecalibration",
     "SingularityStrengthRecalibration",
     "SingularityStrengthRecalibrationXu",
+    "SoftHistogram",
+    "SoftHistogramLayer",
+    "SpatialSqueezeExcite",
     "SqueezeExcite",
+    "StyleBasedRecalibration",
+    "WeightedLocalSingularityStrength",
     "data",
     "initializers",
     "layers",

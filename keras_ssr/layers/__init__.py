@@ -6,6 +6,18 @@ from keras_ssr.layers.attention import (
     SingularityStrengthRecalibrationXu,
     SqueezeExcite,
 )
+from keras_ssr.layers.multifractal import (
+    MonofractalRecalibration,
+    MultifractalRecalibration,
+    SoftHistogram,
+    SoftHistogramLayer,
+    WeightedLocalSingularityStrength,
+)
+from keras_ssr.layers.recalibration import (
+    FrequencyChannelAttention,
+    SpatialSqueezeExcite,
+    StyleBasedRecalibration,
+)
 from keras_ssr.layers.singularity import (
     LearnableMeasure,
     LocalSingularityStrength,
@@ -14,10 +26,18 @@ from keras_ssr.layers.singularity import (
 
 __all__ = [
     "ChannelGate",
+    "FrequencyChannelAttention",
     "LearnableMeasure",
     "LocalSingularityStrength",
     "LocalSingularityStrengthXu",
+    "MonofractalRecalibration",
+    "MultifractalRecalibration",
     "SingularityStrengthRecalibration",
     "SingularityStrengthRecalibrationXu",
+    "SoftHistogram",
+    "SoftHistogramLayer",
+    "SpatialSqueezeExcite",
     "SqueezeExcite",
+    "StyleBasedRecalibration",
+    "WeightedLocalSingularityStrength",
 ]

@@ -33,6 +33,18 @@ from keras_ssr.ops.measures import (
     learnable_measures,
     learnable_singularity_strength,
 )
+from keras_ssr.ops.recalibration import (
+    BASES,
+    STYLE_EPSILON,
+    cosine_bases,
+    frequency_groups,
+    frequency_pool,
+    soft_histogram,
+    style_pool,
+    weighted_ols_coefficients,
+    weighted_ols_slope,
+    weighted_singularity_strength,
+)
 from keras_ssr.ops.reductions import (
     accurate_mean,
     accurate_sum,
@@ -54,17 +66,22 @@ from keras_ssr.ops.singularity import (
 )
 
 __all__ = [
+    "BASES",
     "DENOMINATOR_RANGE",
     "EPSILON",
     "MAX_SCALE_LIMIT",
     "MAXIMUM_VALUE",
     "MINIMUM_VALUE",
+    "STYLE_EPSILON",
     "accurate_mean",
     "accurate_sum",
     "batch_normalize",
     "box_sums",
     "centered_moments",
+    "cosine_bases",
     "dyadic_scales",
+    "frequency_groups",
+    "frequency_pool",
     "gaussian_kernel",
     "learnable_measures",
     "learnable_singularity_strength",
@@ -72,4 +89,9 @@ __all__ = [
     "ols_slope",
     "ols_weights",
     "singularity_strength",
+    "soft_histogram",
+    "style_pool",
+    "weighted_ols_coefficients",
+    "weighted_ols_slope",
+    "weighted_singularity_strength",
 ]

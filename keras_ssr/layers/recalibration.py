@@ -1,0 +1,332 @@
+"""The follow-up's non-fractal recalibration layers: scSE, SRM and FCA.
+
+Class names and arguments are those of the authors' follow-up
+(``miguelmartins/multifractal-recalibration``), so that its code ports.
+Where the follow-up departs from the paper it implements, its behaviour is
+the default and the paper's is an option (see ``docs/recalibration.md``).
+"""
+
+from __future__ import annotations
+
+from keras import ops
+
+from keras_ssr import _checks
+from keras_ssr import ops as ssr_ops
+from keras_ssr.layers._base import (
+    BN_EPSILON,
+    BN_MOMENTUM,
+    MapLayer,
+    full_precision_policy,
+    register,
+)
+from keras_ssr.layers.attention import ChannelGate, SqueezeExcite
+from keras_ssr.layers.normalization import CenteredBatchNormalization
+from keras_ssr.layers.singularity import _bn_variables
+
+COMBINES = ("max", "add")
+STYLE_WEIGHTS = ("shared", "per_channel")
+
+
+def batch_norm(layer: MapLayer, axis: int) -> CenteredBatchNormalization:
+    """The follow-up's ``BatchNormalization()`` (tf.keras defaults), in float32."""
+    return CenteredBatchNormalization(
+        axis=axis,
+        momentum=BN_MOMENTUM,
+        epsilon=BN_EPSILON,
+        name="bn",
+        dtype=full_precision_policy(layer.dtype_policy),
+    )
+
+
+def _expand_spatial(layer: MapLayer, gates, ndim: int):
+    """``(batch, channels)`` gates broadcastable against a rank-``ndim`` map."""
+    for axis in layer.spatial_axes(ndim):
+        gates = ops.expand_dims(gates, axis)
+    return gates
+
+
+@register
+class SpatialSqueezeExcite(ChannelGate):
+    """scSE: concurrent channel and spatial squeeze-and-excitation.
+
+    Two branches on the same input ``x``:
+
+    - channel (cSE, as :class:`SqueezeExcite`):
+      ``x * sigmoid(W2 relu(W1 mean(x) + b1) + b2)``;
+    - spatial (sSE): ``x * sigmoid(conv_1x1(x))``, one ``1 x 1``
+      convolution from the channels to a single map (``spatial.kernel`` of
+      shape ``(1, ..., 1, channels, 1)``, ``spatial.bias`` of shape ``(1,)``);
+
+    combined by an elementwise maximum (``combine="max"``, the follow-up's
+    code) or by their sum (``combine="add"``, Roy et al.'s paper and
+    segmentation_models.pytorch).
+
+    Args:
+        r: reduction ratio of the channel branch; ``channels // r >= 1``.
+        combine: ``"max"`` (default, the follow-up) or ``"add"`` (the paper).
+        data_format: ``"channels_last"`` or ``"channels_first"``; ``None``
+            takes ``keras.config.image_data_format()``.
+        **kwargs: base ``Layer`` arguments.
+
+    Input shape:
+        ``(batch, *spatial, channels)`` or ``(batch, channels, *spatial)``,
+        1 to 3 spatial axes.
+
+    Output shape:
+        Same as the input.
+
+    Raises:
+        ValueError: for ``r < 1`` or above the channel count, an unknown
+            ``combine`` or ``data_format``, or an input of the wrong rank.
+        TypeError: for a non-integer ``r`` or non-float inputs.
+
+    Example:
+        >>> SpatialSqueezeExcite(r=2)(keras.random.uniform((2, 8, 8, 4))).shape
+        (2, 8, 8, 4)
+
+    References:
+        Roy et al., "Recalibrating Fully Convolutional Networks with Spatial
+        and Channel 'Squeeze and Excitation' Blocks", IEEE TMI 2019.
+    """
+
+    descriptor = SqueezeExcite.descriptor
+
+    def __init__(self, r, combine="max", data_format=None, **kwargs):
+        super().__init__(r=r, data_format=data_format, **kwargs)
+        self.combine = _checks.check_choice("combine", combine, COMBINES)
+        self.spatial_kernel = None
+        self.spatial_bias = None
+
+    def build_descriptor(self, input_shape):
+        channels = input_shape[self.channel_axis]
+        rank = len(input_shape) - 2
+        self.spatial_kernel = self.add_weight(
+            name="spatial_kernel",
+            shape=(1,) * rank + (channels, 1),
+            initializer="glorot_uniform",
+        )
+        self.spatial_bias = self.add_weight(
+            name="spatial_bias", shape=(1,), initializer="zeros"
+        )
+
+    def spatial_gates(self, inputs):
+        """The spatial gates ``sigmoid(conv_1x1(x))``, one channel, in (0, 1)."""
+        self.check_inputs(inputs)
+        if not self.built:
+            self.build(tuple(inputs.shape))
+        channels = self.spatial_kernel.shape[-2]
+        kernel = ops.reshape(self.spatial_kernel, (channels, 1))
+        first = self.data_format == "channels_first"
+        x = ops.moveaxis(inputs, 1, -1) if first else inputs
+        logits = ops.matmul(x, ops.cast(kernel, x.dtype))
+        gates = ops.sigmoid(logits + ops.cast(self.spatial_bias, x.dtype))
+        return ops.moveaxis(gates, -1, 1) if first else gates
+
+    def call(self, inputs, training=None):
+        inputs = ops.convert_to_tensor(inputs)
+        ndim = len(inputs.shape)
+        channel = inputs * _expand_spatial(
+            self, ops.cast(self.gates(inputs), inputs.dtype), ndim
+        )
+        spatial = inputs * ops.cast(self.spatial_gates(inputs), inputs.dtype)
+        if self.combine == "add":
+            return channel + spatial
+        # As the original's reduce_max over a stack: ties share the gradient.
+        return ops.max(ops.stack([channel, spatial], axis=-1), axis=-1)
+
+    def semantic_variables(self) -> dict:
+        names = super().semantic_variables()
+        names["spatial.kernel"] = self.spatial_kernel
+        names["spatial.bias"] = self.spatial_bias
+        return names
+
+    def get_config(self):
+        config = super().get_config()
+        config["combine"] = self.combine
+        return config
+
+
+@register
+class StyleBasedRecalibration(MapLayer):
+    """SRM: channels gated by their style (mean and standard deviation).
+
+    Per channel ``c``: the spatial mean ``m_c`` and ``s_c = sqrt(var_c +
+    1e-12)`` (biased variance) of each sample
+    (:func:`keras_ssr.ops.style_pool`), combined as
+    ``z_c = k_0 m_c + k_1 s_c``, batch-normalised over the channels
+    (momentum 0.99, epsilon 1e-3), and ``x * sigmoid(BN(z))``.
+
+    Args:
+        style_weights: ``"shared"`` (default, the follow-up's code): one
+            ``(2, 1)`` ``style.kernel`` for all channels, Glorot-uniform
+            initialised like the follow-up's ``Dense(1)``;
+            ``"per_channel"`` (the SRM paper's channel-wise fully connected
+            layer): a ``(2, channels)`` kernel, zero-initialised as in the
+            SRM authors' code.
+        data_format: ``"channels_last"`` or ``"channels_first"``.
+        **kwargs: base ``Layer`` arguments.
+
+    Call arguments:
+        inputs: floating-point tensor with 1, 2 or 3 spatial axes.
+        training: whether the batch normalisation uses batch statistics.
+
+    Input shape:
+        ``(batch, *spatial, channels)`` or ``(batch, channels, *spatial)``.
+
+    Output shape:
+        Same as the input.
+
+    Raises:
+        ValueError: for an unknown ``style_weights`` or ``data_format``, or
+            an input of the wrong rank.
+        TypeError: for non-float inputs.
+
+    Example:
+        >>> StyleBasedRecalibration()(keras.random.uniform((2, 8, 8, 4))).shape
+        (2, 8, 8, 4)
+
+    References:
+        Lee et al., "SRM: A Style-based Recalibration Module for
+        Convolutional Neural Networks", ICCV 2019.
+    """
+
+    def __init__(self, style_weights="shared", data_format=None, **kwargs):
+        super().__init__(data_format=data_format, **kwargs)
+        self.style_weights = _checks.check_choice(
+            "style_weights", style_weights, STYLE_WEIGHTS
+        )
+        self.kernel = None
+        self.bn = batch_norm(self, axis=-1)
+
+    def build(self, input_shape):
+        channels = self.check_input_shape(input_shape)
+        shared = self.style_weights == "shared"
+        self.kernel = self.add_weight(
+            name="style_kernel",
+            shape=(2, 1) if shared else (2, channels),
+            initializer="glorot_uniform" if shared else "zeros",
+            autocast=False,
+        )
+        self.bn.build((input_shape[0], channels))
+        self.lock_input_spec(input_shape, channels)
+
+    def gates(self, inputs, training=None):
+        """The channel gates ``sigmoid(BN(z))``, ``(batch, channels)``."""
+        self.check_inputs(inputs)
+        if not self.built:
+            self.build(tuple(inputs.shape))
+        mean, std = ssr_ops.style_pool(inputs, self.data_format)
+        kernel = ops.cast(self.kernel, mean.dtype)
+        if not (training and self.bn.trainable):
+            return ops.sigmoid(self.bn(mean * kernel[0] + std * kernel[1]))
+        # Batch statistics: the normalised style does not change when every
+        # channel's style is shifted, so normalise the style of the centred
+        # statistics. Its gradient w.r.t. the kernel is then a sum of small,
+        # centred terms; from m and s themselves (s is nearly the same for
+        # every sample) float32 loses ~1e-4 of it to cancellation.
+        centre_m = ops.mean(mean, axis=0, keepdims=True)
+        centre_s = ops.mean(std, axis=0, keepdims=True)
+        style = (mean - centre_m) * kernel[0] + (std - centre_s) * kernel[1]
+        gates = ops.sigmoid(self.bn(style, training=True))
+        # The moving mean must follow the uncentred style's batch mean.
+        shift = ops.reshape(centre_m * kernel[0] + centre_s * kernel[1], (-1,))
+        self.bn.moving_mean.assign(
+            self.bn.moving_mean + (1.0 - self.bn.momentum) * ops.stop_gradient(shift)
+        )
+        return gates
+
+    def call(self, inputs, training=None):
+        inputs = ops.convert_to_tensor(inputs)
+        gates = ops.cast(self.gates(inputs, training), inputs.dtype)
+        return inputs * _expand_spatial(self, gates, len(inputs.shape))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def semantic_variables(self) -> dict:
+        names = {"style.kernel": self.kernel}
+        names.update(_bn_variables(self.bn))
+        return names
+
+    def get_config(self):
+        config = super().get_config()
+        config["style_weights"] = self.style_weights
+        return config
+
+
+@register
+class FrequencyChannelAttention(ChannelGate):
+    """FCA (FcaNet): channels gated by low-frequency cosine components.
+
+    The channels are split into ``low_freq**d`` contiguous groups (``d`` the
+    number of spatial axes); group ``g`` is weighted by its separable cosine
+    basis and summed over space (:func:`keras_ssr.ops.frequency_pool`),
+    giving one value per channel, which drives the Squeeze-and-Excitation
+    MLP: ``x * sigmoid(W2 relu(W1 freq(x) + b1) + b2)``.
+
+    Only the ``low_freq`` one-dimensional bases of every axis are computed,
+    for any static map size (the follow-up's code needs a square map and
+    builds an ``H x H x C x C`` array); on square 2-D maps the result is the
+    follow-up's exactly.
+
+    Args:
+        r: reduction ratio; ``channels // r >= 1``.
+        low_freq: frequencies per spatial axis; the channel count must be
+            divisible by ``low_freq**d``.
+        basis: ``"followup"`` (default, the follow-up's code:
+            ``cos(pi i (u + 1/2) / H)``, position and frequency swapped
+            against the DCT-II, so its lowest basis is not constant) or
+            ``"dct"`` (FcaNet's DCT-II, ``cos(pi u (i + 1/2) / H)``, whose
+            lowest basis is constant: group 0 sees ``H * W`` times the
+            average pooling).
+        data_format: ``"channels_last"`` or ``"channels_first"``.
+        **kwargs: base ``Layer`` arguments.
+
+    Input shape:
+        ``(batch, *spatial, channels)`` or ``(batch, channels, *spatial)``
+        with 1 to 3 spatial axes of static size.
+
+    Output shape:
+        Same as the input.
+
+    Raises:
+        ValueError: for ``low_freq < 1``, a channel count not divisible by
+            ``low_freq**d``, unknown spatial sizes, an unknown ``basis`` or
+            ``data_format``, ``r`` out of range, or a wrong rank.
+        TypeError: for non-integer ``r``/``low_freq`` or non-float inputs.
+
+    Example:
+        >>> layer = FrequencyChannelAttention(r=2, low_freq=2)
+        >>> layer(keras.random.uniform((2, 8, 8, 8))).shape
+        (2, 8, 8, 8)
+
+    References:
+        Qin et al., "FcaNet: Frequency Channel Attention Networks",
+        ICCV 2021.
+    """
+
+    def __init__(self, r=2, low_freq=4, basis="followup", data_format=None, **kwargs):
+        super().__init__(r=r, data_format=data_format, **kwargs)
+        self.low_freq = _checks.check_int("low_freq", low_freq, 1)
+        self.basis = _checks.check_choice("basis", basis, ssr_ops.BASES)
+
+    def build_descriptor(self, input_shape):
+        spatial = [input_shape[a] for a in self.spatial_axes(len(input_shape))]
+        if any(size is None for size in spatial):
+            raise ValueError(
+                "FrequencyChannelAttention needs static spatial sizes to build "
+                f"its cosine bases. Received: input_shape={tuple(input_shape)}"
+            )
+        ssr_ops.frequency_groups(
+            input_shape[self.channel_axis], self.low_freq, len(spatial)
+        )
+
+    def descriptor(self, inputs, training=None):
+        return ssr_ops.frequency_pool(
+            inputs, self.low_freq, self.basis, self.data_format
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"low_freq": self.low_freq, "basis": self.basis})
+        return config

@@ -1,0 +1,359 @@
+"""The maths of the follow-up's recalibration family, in ``keras.ops``.
+
+Martins et al.'s "Multifractal Recalibration of Neural Networks for Medical
+Imaging Segmentation" compares SSR with style (SRM), frequency (FCA) and
+multifractal gates. The layers in :mod:`keras_ssr.layers.recalibration` and
+:mod:`keras_ssr.layers.multifractal` compose these functions:
+
+- :func:`weighted_ols_slope` / :func:`weighted_singularity_strength`: the
+  singularity strength with learnable, sigmoid-squashed weights per scale;
+- :func:`soft_histogram`: a softmax soft assignment of every entry to ``K``
+  learnable anchors;
+- :func:`cosine_bases` / :func:`frequency_pool`: FcaNet's multi-spectral
+  pooling, computed from separable one-dimensional bases;
+- :func:`style_pool`: SRM's per-channel mean and standard deviation.
+
+Every function works on one, two or three spatial axes, in either
+``data_format``, and computes in float32 at least whatever the input dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+import keras
+import numpy as np
+from keras import ops as kops
+
+from keras_ssr import _checks
+from keras_ssr.ops._utils import _check_input, _float32_or_wider
+from keras_ssr.ops.reductions import centered_moments
+from keras_ssr.ops.singularity import (
+    EPSILON,
+    MAX_SCALE_LIMIT,
+    box_sums,
+    dyadic_scales,
+    min_max_scale,
+)
+
+#: Added to the variance before SRM's square root (the follow-up's value).
+STYLE_EPSILON = 1e-12
+#: The two cosine bases FCA can use (see :func:`cosine_bases`).
+BASES = ("followup", "dct")
+
+__all__ = [
+    "BASES",
+    "STYLE_EPSILON",
+    "cosine_bases",
+    "frequency_groups",
+    "frequency_pool",
+    "soft_histogram",
+    "style_pool",
+    "weighted_ols_coefficients",
+    "weighted_ols_slope",
+    "weighted_singularity_strength",
+]
+
+
+# --------------------------------------------------------------------------
+# Weighted slope
+
+
+def weighted_ols_coefficients(weights, scales):
+    """Coefficients ``c`` with ``slope = sum_j c_j * log(measure_j)``.
+
+    The follow-up's weighted slope is
+
+    .. math::
+
+        \\hat\\alpha = \\frac{\\sum_j s_j (L_j - \\bar L)(l_j - \\bar l)}
+                             {\\sum_j s_j (l_j - \\bar l)^2},
+        \\qquad s_j = \\sigma(w_j),\\ l_j = \\log k_j,
+
+    with **unweighted** means ``bar L``, ``bar l`` (so it is not weighted
+    least squares unless all ``s_j`` are equal, when it is the ordinary
+    slope). It is linear in the log-measures ``L``:
+    ``c_j = (s_j d_j - mean_i(s_i d_i)) / sum_i s_i d_i**2`` with
+    ``d = l - mean(l)``.
+
+    Args:
+        weights: tensor of shape ``(len(scales),)``, the raw (pre-sigmoid)
+            weight of every scale.
+        scales: the box sides ``k_j``, at least two distinct positive values.
+
+    Returns:
+        Tensor of shape ``(len(scales),)`` in the dtype of ``weights``
+        (float32 at least); differentiable with respect to ``weights``.
+    """
+    scales = np.asarray(scales, dtype=np.float64)
+    if scales.ndim != 1 or scales.size < 2 or np.any(scales <= 0):
+        raise ValueError(
+            "`scales` must hold at least two positive scales. "
+            f"Received: scales={scales.tolist()}"
+        )
+    centred = np.log(scales) - np.log(scales).mean()
+    if not np.any(centred):
+        raise ValueError(
+            "`scales` must not all be equal: the slope is undefined. "
+            f"Received: scales={scales.tolist()}"
+        )
+    weights = _float32_or_wider(kops.convert_to_tensor(weights))
+    if tuple(weights.shape) != (scales.size,):
+        raise ValueError(
+            f"`weights` must have shape ({scales.size},), one per scale. "
+            f"Received: weights.shape={tuple(weights.shape)}"
+        )
+    d = kops.convert_to_tensor(centred, dtype=weights.dtype)
+    s = kops.sigmoid(weights)
+    numerator = s * d - kops.mean(s * d)
+    return numerator / kops.sum(s * kops.square(d))
+
+
+def weighted_ols_slope(measures, weights, scales):
+    """The follow-up's weighted slope of ``log(measures + 1e-7)`` on ``log(scales)``.
+
+    See :func:`weighted_ols_coefficients` for the formula. With all
+    ``weights`` equal it is :func:`keras_ssr.ops.ols_slope`.
+
+    Args:
+        measures: positive tensor whose last axis runs over the scales.
+        weights: ``(len(scales),)`` raw weights (the ``ols.weights``).
+        scales: the scale of each entry of the last axis.
+
+    Returns:
+        ``measures`` without its last axis, float32 at least.
+    """
+    _checks.check_float("measures", measures)
+    if measures.shape[-1] is not None and measures.shape[-1] != len(scales):
+        raise ValueError(
+            f"The last axis of `measures` must have one entry per scale "
+            f"({len(scales)}). Received: measures.shape={tuple(measures.shape)}"
+        )
+    measures = _float32_or_wider(measures)
+    coefficients = kops.cast(weighted_ols_coefficients(weights, scales), measures.dtype)
+    # The coefficients sum to zero, so centring the log-measures over the
+    # scales changes nothing but shrinks the terms of the weights' gradient
+    # (a long sum over every pixel) and with them its float32 rounding.
+    logs = kops.log(measures + EPSILON)
+    logs = logs - kops.mean(logs, axis=-1, keepdims=True)
+    return kops.sum(logs * coefficients, axis=-1)
+
+
+def weighted_singularity_strength(
+    x,
+    weights,
+    max_scale: int,
+    scaling: str = "batch",
+    data_format: str = "channels_last",
+):
+    """The singularity strength with learnable weights per scale.
+
+    Min-max scaling onto ``[1, 256]`` (:func:`keras_ssr.ops.min_max_scale`),
+    box sums of sides ``2 .. 2**max_scale``
+    (:func:`keras_ssr.ops.box_sums`), then :func:`weighted_ols_slope`.
+
+    Args:
+        x: floating-point tensor with 1, 2 or 3 spatial axes.
+        weights: ``(max_scale,)`` raw weights, one per scale.
+        max_scale: number of dyadic scales, ``2 <= max_scale <= 16``.
+        scaling: ``"batch"`` (the follow-up: bounds over the whole batch) or
+            ``"sample"`` (per sample).
+        data_format: ``"channels_last"`` or ``"channels_first"``.
+
+    Returns:
+        Tensor of the shape of ``x``, float32 (float64 for float64 input).
+    """
+    max_scale = _checks.check_int("max_scale", max_scale, 2, MAX_SCALE_LIMIT)
+    scaling = _checks.check_scaling(scaling)
+    data_format = _checks.standardize_data_format(data_format)
+    _check_input(x, data_format)
+    x = _float32_or_wider(x)
+    weights = kops.cast(kops.convert_to_tensor(weights), x.dtype)
+    if keras.backend.backend() == "jax" and not isinstance(x, keras.KerasTensor):
+        # Eager JAX compiles every slice of the box sums on its own.
+        return _jax_weighted_strength(max_scale, scaling, data_format)(x, weights)
+    return _weighted_strength(x, weights, max_scale, scaling, data_format)
+
+
+def _weighted_strength(x, weights, max_scale, scaling, data_format):
+    scaled = min_max_scale(x, scaling, data_format)
+    measures = box_sums(scaled, max_scale, data_format)
+    return weighted_ols_slope(measures, weights, dyadic_scales(max_scale))
+
+
+@functools.cache
+def _jax_weighted_strength(max_scale: int, scaling: str, data_format: str):
+    import jax
+
+    return jax.jit(
+        functools.partial(
+            _weighted_strength,
+            max_scale=max_scale,
+            scaling=scaling,
+            data_format=data_format,
+        )
+    )
+
+
+# --------------------------------------------------------------------------
+# Soft histogram
+
+
+def soft_histogram(x, anchors, widths, data_format: str = "channels_last"):
+    """Soft assignment of every entry to ``K`` anchors (a soft histogram).
+
+    For an entry ``a`` of channel ``c`` and anchor ``k``:
+    ``softmax_k(-relu(widths[c', k]) * (a - anchors[c', k])**2)``, where
+    ``c' = c`` when ``anchors`` has one row per channel and ``c' = 0`` when
+    it has a single row shared by all channels. Sums to 1 over ``k``.
+
+    Args:
+        x: floating-point tensor ``(batch, *spatial, channels)`` or
+            ``(batch, channels, *spatial)``, any number of spatial axes.
+        anchors, widths: ``(A, K)`` tensors, ``A`` = 1 or the channel count.
+        data_format: ``"channels_last"`` or ``"channels_first"``.
+
+    Returns:
+        Tensor ``x.shape + (K,)``, float32 at least.
+    """
+    data_format = _checks.standardize_data_format(data_format)
+    _checks.check_float("x", x)
+    x = _float32_or_wider(x)
+    anchors = kops.cast(anchors, x.dtype)
+    widths = kops.cast(widths, x.dtype)
+    if len(anchors.shape) != 2 or tuple(anchors.shape) != tuple(widths.shape):
+        raise ValueError(
+            "`anchors` and `widths` must both have shape (A, K). Received: "
+            f"anchors.shape={tuple(anchors.shape)}, widths.shape={tuple(widths.shape)}"
+        )
+    ndim = len(x.shape)
+    if data_format == "channels_first" and anchors.shape[0] != 1 and ndim > 2:
+        # Put the anchors' row axis on the channel axis (1) of x[..., None].
+        shape = (anchors.shape[0],) + (1,) * (ndim - 2) + (anchors.shape[1],)
+        anchors = kops.reshape(anchors, shape)
+        widths = kops.reshape(widths, shape)
+    distance = kops.square(kops.expand_dims(x, -1) - anchors)
+    return kops.softmax(-kops.relu(widths) * distance, axis=-1)
+
+
+# --------------------------------------------------------------------------
+# Cosine bases and frequency pooling
+
+
+def cosine_bases(size: int, low_freq: int, basis: str = "followup") -> np.ndarray:
+    """The one-dimensional cosine bases of FCA, ``(low_freq, size)``, float64.
+
+    Row ``u`` at position ``i``:
+
+    - ``"followup"`` (the follow-up's code): ``cos(pi * i * (u + 1/2) / size)``.
+      Position and frequency are swapped against the DCT-II, so row 0 is not
+      constant;
+    - ``"dct"`` (FcaNet's DCT-II, Qin et al. 2021):
+      ``cos(pi * u * (i + 1/2) / size)``; row 0 is all ones.
+
+    A 2-D basis is the outer product of two rows, ``b_uv(i, j) =
+    B_H[u, i] * B_W[v, j]``, so only ``low_freq`` rows per axis are needed.
+    """
+    size = _checks.check_int("size", size, 1)
+    low_freq = _checks.check_int("low_freq", low_freq, 1)
+    basis = _checks.check_choice("basis", basis, BASES)
+    u = np.arange(low_freq, dtype=np.float64)[:, None]
+    i = np.arange(size, dtype=np.float64)[None, :]
+    if basis == "followup":
+        return np.cos(np.pi * i * (u + 0.5) / size)
+    return np.cos(np.pi * u * (i + 0.5) / size)
+
+
+def frequency_groups(channels: int, low_freq: int, rank: int) -> np.ndarray:
+    """The frequency of every channel on every spatial axis, ``(rank, channels)``.
+
+    Channels are split into ``low_freq**rank`` contiguous groups of equal
+    size; group ``g`` has the frequencies of ``g``'s base-``low_freq``
+    digits, most significant first (in 2-D: ``g = u * low_freq + v``, the
+    follow-up's order).
+    """
+    groups = low_freq**rank
+    if channels % groups:
+        raise ValueError(
+            f"The channel count must be divisible by low_freq**{rank} = {groups}. "
+            f"Received: channels={channels}, low_freq={low_freq}"
+        )
+    per_group = channels // groups
+    digits = np.array(list(itertools.product(range(low_freq), repeat=rank)))
+    return np.repeat(digits, per_group, axis=0).T
+
+
+def frequency_pool(
+    x, low_freq: int, basis: str = "followup", data_format: str = "channels_last"
+):
+    """FCA's multi-spectral pooling: one frequency component per channel.
+
+    Channel ``c`` in group ``g`` (see :func:`frequency_groups`) gives
+    ``sum_p b_g(p) x_c(p)`` over the spatial positions ``p``, with ``b_g``
+    the separable cosine basis of :func:`cosine_bases`. Computed axis by
+    axis: the input is weighted by one ``(size, channels)`` table and
+    summed over one spatial axis at a time, so nothing larger than ``x`` is
+    ever formed (the follow-up's code builds an ``H x H x C x C`` array).
+    On square 2-D maps this equals the follow-up's result exactly; it also
+    takes non-square, 1-D and 3-D maps (``low_freq**d`` groups in ``d``-D).
+
+    Args:
+        x: floating-point tensor with 1, 2 or 3 spatial axes of static size
+            and ``channels`` divisible by ``low_freq**d``.
+        low_freq: number of frequencies per spatial axis, at least 1.
+        basis: ``"followup"`` or ``"dct"``.
+        data_format: ``"channels_last"`` or ``"channels_first"``.
+
+    Returns:
+        Tensor ``(batch, channels)``, float32 at least.
+    """
+    data_format = _checks.standardize_data_format(data_format)
+    low_freq = _checks.check_int("low_freq", low_freq, 1)
+    basis = _checks.check_choice("basis", basis, BASES)
+    spatial = _check_input(x, data_format)
+    sizes = [x.shape[a] for a in spatial]
+    if any(size is None for size in sizes):
+        raise ValueError(
+            "frequency_pool needs static spatial sizes to build its bases. "
+            f"Received: x.shape={tuple(x.shape)}"
+        )
+    channel_axis = len(x.shape) - 1 if data_format == "channels_last" else 1
+    freqs = frequency_groups(x.shape[channel_axis], low_freq, len(spatial))
+    y = _float32_or_wider(x)
+    # Reduce the last spatial axis first so the remaining axes keep their places.
+    for k in reversed(range(len(spatial))):
+        table = cosine_bases(sizes[k], low_freq, basis)[freqs[k]]  # (C, size)
+        ndim = len(y.shape)
+        axis = spatial[k]
+        channel = ndim - 1 if data_format == "channels_last" else 1
+        shape = [1] * ndim
+        shape[axis] = sizes[k]
+        shape[channel] = table.shape[0]
+        order = (1, 0) if axis < channel else (0, 1)
+        table = np.transpose(table, order).reshape(shape)
+        y = kops.sum(y * kops.convert_to_tensor(table, dtype=y.dtype), axis=axis)
+    return y
+
+
+# --------------------------------------------------------------------------
+# Style pooling
+
+
+def style_pool(x, data_format: str = "channels_last"):
+    """SRM's style statistics: per-channel spatial mean and standard deviation.
+
+    ``mean_c`` and ``sqrt(var_c + 1e-12)`` with the biased variance, both
+    over the spatial axes of each sample (two passes, axis by axis, so that
+    float32 does not cancel).
+
+    Returns:
+        ``(mean, std)``, two ``(batch, channels)`` tensors, float32 at least.
+    """
+    data_format = _checks.standardize_data_format(data_format)
+    spatial = _check_input(x, data_format)
+    x = _float32_or_wider(x)
+    mean, variance = centered_moments(x, spatial)
+    mean = kops.squeeze(mean, axis=spatial)
+    variance = kops.squeeze(variance, axis=spatial)
+    return mean, kops.sqrt(variance + STYLE_EPSILON)
