@@ -130,9 +130,30 @@ def all_reduce(x, op: str = "sum"):
     Raises:
         ValueError: for an unknown ``op``.
     """
+    return reducer()(x, op)
+
+
+def reducer(synchronized: bool = True):
+    """:func:`all_reduce` as decided now, for a gradient computed later.
+
+    Returns ``f(x, op)``: the all-reduce when ``synchronized`` and
+    :func:`num_replicas` is above 1 at the time of this call, else the
+    identity. A hand-written gradient uses the ``f`` its forward pass got,
+    so that forward and backward agree even when the backward pass runs
+    outside :func:`local_statistics` or on another thread.
+    """
+    if synchronized and num_replicas() > 1:
+        return _all_reduce
+    return _identity
+
+
+def _identity(x, op: str = "sum"):
+    _checks.check_choice("op", op, REDUCTIONS)
+    return x
+
+
+def _all_reduce(x, op: str = "sum"):
     op = _checks.check_choice("op", op, REDUCTIONS)
-    if num_replicas() <= 1:
-        return x
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
@@ -171,9 +192,9 @@ def replica_sum(x):
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            return all_reduce(upstream, "sum")
+            return _all_reduce(upstream, "sum")
 
-        return all_reduce(x, "sum"), grad
+        return _all_reduce(x, "sum"), grad
 
     return total(x)
 
@@ -194,14 +215,14 @@ def _extremum(x, axis, keepdims: bool, synchronized: bool, op: str):
 
     @kops.custom_gradient
     def extremum(x):
-        value = all_reduce(reduce(x, axis=axes, keepdims=True), op)
+        value = _all_reduce(reduce(x, axis=axes, keepdims=True), op)
 
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            upstream = all_reduce(kops.cast(upstream, x.dtype), "sum")
+            upstream = _all_reduce(kops.cast(upstream, x.dtype), "sum")
             hit = kops.cast(kops.equal(x, value), x.dtype)
-            ties = all_reduce(kops.sum(hit, axis=axes, keepdims=True), "sum")
+            ties = _all_reduce(kops.sum(hit, axis=axes, keepdims=True), "sum")
             return hit * (upstream / ties)
 
         return value, grad
@@ -241,9 +262,8 @@ def batch_count(x, axis: Sequence[int]):
     count = kops.cast(1, x.dtype)
     for a in axes:
         count = count * kops.cast(shape[a], x.dtype)
-    keep = [1] * len(x.shape)
-    count = kops.reshape(count, keep)
-    return all_reduce(count, "sum") if spans_replicas(axes) else count
+    count = kops.reshape(count, [1] * len(x.shape))
+    return _all_reduce(count, "sum") if spans_replicas(axes) else count
 
 
 @register

@@ -307,18 +307,16 @@ def _strength_with_gradient(
 
     ``synchronized``: ``lo``/``hi`` are all-reduced (min, max) over replicas,
     and so are the per-channel sums and tie counts of the backward pass
-    (:func:`keras_ssr.distributed.all_reduce`; no-ops on one device).
+    (:func:`keras_ssr.distributed.reducer`; no-ops on one device).
     """
     weights = [float(w) for w in ols_weights(dyadic_scales(max_scale))]
     span = MAXIMUM_VALUE - MINIMUM_VALUE
     low, high = DENOMINATOR_RANGE
 
-    def reduce(value, op):
-        return distributed.all_reduce(value, op) if synchronized else value
-
     @kops.custom_gradient
     def strength(x):
         axes = spatial if scaling == "sample" else (0, *spatial)
+        reduce = distributed.reducer(synchronized)
         lo = reduce(kops.min(x, axis=axes, keepdims=True), "min")
         hi = reduce(kops.max(x, axis=axes, keepdims=True), "max")
         raw = hi - lo
