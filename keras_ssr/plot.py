@@ -3,7 +3,9 @@
 :func:`singularity_maps` draws the figure of the SSR paper: the input image
 and its mask, then, for each depth of the network, a few feature maps (top
 row) above their local singularity-strength (Hölder exponent) maps (bottom
-row). :func:`depth_features` finds and computes the feature maps it shows.
+row), and, for layers that gate every pixel (Multifractal recalibration),
+their gates (third row). :func:`depth_features` finds and computes the
+feature maps it shows.
 
 matplotlib is optional (``pip install keras-ssr[plot]``); it is imported
 only when a figure is drawn, and only its object-oriented API with the Agg
@@ -38,11 +40,14 @@ class DepthFeatures:
         name: the layer whose input (SSR layers) or output it is.
         features: float32 array ``(height, width, channels)``.
         ssr_layer: the SSR layer that reads this map, if any.
+        gate_layer: the per-pixel gate layer (Multifractal recalibration)
+            that reads this map, if any.
     """
 
     name: str
     features: np.ndarray
     ssr_layer: keras.layers.Layer | None = None
+    gate_layer: keras.layers.Layer | None = None
 
 
 def import_matplotlib():
@@ -64,6 +69,18 @@ def _ssr_layers(model: keras.Model) -> list:
         for layer in model.layers
         if isinstance(layer, ChannelGate) and hasattr(layer, "alpha")
     ]
+
+
+def _gate_layers(model: keras.Model) -> list:
+    """Layers with per-pixel ``gates`` (Multifractal recalibration), in order."""
+    from keras_ssr import layers
+
+    kinds = tuple(
+        kind
+        for kind in (getattr(layers, "MultifractalRecalibration", None),)
+        if kind is not None
+    )
+    return [layer for layer in model.layers if kinds and isinstance(layer, kinds)]
 
 
 def _encoder_outputs(model: keras.Model, data_format: str) -> list:
@@ -163,9 +180,11 @@ def depth_features(
     the model has SSR layers (any :class:`~keras_ssr.layers.ChannelGate` with
     a singularity-strength ``alpha``, e.g. an SSR-U-Net), the *inputs* of
     those layers, which are the maps whose singularity strength the SSR
-    computes; else the output of the last layer at each resolution while
-    the resolution decreases, the deepest level (bottleneck) excluded when
-    the network then upsamples again (for a U-Net: each encoder block).
+    computes; else the inputs of its per-pixel gate layers
+    (:class:`~keras_ssr.layers.MultifractalRecalibration`); else the output
+    of the last layer at each resolution while the resolution decreases,
+    the deepest level (bottleneck) excluded when the network then upsamples
+    again (for a U-Net: each encoder block).
 
     Args:
         model: a functional or Sequential ``keras.Model`` on 2-D images.
@@ -194,7 +213,7 @@ def depth_features(
     model = _check_model(model)
     data_format = _checks.standardize_data_format(data_format)
     batch = _as_batch(image, model)
-    sources: list[tuple[str, object, keras.layers.Layer | None]] = []
+    sources: list[tuple[str, object, object, object]] = []
     if layer_names is not None:
         if isinstance(layer_names, str) or not isinstance(layer_names, Sequence):
             raise TypeError(
@@ -208,17 +227,19 @@ def depth_features(
                     f"`layer_names` holds {name!r}, which is not a layer of "
                     f"{model.name!r}. Received: layer_names={list(layer_names)!r}"
                 )
-            sources.append((name, known[name].output, None))
+            sources.append((name, known[name].output, None, None))
     else:
-        ssr = _ssr_layers(model)
+        ssr, gated = _ssr_layers(model), _gate_layers(model)
         if ssr:
-            sources = [(layer.name, layer.input, layer) for layer in ssr]
+            sources = [(layer.name, layer.input, layer, None) for layer in ssr]
+        elif gated:
+            sources = [(layer.name, layer.input, None, layer) for layer in gated]
         else:
             sources = [
-                (name, tensor, None)
+                (name, tensor, None, None)
                 for name, tensor in _encoder_outputs(model, data_format)
             ]
-    for name, tensor, _ in sources:
+    for name, tensor, _, _ in sources:
         if len(tensor.shape) != 4:
             raise ValueError(
                 f"Layer {name!r} gives a map of shape {tuple(tensor.shape)}, not "
@@ -228,16 +249,16 @@ def depth_features(
         raise ValueError(
             f"Found no 2-D feature maps in {model.name!r}; pass `layer_names`."
         )
-    extractor = keras.Model(model.inputs[0], [tensor for _, tensor, _ in sources])
+    extractor = keras.Model(model.inputs[0], [source[1] for source in sources])
     outputs = extractor(keras.ops.convert_to_tensor(batch), training=False)
     if not isinstance(outputs, (list, tuple)):
         outputs = [outputs]
     result = []
-    for (name, _, layer), output in zip(sources, outputs, strict=True):
+    for (name, _, ssr_layer, gate_layer), output in zip(sources, outputs, strict=True):
         features = keras.ops.convert_to_numpy(output)[0].astype(np.float32)
         if data_format == "channels_first":
             features = np.moveaxis(features, 0, -1)
-        result.append(DepthFeatures(name, features, layer))
+        result.append(DepthFeatures(name, features, ssr_layer, gate_layer))
     return result
 
 
@@ -248,25 +269,34 @@ def _pick_channels(features: np.ndarray, count: int) -> list[int]:
     return sorted(int(c) for c in order[: min(count, features.shape[-1])])
 
 
+def _in_layer_format(features: np.ndarray, layer):
+    """``features`` (channels last) as a batch of one in ``layer``'s format."""
+    if layer.data_format == "channels_first":
+        return keras.ops.convert_to_tensor(np.moveaxis(features, -1, 0)[None])
+    return keras.ops.convert_to_tensor(features[None])
+
+
+def _to_channels_last(tensor, layer) -> np.ndarray:
+    array = keras.ops.convert_to_numpy(tensor)[0]
+    return np.moveaxis(array, 0, -1) if layer.data_format == "channels_first" else array
+
+
+def _gate_maps(depth: DepthFeatures, picked: list[int]) -> np.ndarray:
+    """The per-pixel gates of ``depth.gate_layer`` (inference mode)."""
+    layer = depth.gate_layer
+    gates = layer.gates(_in_layer_format(depth.features, layer), training=False)
+    return _to_channels_last(gates, layer)[..., picked]
+
+
 def _alpha_maps(
     depth: DepthFeatures, picked: list[int], source: str, max_scale: int | None
 ) -> np.ndarray:
     if source == "model":
         layer = depth.ssr_layer
-        alpha = layer.alpha(
-            keras.ops.convert_to_tensor(
-                depth.features[None]
-                if layer.data_format == "channels_last"
-                else np.moveaxis(depth.features, -1, 0)[None]
-            ),
-            training=False,
-        )
-        alpha = keras.ops.convert_to_numpy(alpha)[0]
-        if layer.data_format == "channels_first":
-            alpha = np.moveaxis(alpha, 0, -1)
-        return alpha[..., picked]
+        alpha = layer.alpha(_in_layer_format(depth.features, layer), training=False)
+        return _to_channels_last(alpha, layer)[..., picked]
     if max_scale is None:
-        layer_scale = getattr(depth.ssr_layer, "max_scale", None)
+        layer_scale = getattr(depth.ssr_layer or depth.gate_layer, "max_scale", None)
         max_scale = layer_scale if layer_scale is not None else DEFAULT_MAX_SCALE
     x = keras.ops.convert_to_tensor(depth.features[None][..., picked])
     alpha = ssr_ops.singularity_strength(
@@ -303,18 +333,23 @@ def singularity_maps(
 ):
     """Draws feature maps per depth and their singularity-strength maps.
 
-    The figure has two rows. The first column shows the input image (top)
-    and ``mask`` (bottom; the model's thresholded prediction when ``mask``
-    is ``None``). Then, for each depth found by :func:`depth_features`,
-    ``channels_per_depth`` columns: the feature maps of the channels with
-    the largest spatial standard deviation (top) and their local
-    singularity strength (bottom), computed by
+    The figure has two rows (three for a model with per-pixel gates). The
+    first column shows the input image (top) and ``mask`` (below; the
+    model's thresholded prediction when ``mask`` is ``None``). Then, for
+    each depth found by :func:`depth_features`, ``channels_per_depth``
+    columns: the feature maps of the channels with the largest spatial
+    standard deviation (top) and their local singularity strength (below),
+    computed by
     :func:`keras_ssr.ops.singularity_strength` (per-sample scaling) or, with
     ``alpha="model"``, by the SSR layer's own ``alpha`` sub-layer (batch
     normalised, inference mode). Each panel has its own colour scale; the
     singularity maps are clipped to their 1st-99th percentiles so that
-    border pixels do not wash out the rest. Works for any functional or
-    Sequential 2-D model, with or without SSR layers.
+    border pixels do not wash out the rest. For a model with per-pixel gate
+    layers (:class:`~keras_ssr.layers.MultifractalRecalibration`), whose
+    inputs are then the maps shown, a third row shows each channel's gates
+    ``sigmoid(sum_k relu(h_k))`` in inference mode (the layer adds them to its
+    input). Works for any functional or Sequential 2-D model, with or
+    without attention layers.
 
     Args:
         model: a functional or Sequential ``keras.Model`` on 2-D images.
@@ -335,7 +370,7 @@ def singularity_maps(
         dpi: resolution of the saved PNG, ``>= 10``.
 
     Returns:
-        The ``matplotlib.figure.Figure`` (``2 * (1 + depths *
+        The ``matplotlib.figure.Figure`` (``rows * (1 + depths *
         channels_per_depth)`` axes, fewer where a depth has fewer channels).
 
     Raises:
@@ -406,40 +441,51 @@ def singularity_maps(
     for index, depth in enumerate(depths, start=1):
         picked = _pick_channels(depth.features, channels_per_depth)
         alphas = _alpha_maps(depth, picked, source, max_scale)
+        gates = None if depth.gate_layer is None else _gate_maps(depth, picked)
         for k, channel in enumerate(picked):
             panels.append(
                 (
                     f"depth {index} ({depth.name})\nchannel {channel}",
                     depth.features[..., channel],
                     alphas[..., k],
+                    None if gates is None else gates[..., k],
                 )
             )
+    rows = 3 if any(panel[3] is not None for panel in panels) else 2
 
     Figure, FigureCanvasAgg = import_matplotlib()
     columns = 1 + len(panels)
     figure = Figure(
-        figsize=(2.3 * columns, 5.3 if title else 5.0), layout="constrained"
+        figsize=(2.3 * columns, 2.5 * rows + (0.3 if title else 0.0)),
+        layout="constrained",
     )
     FigureCanvasAgg(figure)
-    grid = figure.subplots(2, columns, squeeze=False)
+    grid = figure.subplots(rows, columns, squeeze=False)
     shown, input_cmap = display_image(shown_input)
     grid[0, 0].imshow(shown, cmap=input_cmap, interpolation="nearest")
     grid[0, 0].set_title("input", fontsize=8)
     grid[1, 0].imshow(bottom, cmap="gray", interpolation="nearest")
     grid[1, 0].set_title(bottom_title, fontsize=8)
-    for column, (label, features, alpha_map) in enumerate(panels, start=1):
+    for column, (label, features, alpha_map, gate_map) in enumerate(panels, start=1):
         grid[0, column].imshow(features, cmap=cmap, interpolation="nearest")
         grid[0, column].set_title(label, fontsize=7)
-        finite = alpha_map[np.isfinite(alpha_map)]
-        lo, hi = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
-        grid[1, column].imshow(
-            alpha_map,
-            cmap=cmap,
-            vmin=lo,
-            vmax=max(hi, lo + 1e-6),
-            interpolation="nearest",
-        )
-        grid[1, column].set_title("singularity strength", fontsize=7)
+        lower = [(alpha_map, "singularity strength"), (gate_map, "per-pixel gate")]
+        for row, (values, name) in enumerate(lower[: rows - 1], start=1):
+            if values is None:
+                grid[row, column].set_axis_off()
+                continue
+            finite = values[np.isfinite(values)]
+            lo, hi = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
+            grid[row, column].imshow(
+                values,
+                cmap=cmap,
+                vmin=lo,
+                vmax=max(hi, lo + 1e-6),
+                interpolation="nearest",
+            )
+            grid[row, column].set_title(name, fontsize=7)
+    if rows == 3:
+        grid[2, 0].set_axis_off()
     for axis in grid.ravel():
         axis.set_xticks([])
         axis.set_yticks([])

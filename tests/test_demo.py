@@ -240,9 +240,23 @@ def test_ihc_training_set_is_augmented_train_blocks():
 # End to end
 
 
+def test_a_model_that_cannot_be_built_exits_with_2_before_training(tmp_path, capsys):
+    if "fca" not in attention_names():
+        pytest.skip("FCA is not registered")
+    argv = ["--quick", "--models", "none,fca", "--output", str(tmp_path / "out")]
+    assert demo.run_from_args(_parser().parse_args(argv)) == 2
+    err = capsys.readouterr().err
+    assert "FCA-U-Net (--models fca) cannot be built" in err and "16" in err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_short_demo_end_to_end(tmp_path, capsys):
     pytest.importorskip("matplotlib")
+    # The default pair, plus Multifractal (per-pixel gates) when registered.
+    names = ["none", "ssr"] + (
+        ["multifractal"] if "multifractal" in attention_names() else []
+    )
     output = tmp_path / "demo"
     argv = [
         "--quick",
@@ -253,6 +267,7 @@ def test_short_demo_end_to_end(tmp_path, capsys):
         "--batch-size", "4",
         "--output", str(output),
         "--verbose", "0",
+        "--models", ",".join(names),
     ]  # fmt: skip
     if BACKEND == "tensorflow":
         argv.append("--run-eagerly")  # no tf.function tracing: faster here
@@ -260,13 +275,16 @@ def test_short_demo_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
 
     files = sorted(os.listdir(output))
-    assert files == [
+    expected_files = [
         "predictions.png",
         "results.csv",
         "results.json",
         "singularity_maps.png",
         "singularity_maps_unet.png",
     ]
+    if "multifractal" in names:
+        expected_files.append("singularity_maps_multifractal.png")
+    assert files == sorted(expected_files)
     for name in files:
         if name.endswith(".png"):
             assert (output / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -275,13 +293,17 @@ def test_short_demo_end_to_end(tmp_path, capsys):
         result = json.load(handle)
     assert result["backend"] == BACKEND
     assert result["config"]["size"] == 16 and result["config"]["epochs"] == 1
+    assert result["config"]["models"] == names
     assert result["table"] in printed
+    assert len(result["table"].splitlines()) == 2 + len(names)
     rows = result["rows"]
-    assert [r["model"] for r in rows] == ["U-Net", "SSR-U-Net"]
+    labels = [demo.model_label(n) for n in names]
+    assert [r["model"] for r in rows] == labels
+    assert labels[:2] == ["U-Net", "SSR-U-Net"]
     expected_params = [
         get_unet([2, 4], input_shape=[16, 16, 1]).count_params(),
         get_ssr_unet([2, 4], input_shape=[16, 16, 1]).count_params(),
-    ]
+    ] + [build_unet([2, 4], (16, 16, 1), attention=n).count_params() for n in names[2:]]
     assert [r["params"] for r in rows] == expected_params
     for row in rows:
         assert 0.0 <= row["dice_mean"] <= 1.0 and 0.0 <= row["iou_mean"] <= 1.0
@@ -291,7 +313,8 @@ def test_short_demo_end_to_end(tmp_path, capsys):
 
     with open(output / "results.csv", newline="", encoding="utf-8") as handle:
         table = list(csv.DictReader(handle))
-    assert [r["model"] for r in table] == ["U-Net", "SSR-U-Net"]
+    assert [r["model"] for r in table] == labels
+    assert [r["attention"] for r in table] == names
     for line, row in zip(table, rows):
         assert float(line["dice_mean"]) == pytest.approx(row["dice_mean"])
         assert float(line["iou_std"]) == pytest.approx(row["iou_std"])

@@ -11,7 +11,7 @@ import pytest
 from conftest import requires_nchw_conv
 
 from keras_ssr import plot
-from keras_ssr.models import get_ssr_unet, get_unet
+from keras_ssr.models import attention_names, build_unet, get_ssr_unet, get_unet
 
 pytest.importorskip("matplotlib")
 
@@ -118,6 +118,62 @@ def test_alpha_from_the_model_layers(image):
     np.testing.assert_allclose(
         rows[1, 1].images[0].get_array(), expected[..., channel], atol=1e-5
     )
+
+
+def _registered(name):
+    if name not in attention_names():
+        pytest.skip(f"attention {name!r} is not registered")
+
+
+@pytest.mark.parametrize("name", ["se", "mono", "scse", "srm", "fca"])
+def test_figure_for_each_attention_of_the_family(image, name):
+    _registered(name)
+    # FCA splits the channels into low_freq**2 = 16 groups.
+    channels = [16, 32, 64] if name == "fca" else CHANNELS
+    model = build_unet(channels, SHAPE, attention=name)
+    figure = plot.singularity_maps(model, image, channels_per_depth=1)
+    assert len(figure.axes) == 2 * (1 + 2)
+    depths = plot.depth_features(model, image)
+    if name == "mono":  # SSR under the follow-up's name: its inputs, its layers
+        assert [d.ssr_layer.name for d in depths] == [
+            "encoder_0_attention",
+            "encoder_1_attention",
+        ]
+    else:  # channel gates without a singularity map: the encoder blocks
+        assert [d.name for d in depths] == [
+            "encoder_0_attention",
+            "encoder_1_attention",
+        ]
+        assert all(d.ssr_layer is None and d.gate_layer is None for d in depths)
+
+
+def test_multifractal_gates_are_shown_per_pixel(image, tmp_path):
+    _registered("multifractal")
+    model = build_unet(CHANNELS, SHAPE, attention="multifractal")
+    depths = plot.depth_features(model, image)
+    assert [d.gate_layer.name for d in depths] == [
+        "encoder_0_attention",
+        "encoder_1_attention",
+    ]
+    # The maps are the layers' inputs, the encoder blocks' last ReLU.
+    inputs = _outputs(model, ["encoder_0_relu_1", "encoder_1_relu_1"], image)
+    outputs = _outputs(model, ["encoder_0_attention", "encoder_1_attention"], image)
+    figure = plot.singularity_maps(
+        model, image, channels_per_depth=2, path=tmp_path / "mf.png"
+    )
+    assert len(figure.axes) == 3 * (1 + 2 * 2)
+    rows = np.asarray(figure.axes).reshape(3, 5)
+    assert not rows[2, 0].axison and rows[2, 1].get_title() == "per-pixel gate"
+    column = 1
+    for depth, before, after in zip(depths, inputs, outputs, strict=True):
+        np.testing.assert_allclose(depth.features, before, rtol=1e-5, atol=1e-6)
+        spread = depth.features.reshape(-1, depth.features.shape[-1]).std(axis=0)
+        for channel in sorted(np.argsort(-spread, kind="stable")[:2]):
+            # The layer adds its gate to its input: y - x is the gate.
+            gate = rows[2, column].images[0].get_array()
+            np.testing.assert_allclose(gate, (after - before)[..., channel], atol=1e-5)
+            assert np.all((gate > 0) & (gate < 1))
+            column += 1
 
 
 @requires_nchw_conv

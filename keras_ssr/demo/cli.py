@@ -9,6 +9,7 @@ import sys
 from keras_ssr.demo import data as datasets
 from keras_ssr.demo.config import DEFAULTS, QUICK, DemoConfig
 from keras_ssr.demo.runner import run_demo
+from keras_ssr.demo.training import UnbuildableModelError
 
 __all__ = ["add_arguments", "config_from_args", "run_from_args"]
 
@@ -163,8 +164,9 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
 def run_from_args(args: argparse.Namespace) -> int:
     """Runs the demo from parsed arguments; returns the exit status.
 
-    An impossible configuration (bad sizes) or a missing optional
-    dependency prints one line on standard error and returns 2.
+    An impossible configuration (bad sizes, a model that cannot be built
+    with them) or a missing optional dependency prints one line on standard
+    error and returns 2.
     """
     try:
         config = config_from_args(args)
@@ -179,7 +181,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             figures=args.figures,
             run_eagerly=args.run_eagerly,
         )
-    except ImportError as error:
+    except (ImportError, UnbuildableModelError) as error:
         print(f"keras-ssr demo: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -14,7 +14,7 @@ from keras_ssr.demo.config import DEFAULTS, DEMO_BN_MOMENTUM, THRESHOLD, DemoCon
 from keras_ssr.demo.data import load_demo_data
 from keras_ssr.demo.figures import predictions_figure, singularity_figures
 from keras_ssr.demo.scores import format_table
-from keras_ssr.demo.training import train_and_score
+from keras_ssr.demo.training import check_models, train_and_score
 
 __all__ = ["CSV_COLUMNS", "run_demo"]
 
@@ -68,6 +68,9 @@ def run_demo(
 
     Raises:
         TypeError: if ``config`` is not a :class:`DemoConfig`.
+        UnbuildableModelError: (a ``ValueError``) if a model of
+            ``config.models`` cannot be built on the data; raised before any
+            training, and before ``output`` is created.
         ImportError: if ``figures`` and matplotlib is missing, or the
             ``ihc`` data set and scikit-image is missing.
     """
@@ -82,13 +85,13 @@ def run_demo(
         from keras_ssr.plot import import_matplotlib
 
         import_matplotlib()  # fail before training, not after
-    output = os.fspath(output)
-    os.makedirs(output, exist_ok=True)
-
     data = load_demo_data(
         config.dataset, config.size, config.samples, config.test_samples, config.seed
     )
     x_train, _, x_test, y_test = data
+    check_models(config, x_train.shape[1:])
+    output = os.fspath(output)
+    os.makedirs(output, exist_ok=True)
     backend = keras.backend.backend()
     log(
         f"keras-ssr demo: dataset {config.dataset!r}, {config.size}x{config.size} "

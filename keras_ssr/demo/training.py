@@ -11,7 +11,11 @@ import numpy as np
 from keras_ssr.demo.config import DEMO_BN_MOMENTUM, DemoConfig, model_label
 from keras_ssr.demo.scores import dice_and_iou
 
-__all__ = ["build_model", "train_and_score"]
+__all__ = ["UnbuildableModelError", "build_model", "check_models", "train_and_score"]
+
+
+class UnbuildableModelError(ValueError):
+    """A model of ``--models`` cannot be built with the demo's settings."""
 
 
 def build_model(name: str, config: DemoConfig, input_shape):
@@ -42,6 +46,28 @@ def build_model(name: str, config: DemoConfig, input_shape):
         name="unet" if factory is None else f"{name}_unet",
         bn_momentum=DEMO_BN_MOMENTUM,
     )
+
+
+def check_models(config: DemoConfig, input_shape) -> None:
+    """Builds every model of ``config.models`` once, before any training.
+
+    Raises:
+        UnbuildableModelError: a ``ValueError`` naming the model, if one
+            cannot be built on this data (e.g. FCA, whose channels must be
+            divisible by 16).
+    """
+    import keras
+
+    for name in config.models:
+        try:
+            build_model(name, config, input_shape)
+        except (ValueError, TypeError) as error:
+            raise UnbuildableModelError(
+                f"The {model_label(name)} (--models {name}) cannot be built with "
+                f"channels {list(config.channels)} on {tuple(input_shape)} "
+                f"images: {error}"
+            ) from error
+    keras.backend.clear_session()
 
 
 def _held_out_callback(x_test, y_test, batch_size, history: list):
