@@ -48,8 +48,9 @@ def check_int_sequence(
     *,
     length: int | None = None,
     min_length: int = 1,
+    allow_none: bool = False,
     what: str | None = None,
-) -> tuple[int, ...]:
+) -> tuple:
     """Returns ``value``, a sequence of integers ``>= minimum``, as a tuple.
 
     Args:
@@ -58,6 +59,7 @@ def check_int_sequence(
         minimum: the least each entry may be.
         length: the exact length required, if any.
         min_length: the least length otherwise.
+        allow_none: whether entries may be ``None`` (unknown sizes).
         what: what the entries are, for the messages (default "integers
             >= minimum").
 
@@ -66,7 +68,7 @@ def check_int_sequence(
             (a ``bool`` included).
         ValueError: for a wrong length or an entry below ``minimum``.
     """
-    what = what or f"integers >= {minimum}"
+    what = what or f"integers >= {minimum}" + (" or None" if allow_none else "")
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise TypeError(
             f"`{name}` must be a sequence of {what}. Received: {name}={value!r}"
@@ -81,11 +83,13 @@ def check_int_sequence(
             f"Received: {name}={value!r}"
         )
     for entry in value:
+        if entry is None and allow_none:
+            continue
         if isinstance(entry, bool) or not isinstance(entry, numbers.Integral):
             raise TypeError(f"`{name}` must hold {what}. Received: {name}={value!r}")
         if entry < minimum:
             raise ValueError(f"`{name}` must hold {what}. Received: {name}={value!r}")
-    return tuple(int(v) for v in value)
+    return tuple(None if v is None else int(v) for v in value)
 
 
 def check_real(

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from conftest import requires_nchw_conv
 
-from keras_ssr import layers, models, reference
+from keras_ssr import layers, models, porting
+from keras_ssr import testing as kt
 
 LEVELS = (4, 8, 16)
 SHAPE = (32, 32, 3)
@@ -186,8 +187,10 @@ def test_no_attention():
 
 
 def test_unknown_attention_lists_names():
-    with pytest.raises(ValueError, match=r"'cbam'.*'none', 'se', 'ssr', 'ssr_xu'"):
+    with pytest.raises(ValueError, match=r"'cbam'.*Known names") as info:
         models.build_unet(LEVELS, SHAPE, attention="cbam")
+    assert str(models.attention_names()) in str(info.value)
+    assert {"none", "se", "ssr", "ssr_xu"} <= set(models.attention_names())
     with pytest.raises(ValueError, match="Known names"):
         models.get_attention("cbam")
     with pytest.raises(TypeError, match="attention=3"):
@@ -330,8 +333,8 @@ def test_channels_first_equals_channels_last(n_classes):
         LEVELS, (3, 32, 32), data_format="channels_first", **kwargs
     )
     if n_classes == 2:
-        reference.load_weights(last, weights)
-        reference.load_weights(first, weights)
+        porting.load_weights(last, weights)
+        porting.load_weights(first, weights)
     else:
         first.set_weights(last.get_weights())
     for training in (False, True):
@@ -461,3 +464,52 @@ def test_save_and_reload(tmp_path, input_shape, attention):
         np.testing.assert_array_equal(
             _numpy(loaded(x, training=training)), _numpy(model(x, training=training))
         )
+
+
+# -- the blocks' BatchNormalization settings ------------------------------------
+
+
+@pytest.mark.parametrize("builder", ["build_unet", "get_unet", "get_ssr_unet"])
+def test_bn_momentum_and_epsilon_reach_every_block(builder):
+    model = getattr(models, builder)(
+        [2, 4], input_shape=[8, 8, 1], bn_momentum=0.75, bn_epsilon=0.5
+    )
+    norms = [layer for layer in model.layers if "_bn_" in layer.name]
+    assert len(norms) == 6
+    assert {(n.momentum, n.epsilon) for n in norms} == {(0.75, 0.5)}
+    if builder == "get_ssr_unet":  # the attention keeps the original's own
+        alpha_bn = model.get_layer("encoder_0_attention").alpha.bn
+        assert (alpha_bn.momentum, alpha_bn.epsilon) == (0.99, 1e-3)
+
+
+def test_bn_momentum_and_epsilon_values():
+    """Moving mean after one training call, and the inference output, in NumPy."""
+    model = models.build_unet(
+        [2, 4], (8, 8, 1), bn_momentum=0.75, bn_epsilon=0.5, name="m"
+    )
+    x = np.random.default_rng(0).normal(size=(3, 8, 8, 1)).astype("float32")
+    conv = keras.Model(model.input, model.get_layer("encoder_0_conv_0").output)
+    relu = keras.Model(model.input, model.get_layer("encoder_0_relu_0").output)
+    pre = keras.ops.convert_to_numpy(conv(x))
+    # Fresh statistics (mean 0, variance 1): inference is x / sqrt(1 + eps).
+    got = keras.ops.convert_to_numpy(relu(x, training=False))
+    np.testing.assert_allclose(got, np.maximum(pre / np.sqrt(1.5), 0), atol=1e-5)
+    model(x, training=True)
+    bn = model.get_layer("encoder_0_bn_0")
+    moving = keras.ops.convert_to_numpy(bn.moving_mean.value)
+    np.testing.assert_allclose(moving, 0.25 * pre.mean(axis=(0, 1, 2)), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, value",
+    [
+        ({"bn_momentum": 1.5}, ValueError, ("bn_momentum", 1.5)),
+        ({"bn_momentum": "0.9"}, TypeError, ("bn_momentum", "0.9")),
+        ({"bn_epsilon": 0.0}, ValueError, ("bn_epsilon", 0.0)),
+        ({"bn_epsilon": True}, TypeError, ("bn_epsilon", True)),
+    ],
+)
+def test_bn_argument_errors(kwargs, error, value):
+    kt.check_bad_argument(
+        lambda: models.build_unet(LEVELS, SHAPE, **kwargs), *value, error=error
+    )

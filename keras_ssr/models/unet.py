@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -10,6 +9,7 @@ import keras
 
 from keras_ssr import _checks
 from keras_ssr.distributed import SynchronizedBatchNormalization
+from keras_ssr.layers._base import BN_EPSILON, BN_MOMENTUM
 from keras_ssr.models.registry import (
     AttentionFactory,
     _make_attention,
@@ -17,63 +17,17 @@ from keras_ssr.models.registry import (
 )
 from keras_ssr.models.upsampling import TrilinearUpSampling3D
 
-#: The original's BatchNormalization settings (tf.keras defaults).
-BN_MOMENTUM = 0.99
-BN_EPSILON = 1e-3
-
-
-def _check_channels_per_level(channels_per_level) -> tuple[int, ...]:
-    if isinstance(channels_per_level, (str, bytes)) or not isinstance(
-        channels_per_level, Sequence
-    ):
-        raise TypeError(
-            "`channels_per_level` must be a sequence of positive integers. "
-            f"Received: channels_per_level={channels_per_level!r}"
-        )
-    if len(channels_per_level) < 2:
-        raise ValueError(
-            "`channels_per_level` needs at least 2 levels (one encoder level and "
-            f"the bottleneck). Received: channels_per_level={channels_per_level!r}"
-        )
-    for value in channels_per_level:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise TypeError(
-                "`channels_per_level` must hold integers. "
-                f"Received: channels_per_level={channels_per_level!r}"
-            )
-        if value < 1:
-            raise ValueError(
-                "`channels_per_level` must hold positive integers. "
-                f"Received: channels_per_level={channels_per_level!r}"
-            )
-    return tuple(int(v) for v in channels_per_level)
-
 
 def _check_input_shape(input_shape, data_format: str, levels: int) -> tuple:
-    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
-        raise TypeError(
-            "`input_shape` must be a sequence such as (height, width, channels). "
-            f"Received: input_shape={input_shape!r}"
-        )
-    if len(input_shape) not in (3, 4):
+    shape = _checks.check_int_sequence(
+        "input_shape", input_shape, 1, allow_none=True,
+        what="positive integers or None",
+    )  # fmt: skip
+    if len(shape) not in (3, 4):
         raise ValueError(
             "`input_shape` must have 3 entries (2-D images) or 4 (volumes), the "
             f"batch axis excluded. Received: input_shape={input_shape!r}"
         )
-    for value in input_shape:
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise TypeError(
-                "`input_shape` entries must be integers or None. "
-                f"Received: input_shape={input_shape!r}"
-            )
-        if value < 1:
-            raise ValueError(
-                "`input_shape` entries must be positive. "
-                f"Received: input_shape={input_shape!r}"
-            )
-    shape = tuple(None if v is None else int(v) for v in input_shape)
     channels = shape[-1] if data_format == "channels_last" else shape[0]
     spatial = shape[:-1] if data_format == "channels_last" else shape[1:]
     if channels is None:
@@ -92,12 +46,6 @@ def _check_input_shape(input_shape, data_format: str, levels: int) -> tuple:
     return shape
 
 
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"`{name}` must be a bool. Received: {name}={value!r}")
-    return value
-
-
 def build_unet(
     channels_per_level: Sequence[int] = (32, 64, 128, 256),
     input_shape: Sequence[int | None] = (224, 224, 3),
@@ -109,6 +57,7 @@ def build_unet(
     name: str | None = None,
     synchronized_bn: bool = False,
     bn_momentum: float = BN_MOMENTUM,
+    bn_epsilon: float = BN_EPSILON,
 ) -> keras.Model:
     """A U-Net, optionally with channel attention after each encoder block.
 
@@ -162,6 +111,8 @@ def build_unet(
         bn_momentum: momentum of the blocks' BatchNormalization moving
             statistics, in ``[0, 1]`` (the original's 0.99; a short training
             run wants less, e.g. 0.9). The attention layers keep their own.
+        bn_epsilon: the blocks' BatchNormalization epsilon, ``> 0`` (the
+            original's 1e-3).
 
     Returns:
         A functional ``keras.Model`` mapping a batch of inputs
@@ -179,13 +130,17 @@ def build_unet(
         >>> model(keras.random.uniform((2, 32, 32, 3))).shape
         (2, 32, 32, 1)
     """
-    channels = _check_channels_per_level(channels_per_level)
+    channels = _checks.check_int_sequence(
+        "channels_per_level", channels_per_level, 1, min_length=2,
+        what="positive integers (encoder levels and the bottleneck)",
+    )  # fmt: skip
     data_format = _checks.standardize_data_format(data_format)
     shape = _check_input_shape(input_shape, data_format, len(channels))
     n_classes = _checks.check_int("n_classes", n_classes, 1)
-    with_bn = _check_bool("with_bn", with_bn)
-    synchronized_bn = _check_bool("synchronized_bn", synchronized_bn)
+    with_bn = _checks.check_bool("with_bn", with_bn)
+    synchronized_bn = _checks.check_bool("synchronized_bn", synchronized_bn)
     bn_momentum = _checks.check_real("bn_momentum", bn_momentum, 0.0, 1.0)
+    bn_epsilon = _checks.check_real("bn_epsilon", bn_epsilon, 0.0, open_minimum=True)
     batch_norm = (
         SynchronizedBatchNormalization
         if synchronized_bn
@@ -224,7 +179,7 @@ def build_unet(
                 x = batch_norm(
                     axis=channel_axis,
                     momentum=bn_momentum,
-                    epsilon=BN_EPSILON,
+                    epsilon=bn_epsilon,
                     name=f"{prefix}_bn_{j}",
                 )(x)
             x = keras.layers.ReLU(name=f"{prefix}_relu_{j}")(x)
@@ -277,6 +232,7 @@ def get_unet(
     data_format: str = "channels_last",
     synchronized_bn: bool = False,
     bn_momentum: float = BN_MOMENTUM,
+    bn_epsilon: float = BN_EPSILON,
 ) -> keras.Model:
     """The original's ``get_unet``: a plain U-Net (see :func:`build_unet`).
 
@@ -289,8 +245,8 @@ def get_unet(
         data_format: keyword-only; the original is channels last.
         synchronized_bn: keyword-only; global BN moments under data
             parallelism (see :func:`build_unet`).
-        bn_momentum: keyword-only; the blocks' BatchNormalization momentum
-            (see :func:`build_unet`).
+        bn_momentum, bn_epsilon: keyword-only; the blocks'
+            BatchNormalization momentum and epsilon (see :func:`build_unet`).
 
     Returns:
         A functional ``keras.Model`` named ``"unet"``.
@@ -311,6 +267,7 @@ def get_unet(
         name="unet",
         synchronized_bn=synchronized_bn,
         bn_momentum=bn_momentum,
+        bn_epsilon=bn_epsilon,
     )
 
 
@@ -325,6 +282,7 @@ def get_ssr_unet(
     data_format: str = "channels_last",
     synchronized_bn: bool = False,
     bn_momentum: float = BN_MOMENTUM,
+    bn_epsilon: float = BN_EPSILON,
 ) -> keras.Model:
     """The original's ``get_ssr_unet``: SSR after every encoder block.
 
@@ -340,8 +298,8 @@ def get_ssr_unet(
         data_format: keyword-only; the original is channels last.
         synchronized_bn: keyword-only; global BN moments under data
             parallelism (see :func:`build_unet`).
-        bn_momentum: keyword-only; the blocks' BatchNormalization momentum
-            (see :func:`build_unet`).
+        bn_momentum, bn_epsilon: keyword-only; the blocks'
+            BatchNormalization momentum and epsilon (see :func:`build_unet`).
 
     Returns:
         A functional ``keras.Model`` named ``"ssr_unet"``.
@@ -366,4 +324,5 @@ def get_ssr_unet(
         name="ssr_unet",
         synchronized_bn=synchronized_bn,
         bn_momentum=bn_momentum,
+        bn_epsilon=bn_epsilon,
     )
