@@ -27,6 +27,14 @@ Level ``i`` counts from the full-resolution level ``0``; decoder level ``i``
 has ``channels_per_level[i]`` filters and runs after decoder level ``i + 1``.
 """
 
+from keras_ssr.models.followup import (
+    get_fca_encoder_unet,
+    get_monofractal_unet,
+    get_multifractal_unet,
+    get_sc_encoder_unet,
+    get_se_unet,
+    get_srm_encoder_unet,
+)
 from keras_ssr.models.registry import (
     AttentionFactory,
     attention_names,
@@ -50,6 +58,12 @@ __all__ = [
     "attention_names",
     "build_unet",
     "get_attention",
+    "get_fca_encoder_unet",
+    "get_monofractal_unet",
+    "get_multifractal_unet",
+    "get_sc_encoder_unet",
+    "get_se_unet",
+    "get_srm_encoder_unet",
     "get_ssr_unet",
     "get_unet",
     "register_attention",

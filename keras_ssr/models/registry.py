@@ -10,9 +10,14 @@ from typing import Any
 import keras
 
 from keras_ssr.layers import (
+    FrequencyChannelAttention,
+    MonofractalRecalibration,
+    MultifractalRecalibration,
     SingularityStrengthRecalibration,
     SingularityStrengthRecalibrationXu,
+    SpatialSqueezeExcite,
     SqueezeExcite,
+    StyleBasedRecalibration,
 )
 
 AttentionFactory = Callable[..., keras.layers.Layer]
@@ -132,6 +137,17 @@ def _lookup(name, argument: str) -> tuple[AttentionFactory | None, dict]:
 register_attention("se", SqueezeExcite, {"r": 2})
 register_attention("ssr", SingularityStrengthRecalibration, {"r": 2, "max_scale": 3})
 register_attention("ssr_xu", SingularityStrengthRecalibrationXu, {"r": 2})
+# The follow-up's family (miguelmartins/multifractal-recalibration), with the
+# defaults of its builders.
+register_attention("mono", MonofractalRecalibration, {"r": 2, "max_scale": 3})
+register_attention(
+    "multifractal",
+    MultifractalRecalibration,
+    {"max_scale": 3, "k": 16, "per_channel": False},
+)
+register_attention("scse", SpatialSqueezeExcite, {"r": 2})
+register_attention("srm", StyleBasedRecalibration)
+register_attention("fca", FrequencyChannelAttention, {"r": 2, "low_freq": 4})
 
 
 def _accepts(factory, parameter: str) -> bool:
