@@ -17,12 +17,10 @@ nothing left to reduce, so it is not an argument; a ``sample_weight`` given to
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import keras
 from keras import ops
 
+from keras_ssr import _checks
 from keras_ssr._serialization import register
 
 __all__ = [
@@ -39,30 +37,12 @@ LOSS_NAMES = ("ce", "dice", "weighted")
 
 def check_positive_float(name: str, value) -> float:
     """Returns ``value`` as a finite, strictly positive ``float``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"`{name}` must be a number. Received: {name}={value!r} "
-            f"(of type {type(value).__name__})"
-        )
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(
-            f"`{name}` must be a finite number > 0. Received: {name}={value!r}"
-        )
-    return value
+    return _checks.check_real(name, value, 0.0, open_minimum=True)
 
 
 def check_alpha(value) -> float:
     """Returns the mixing weight ``alpha`` as a ``float`` in ``[0, 1]``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"`alpha` must be a number in [0, 1]. Received: alpha={value!r} "
-            f"(of type {type(value).__name__})"
-        )
-    value = float(value)
-    if not 0.0 <= value <= 1.0:  # also rejects NaN
-        raise ValueError(f"`alpha` must be in [0, 1]. Received: alpha={value!r}")
-    return value
+    return _checks.check_real("alpha", value, 0.0, 1.0)
 
 
 def check_same_shape(y_true, y_pred) -> None:

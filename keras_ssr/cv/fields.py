@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 
 from keras_ssr import _checks
+from keras_ssr._checks import check_bool  # noqa: F401 (the runner imports it from here)
 
 __all__ = ["SECTIONS", "check_field", "choices_of", "setting", "shown"]
 
@@ -105,16 +106,6 @@ def _path(name: str, value) -> str:
     return value
 
 
-def check_bool(name: str, value) -> bool:
-    # Exactly a choice between two values: `_checks` has no check of its own.
-    if value is True or value is False:
-        return value
-    raise TypeError(
-        f"`{name}` must be true or false. Received: {name}={value!r} "
-        f"(of type {type(value).__name__})"
-    )
-
-
 def _real(name: str, value, minimum, maximum, open_bounds: bool) -> float:
     value = _checks.check_real(name, value, minimum, maximum, open_minimum=open_bounds)
     if open_bounds and maximum is not None and value >= maximum:
@@ -138,7 +129,7 @@ def check_field(field: dataclasses.Field, value):
     if kind == "path":
         return _path(name, value)
     if kind == "bool":
-        return check_bool(name, value)
+        return _checks.check_bool(name, value)
     if kind == "int":
         minimum = meta["minimum"] if meta["minimum"] is not None else -(2**63)
         return _checks.check_int(name, value, minimum, meta["maximum"])
