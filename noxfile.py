@@ -52,6 +52,22 @@ def _tests_session(backend: str):
 for _backend in BACKENDS:
     globals()[f"tests_{_backend}"] = _tests_session(_backend)
 
+#: The lowest versions pyproject.toml admits for Keras and NumPy, on one
+#: backend: JAX at its own floor, the smallest install, which takes NumPy 1.24.
+MINIMUM_VERSIONS = ["keras==3.8.0", "numpy==1.24.4", "jax[cpu]==0.4.30"]
+
+
+@nox.session(name="tests-min", python=PYTHON)
+def tests_min(session: nox.Session) -> None:
+    """Runs the test suite at the dependency floor (Keras 3.8, NumPy 1.24, JAX)."""
+    # One resolve, so that the test extras cannot lift the pins.
+    session.install(*MINIMUM_VERSIONS, "-e", ".[test]")
+    session.run(
+        "pytest",
+        *session.posargs,
+        env={"KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:

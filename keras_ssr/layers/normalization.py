@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_ssr import _checks
+from keras_ssr import _checks, distributed
 from keras_ssr import ops as ssr_ops
 from keras_ssr._serialization import register
 
@@ -24,7 +24,9 @@ class CenteredBatchNormalization(keras.layers.BatchNormalization):
     narrow and far from zero, loses the gradient with respect to ``gamma``
     to cancellation: about 3e-4 relative against float64, where the
     original's fused TF kernel reaches 4e-5. Masks and batch
-    renormalisation fall back to the Keras implementation.
+    renormalisation fall back to the Keras implementation. An empty batch
+    in training is normalised with the moving statistics and leaves them
+    unchanged (it has no mean to add to them).
 
     ``synchronized=True`` (the default, unlike Keras') takes the training
     moments over the global batch under ``tf.distribute`` and
@@ -50,7 +52,9 @@ class CenteredBatchNormalization(keras.layers.BatchNormalization):
         return ops.reshape(mean, (-1,)), ops.reshape(variance, (-1,))
 
     def call(self, inputs, training=None, mask=None):
-        if mask is not None or self.renorm:
+        # Batch renormalisation (``renorm``) came in Keras 3.14; the floor,
+        # Keras 3.8, has no such attribute.
+        if mask is not None or getattr(self, "renorm", False):
             return super().call(inputs, training=training, mask=mask)
         dtype = _checks.wide_float(inputs.dtype)
         x = ops.cast(inputs, dtype)
@@ -62,8 +66,13 @@ class CenteredBatchNormalization(keras.layers.BatchNormalization):
         def reshape(v):
             return None if v is None else ops.reshape(ops.cast(v, dtype), shape)
 
-        if training and self.trainable:
-            axes = [a for a in range(ndim) if a != axis]
+        axes = [a for a in range(ndim) if a != axis]
+        # An empty batch has no moments: it is normalised with the moving
+        # statistics, which it leaves as they are.
+        empty = any(x.shape[a] == 0 for a in axes) and not (
+            distributed.spans_replicas(axes, self.synchronized)
+        )
+        if training and self.trainable and not empty:
             mean, variance = ssr_ops.centered_moments(x, axes, self.synchronized)
             flat_mean = ops.reshape(mean, (-1,))
             flat_variance = ops.reshape(variance, (-1,))
