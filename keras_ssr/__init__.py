@@ -12,7 +12,8 @@ from keras_ssr import (
     metrics,
     models,
     ops,
-    reference,
+    porting,
+    testing,
 )
 from keras_ssr.layers import (
     FrequencyChannelAttention,
@@ -55,5 +56,6 @@ __all__ = [
     "metrics",
     "models",
     "ops",
-    "reference",
+    "porting",
+    "testing",
 ]

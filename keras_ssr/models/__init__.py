@@ -5,7 +5,7 @@
 block (Squeeze-and-Excitation, SSR, Xu et al.'s SSR, or your own).
 :func:`get_unet` and :func:`get_ssr_unet` keep the original's builder
 signatures. Layer names are fixed and readable, so that
-:func:`keras_ssr.reference.load_weights` can place the original's weights:
+:func:`keras_ssr.porting.load_weights` can place the original's weights:
 
 =============================  ==============================================
 layer                          role

@@ -26,7 +26,7 @@ Where the follow-up's signature takes an argument its model does not use
 always built with ``r=2``), the builder accepts it and ignores it too, as
 documented on each. Every layer is named as in :mod:`keras_ssr.models`
 (``encoder_{i}_attention`` for the recalibration), so
-:func:`keras_ssr.reference.load_weights` places the follow-up's weights.
+:func:`keras_ssr.porting.load_weights` places the follow-up's weights.
 """
 
 from __future__ import annotations

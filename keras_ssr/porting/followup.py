@@ -49,13 +49,13 @@ from keras_ssr.porting.scopes import (
     CONV_VARIABLES,
     AttentionScope,
     Ranker,
-    _attributes_within,
-    _dense_name,
-    _gate_checkpoint_name,
-    _ssr_checkpoint_name,
-    _ssr_variable,
+    attributes_within,
+    gate_checkpoint_name,
+    gate_variable_name,
     is_scope,
     register_attention_scope,
+    ssr_checkpoint_name,
+    ssr_variable_name,
 )
 
 __all__ = ["FOLLOWUP_SCOPES"]
@@ -76,13 +76,13 @@ def _never(attributes: frozenset[str]) -> bool:
 def _scse_variable(path: Sequence[str], rank: Ranker) -> str | None:
     if len(path) == 2 and is_scope("conv2d", path[0]) and path[1] in CONV_VARIABLES:
         return f"spatial.{path[1]}"
-    return _dense_name(path, rank)
+    return gate_variable_name(path, rank)
 
 
 def _scse_checkpoint_name(path: Sequence[str]) -> str | None:
     if len(path) == 2 and path[0] == "conv" and path[1] in CONV_VARIABLES:
         return f"spatial.{path[1]}"
-    return _gate_checkpoint_name(path)
+    return gate_checkpoint_name(path)
 
 
 # -- SRM ---------------------------------------------------------------------
@@ -139,7 +139,7 @@ def _multifractal_checkpoint_name(path: Sequence[str]) -> str | None:
         return "alpha.ols.weights"
     if path[:1] == ("alpha_layer",):
         # The box sums and BN of the map are stored as SSR's.
-        name = _ssr_checkpoint_name(path)
+        name = ssr_checkpoint_name(path)
         return name if name is not None and name.startswith("alpha.") else None
     if path[:1] == ("soft_histogram",):
         if len(path) == 2 and path[1] in _HISTOGRAM_VARIABLES:
@@ -154,15 +154,15 @@ FOLLOWUP_SCOPES = (
     AttentionScope(
         kind="mono",
         scope="monofractal_recalibration",
-        variable_name=_ssr_variable,
+        variable_name=ssr_variable_name,
         checkpoint_attributes=_never,
-        checkpoint_name=_ssr_checkpoint_name,
+        checkpoint_name=ssr_checkpoint_name,
     ),
     AttentionScope(
         kind="scse",
         scope="spatial_squeeze_excite",
         variable_name=_scse_variable,
-        checkpoint_attributes=_attributes_within(
+        checkpoint_attributes=attributes_within(
             {"w1", "w2", "conv"}, {"w1", "w2", "conv"}
         ),
         checkpoint_name=_scse_checkpoint_name,
@@ -171,21 +171,21 @@ FOLLOWUP_SCOPES = (
         kind="srm",
         scope="style_based_recalibration",
         variable_name=_srm_variable,
-        checkpoint_attributes=_attributes_within({"w", "bn"}, {"w", "bn"}),
+        checkpoint_attributes=attributes_within({"w", "bn"}, {"w", "bn"}),
         checkpoint_name=_srm_checkpoint_name,
     ),
     AttentionScope(
         kind="fca",
         scope="frequency_channel_attention",
-        variable_name=_dense_name,
+        variable_name=gate_variable_name,
         checkpoint_attributes=_never,
-        checkpoint_name=_gate_checkpoint_name,
+        checkpoint_name=gate_checkpoint_name,
     ),
     AttentionScope(
         kind="multifractal",
         scope="multifractal_recalibration",
         variable_name=_multifractal_variable,
-        checkpoint_attributes=_attributes_within(
+        checkpoint_attributes=attributes_within(
             {"alpha_layer", "soft_histogram"}, {"alpha_layer", "soft_histogram"}
         ),
         checkpoint_name=_multifractal_checkpoint_name,

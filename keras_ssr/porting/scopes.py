@@ -111,7 +111,7 @@ def scope_of(top: str) -> AttentionScope | None:
 _DENSE_NAMES = ("squeeze", "excite")
 
 
-def _dense_name(path: Sequence[str], rank: Ranker) -> str | None:
+def gate_variable_name(path: Sequence[str], rank: Ranker) -> str | None:
     """``dense/kernel`` -> ``squeeze.kernel``, ``dense_1/bias`` -> ``excite.bias``."""
     if len(path) == 2 and is_scope("dense", path[0]) and path[1] in CONV_VARIABLES:
         index = rank(0, path[0])
@@ -120,7 +120,14 @@ def _dense_name(path: Sequence[str], rank: Ranker) -> str | None:
     return None
 
 
-def _ssr_variable(path: Sequence[str], rank: Ranker) -> str | None:
+def ssr_variable_name(path: Sequence[str], rank: Ranker) -> str | None:
+    """SSR's names: the gate's Dense layers, ``alpha.bn.*`` and ``alpha.box_J.*``.
+
+    ``local_singularity_strength/batch_normalization/gamma`` ->
+    ``alpha.bn.gamma``; ``local_singularity_strength/depthwise_conv2d_1/
+    depthwise_kernel`` -> ``alpha.box_2.kernel`` (the J-th by ascending
+    suffix); otherwise as :func:`gate_variable_name`.
+    """
     if len(path) == 3 and is_scope("local_singularity_strength", path[0]):
         sub, variable = path[1], path[2]
         if is_scope("batch_normalization", sub) and variable in BN_VARIABLES:
@@ -132,16 +139,18 @@ def _ssr_variable(path: Sequence[str], rank: Ranker) -> str | None:
             part = "kernel" if variable == "depthwise_kernel" else "bias"
             return f"alpha.box_{rank(1, sub) + 1}.{part}"
         return None
-    return _dense_name(path, rank)
+    return gate_variable_name(path, rank)
 
 
-def _gate_checkpoint_name(path: Sequence[str]) -> str | None:
+def gate_checkpoint_name(path: Sequence[str]) -> str | None:
+    """``w1/kernel`` -> ``squeeze.kernel``, ``w2/bias`` -> ``excite.bias``."""
     if len(path) == 2 and path[0] in ("w1", "w2") and path[1] in CONV_VARIABLES:
         return f"{'squeeze' if path[0] == 'w1' else 'excite'}.{path[1]}"
     return None
 
 
-def _ssr_checkpoint_name(path: Sequence[str]) -> str | None:
+def ssr_checkpoint_name(path: Sequence[str]) -> str | None:
+    """``alpha_layer/bn/*`` and ``alpha_layer/conv_list/J/*``, else the gate's."""
     if len(path) == 3 and path[:2] == ("alpha_layer", "bn") and path[2] in BN_VARIABLES:
         return f"alpha.bn.{path[2]}"
     if (
@@ -152,10 +161,12 @@ def _ssr_checkpoint_name(path: Sequence[str]) -> str | None:
     ):
         part = "kernel" if path[3] == "depthwise_kernel" else "bias"
         return f"alpha.box_{int(path[2]) + 1}.{part}"
-    return _gate_checkpoint_name(path)
+    return gate_checkpoint_name(path)
 
 
-def _attributes_within(required: Collection[str], allowed: Collection[str]):
+def attributes_within(required: Collection[str], allowed: Collection[str]):
+    """A ``checkpoint_attributes`` test: ``required <= attributes <= allowed``."""
+
     def match(attributes: frozenset[str]) -> bool:
         return set(required) <= attributes <= set(allowed)
 
@@ -166,19 +177,19 @@ register_attention_scope(
     AttentionScope(
         kind="ssr",
         scope="singularity_strength_recalibration",
-        variable_name=_ssr_variable,
-        checkpoint_attributes=_attributes_within(
+        variable_name=ssr_variable_name,
+        checkpoint_attributes=attributes_within(
             {"alpha_layer"}, {"alpha_layer", "w1", "w2"}
         ),
-        checkpoint_name=_ssr_checkpoint_name,
+        checkpoint_name=ssr_checkpoint_name,
     )
 )
 register_attention_scope(
     AttentionScope(
         kind="se",
         scope="squeeze_excite",
-        variable_name=_dense_name,
-        checkpoint_attributes=_attributes_within({"w1", "w2"}, {"w1", "w2"}),
-        checkpoint_name=_gate_checkpoint_name,
+        variable_name=gate_variable_name,
+        checkpoint_attributes=attributes_within({"w1", "w2"}, {"w1", "w2"}),
+        checkpoint_name=gate_checkpoint_name,
     )
 )
