@@ -321,13 +321,13 @@ def check_mixed_precision(
     """
     input_shape = tuple(input_shape)
     x = random_input(input_shape, seed=4)
-    reference = _make(layer_factory, init_kwargs, dtype="float32")
-    reference.build(input_shape)
-    expected = _numpy(reference(x, training=training))
+    full = _make(layer_factory, init_kwargs, dtype="float32")
+    full.build(input_shape)
+    expected = _numpy(full(x, training=training))
 
     layer = _make(layer_factory, init_kwargs, dtype=policy)
     layer.build(input_shape)
-    layer.set_weights(reference.get_weights())
+    layer.set_weights(full.get_weights())
     out = layer(x, training=training)
     compute = keras.dtype_policies.DTypePolicy(policy).compute_dtype
     got = keras.backend.standardize_dtype(out.dtype)
