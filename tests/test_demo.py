@@ -190,6 +190,8 @@ def test_demo_models_are_the_registry_u_nets(name):
     config = dataclasses.replace(demo.QUICK, channels=(2, 4), r=2, max_scale=2)
     model = demo.build_model(name, config, (16, 16, 1))
     assert set(_block_momenta(model).values()) == {0.9}
+    if name == "ssr":  # the SSR's own normalisation of its map, too
+        assert model.get_layer("encoder_0_attention").alpha.bn.momentum == 0.9
     reference = build_unet(
         [2, 4],
         (16, 16, 1),
@@ -201,6 +203,16 @@ def test_demo_models_are_the_registry_u_nets(name):
         assert model.get_layer("encoder_0_attention").max_scale == 2
     assert demo.model_label(name) in {"U-Net", "SSR-U-Net", "SE-U-Net"}
     assert demo.model_label("mine") == "mine-U-Net"
+
+
+def test_multifractal_normalisations_get_the_demo_momentum():
+    if "multifractal" not in attention_names():
+        pytest.skip("Multifractal is not registered")
+    model = demo.build_model("multifractal", demo.QUICK, (32, 32, 1))
+    for level in (0, 1):
+        layer = model.get_layer(f"encoder_{level}_attention")
+        assert layer.alpha.bn.momentum == 0.9
+        assert layer.histogram.bn.momentum == 0.9
 
 
 # --------------------------------------------------------------------------

@@ -23,7 +23,8 @@ def build_model(name: str, config: DemoConfig, input_shape):
 
     The attention's ``r`` and ``max_scale`` come from ``config`` when the
     layer takes them; its other arguments keep the registry's defaults.
-    Every BatchNormalization of the U-Net's blocks gets the demo's momentum
+    Every BatchNormalization, the U-Net blocks' (``bn_momentum``) and the
+    attention layers' own, gets the demo's momentum
     (:data:`~keras_ssr.demo.config.DEMO_BN_MOMENTUM`).
     """
     from keras_ssr import models
@@ -37,7 +38,7 @@ def build_model(name: str, config: DemoConfig, input_shape):
             parameters = {}
         wanted = {"r": config.r, "max_scale": config.max_scale}
         kwargs = {k: v for k, v in wanted.items() if k in parameters}
-    return models.build_unet(
+    model = models.build_unet(
         list(config.channels),
         input_shape=list(input_shape),
         attention=None if factory is None else name,
@@ -46,6 +47,34 @@ def build_model(name: str, config: DemoConfig, input_shape):
         name="unet" if factory is None else f"{name}_unet",
         bn_momentum=DEMO_BN_MOMENTUM,
     )
+    for layer in model.layers:
+        for norm in _inner_batch_norms(layer):
+            norm.momentum = DEMO_BN_MOMENTUM
+    return model
+
+
+def _inner_batch_norms(layer) -> list:
+    """The BatchNormalization layers held in ``layer``'s attributes, at any depth.
+
+    The attention layers normalise their maps and gates with their own
+    BatchNormalization (``alpha.bn``, ``histogram.bn``, ...), which the
+    builder's ``bn_momentum`` does not reach; they are found through the
+    layers' public attributes.
+    """
+    import keras
+
+    found, seen, pending = [], set(), [layer]
+    while pending:
+        current = pending.pop()
+        for value in vars(current).values():
+            values = value if isinstance(value, (list, tuple)) else [value]
+            for item in values:
+                if isinstance(item, keras.layers.Layer) and id(item) not in seen:
+                    seen.add(id(item))
+                    if isinstance(item, keras.layers.BatchNormalization):
+                        found.append(item)
+                    pending.append(item)
+    return found
 
 
 def check_models(config: DemoConfig, input_shape) -> None:
