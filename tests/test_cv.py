@@ -541,6 +541,17 @@ def test_example_config_file_is_the_default_protocol():
     assert config == cv.CVConfig(data_root="/kvasir", name="ssr_unet-kvasir")
 
 
+def test_docs_config_reference_is_current():
+    """docs/cross_validation.md holds the table generated from the fields."""
+    text = (EXAMPLES.parent / "docs" / "cross_validation.md").read_text()
+    marker = "<!-- config-reference:start -->\n"
+    start = text.index(marker) + len(marker)
+    stop = text.index("<!-- config-reference:end -->")
+    assert text[start:stop] == cv.config_reference()
+    for field in dataclasses.fields(cv.CVConfig):
+        assert f"`{field.name}`" in cv.config_reference()
+
+
 def test_load_data_from_folders(tmp_path):
     image_module = pytest.importorskip("PIL.Image")
     rng = np.random.default_rng(0)

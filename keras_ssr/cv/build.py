@@ -25,7 +25,9 @@ __all__ = [
     "load_data",
 ]
 
-#: Held-out scores, in the order of the summary's columns.
+#: Held-out scores of the paper's metric set, in the order of the summary's
+#: columns (the follow-up's set has ``dice_score``, after these, for
+#: ``dice_coefficient``).
 METRIC_NAMES = (
     "loss",
     "binary_accuracy",
@@ -163,15 +165,19 @@ def build_model(config: CVConfig, input_shape: Sequence[int]):
 
 
 def compile_model(config: CVConfig, model, run_eagerly: bool = False) -> None:
-    """Compiles ``model`` with the configured optimiser, loss and metrics."""
+    """Compiles ``model`` with the configured optimiser, loss and metric set."""
+    from keras_ssr import metrics
     from keras_ssr.losses import get_loss
-    from keras_ssr.metrics import segmentation_metrics
 
+    metric_sets = {
+        "paper": metrics.segmentation_metrics,
+        "followup": metrics.followup_segmentation_metrics,
+    }
     optimizers = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
     model.compile(
         optimizer=optimizers[config.optimizer](learning_rate=config.learning_rate),
         loss=get_loss(config.loss, alpha=config.loss_alpha),
-        metrics=segmentation_metrics(),
+        metrics=metric_sets[config.metrics](),
         run_eagerly=run_eagerly,
     )
 
@@ -234,6 +240,28 @@ class BestCheckpoint(keras.callbacks.Callback):
                 self.filepath, lambda path: self.model.save_weights(os.fspath(path))
             )
             self.best, self.best_epoch = float(value), epoch + 1
+
+
+def training_data(config: CVConfig, x, y, seed: int) -> dict[str, Any]:
+    """``model.fit``'s data arguments for the fitted samples ``x``, ``y``.
+
+    The arrays themselves (``batch_size``, ``shuffle``), or with
+    ``augment="flips"`` a :class:`~keras_ssr.cv.augment.FlipDataset` seeded
+    with ``seed``.
+    """
+    if config.augment == "flips":
+        from keras_ssr.cv.augment import FlipDataset
+
+        dataset = FlipDataset(
+            x,
+            y,
+            config.batch_size,
+            seed=seed,
+            data_format=config.data_format,
+            shuffle=config.shuffle,
+        )
+        return {"x": dataset}
+    return {"x": x, "y": y, "batch_size": config.batch_size, "shuffle": config.shuffle}
 
 
 def fold_callbacks(config: CVConfig, fold_dir: str | os.PathLike) -> list:

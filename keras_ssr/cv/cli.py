@@ -17,7 +17,7 @@ import dataclasses
 import sys
 
 from keras_ssr.cv import build, files, results
-from keras_ssr.cv.config import CVConfig
+from keras_ssr.cv.config import PROTOCOLS, CVConfig
 from keras_ssr.cv.fields import SECTIONS, choices_of, shown
 from keras_ssr.cv.runner import run_cv
 from keras_ssr.cv.splits import fold_splits
@@ -109,6 +109,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", "-c", metavar="FILE", help="a .toml, .yaml/.yml or .json config"
     )
+    parser.add_argument(
+        "--protocol",
+        choices=tuple(PROTOCOLS),
+        help="a preset below the file and flags: paper (the SSR paper's, the "
+        "defaults) or followup (the follow-up's: "
+        + ", ".join(f"{k}={shown(v)}" for k, v in PROTOCOLS["followup"].items())
+        + ")",
+    )
     groups = {name: parser.add_argument_group(name) for name in SECTIONS}
     for field in dataclasses.fields(CVConfig):
         names, options = _flag_options(field)
@@ -161,9 +169,10 @@ def config_from_args(args: argparse.Namespace) -> CVConfig:
     """The configuration of parsed ``cv`` arguments: file, then flags."""
     names = [f.name for f in dataclasses.fields(CVConfig)]
     overrides = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    protocol = getattr(args, "protocol", None)
     if getattr(args, "config", None):
-        return CVConfig.from_file(args.config, **overrides)
-    return CVConfig.from_dict({}, **overrides)
+        return CVConfig.from_file(args.config, protocol=protocol, **overrides)
+    return CVConfig.from_dict({}, protocol=protocol, **overrides)
 
 
 def _dry_run(config: CVConfig) -> None:

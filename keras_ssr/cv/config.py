@@ -36,6 +36,25 @@ DATASETS = {
     "folder": ("images_dir", "masks_dir"),
 }
 OPTIMIZERS = ("adam", "sgd")
+AUGMENTATIONS = ("none", "flips")
+#: Metric sets: ``keras_ssr.metrics.segmentation_metrics`` (the SSR paper's)
+#: and ``followup_segmentation_metrics`` (per-image Dice, foreground IoU).
+METRIC_SETS = ("paper", "followup")
+#: Protocol presets: field values that replace the defaults (a config file
+#: and flags still win over them). ``"paper"`` is the SSR paper's, the
+#: defaults themselves; ``"followup"`` is that of the authors' follow-up
+#: (multifractal recalibration): 5 folds, 400 epochs, the unshuffled training
+#: set flipped at random every epoch, per-image Dice and foreground IoU.
+PROTOCOLS = {
+    "paper": {},
+    "followup": {
+        "folds": 5,
+        "epochs": 400,
+        "shuffle": False,
+        "augment": "flips",
+        "metrics": "followup",
+    },
+}
 #: Model names besides the attention names of :func:`keras_ssr.models.build_unet`.
 MODEL_ALIASES = {"ssr_unet": "ssr", "unet": None}
 #: Fields that say where a run goes, not what it computes: ignored when a
@@ -217,6 +236,22 @@ class CVConfig:
         "int",
         minimum=0,
     )
+    augment: str = setting(
+        "none",
+        "none, or flips: random horizontal and vertical flips of image and mask "
+        "together, every epoch, seeded with seed + k (the follow-up's)",
+        "training",
+        "str",
+        choices=AUGMENTATIONS,
+    )
+    metrics: str = setting(
+        "paper",
+        "paper (keras_ssr.metrics.segmentation_metrics: batch Dice, mean IoU) or "
+        "followup (followup_segmentation_metrics: per-image Dice, foreground IoU)",
+        "training",
+        "str",
+        choices=METRIC_SETS,
+    )
     stop_on_nan: bool = setting(
         False,
         "end a fold at the first NaN training loss (keras.callbacks.TerminateOnNaN); "
@@ -349,9 +384,19 @@ class CVConfig:
 
     @classmethod
     def from_dict(
-        cls, values: Mapping[str, Any], *, source: str | None = None, **overrides
+        cls,
+        values: Mapping[str, Any],
+        *,
+        source: str | None = None,
+        protocol: str | None = None,
+        **overrides,
     ) -> CVConfig:
         """A config from a (possibly sectioned) mapping, then ``overrides``.
+
+        The fields start from the defaults, replaced by a protocol preset
+        when one is named (``protocol``, or a top-level ``protocol`` key of
+        ``values``; see ``PROTOCOLS``), then by ``values``, then by
+        ``overrides``.
 
         Keys are field names, at the top level or inside the table of their
         section (``data``, ``model``, ``training``, ``callbacks``,
@@ -362,6 +407,8 @@ class CVConfig:
         Args:
             values: the mapping (e.g. a parsed TOML file).
             source: where ``values`` came from, for error messages.
+            protocol: a preset of ``PROTOCOLS`` (``"paper"``, ``"followup"``);
+                wins over a ``protocol`` key of ``values``.
             **overrides: field values that win over ``values``.
 
         Returns:
@@ -384,6 +431,12 @@ class CVConfig:
                 f"Received: {type(values).__name__}"
             )
         sections = {f.name: f.metadata["section"] for f in dataclasses.fields(cls)}
+        values = dict(values)
+        named = values.pop("protocol", None)
+        protocol = _checks.check_choice(
+            "protocol", protocol if protocol is not None else named or "paper",
+            tuple(PROTOCOLS),
+        )  # fmt: skip
         flat: dict[str, Any] = {}
 
         def add(key, value, table=None):
@@ -427,7 +480,7 @@ class CVConfig:
                     for field in fields:
                         if field not in overrides:
                             flat.pop(field, None)
-        flat.update(overrides)
+        flat = {**PROTOCOLS[protocol], **flat, **overrides}
         for key in ("target_size", "levels"):
             if isinstance(flat.get(key), list):
                 flat[key] = tuple(flat[key])
@@ -460,14 +513,16 @@ def config_reference() -> str:
         lines += [
             f"**[{section}]**",
             "",
-            "| key | default | meaning |",
-            "| --- | --- | --- |",
+            "| key | flag | default | meaning |",
+            "| --- | --- | --- | --- |",
         ]
         for field in dataclasses.fields(CVConfig):
             if field.metadata["section"] == section:
                 help_text = field.metadata["help"].replace("|", "\\|")
+                flags = [f"--{field.name.replace('_', '-')}", *field.metadata["flags"]]
                 lines.append(
-                    f"| `{field.name}` | `{shown(field.default)}` | {help_text} |"
+                    f"| `{field.name}` | {', '.join(f'`{f}`' for f in flags)} | "
+                    f"`{shown(field.default)}` | {help_text} |"
                 )
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

@@ -12,7 +12,6 @@ import os
 from collections.abc import Callable, Sequence
 
 from keras_ssr import _checks
-from keras_ssr._checks import check_bool  # noqa: F401 (the runner imports it from here)
 
 __all__ = ["SECTIONS", "check_field", "choices_of", "setting", "shown"]
 
@@ -78,24 +77,6 @@ def choices_of(field: dataclasses.Field) -> tuple[str, ...] | None:
     return None if choices is None else tuple(choices)
 
 
-def _int_tuple(name: str, value, length: int | None, minimum_length: int = 2):
-    valid = (
-        isinstance(value, Sequence)
-        and not isinstance(value, (str, bytes))
-        and (len(value) == length if length else len(value) >= minimum_length)
-    )
-    if valid:
-        try:
-            return tuple(_checks.check_int(name, v, 1) for v in value)
-        except (TypeError, ValueError):
-            pass
-    what = f"{length}" if length else f"at least {minimum_length}"
-    raise ValueError(
-        f"`{name}` must be a list of {what} positive integers. "
-        f"Received: {name}={value!r}"
-    )
-
-
 def _path(name: str, value) -> str:
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
@@ -136,9 +117,9 @@ def check_field(field: dataclasses.Field, value):
     if kind == "float":
         return _real(name, value, meta["minimum"], meta["maximum"], meta["open_bounds"])
     if kind == "ints":
-        return _int_tuple(name, value, None)
+        return _checks.check_int_sequence(name, value, 1, min_length=2)
     if kind == "size":
-        return _int_tuple(name, value, 2)
+        return _checks.check_int_sequence(name, value, 1, length=2)
     raise AssertionError(f"unknown kind {kind!r} of field {name!r}")
 
 

@@ -45,6 +45,7 @@ SHORT_NAMES = {
     "sensitivity": "sens",
     "specificity": "spec",
     "dice_coefficient": "Dice",
+    "dice_score": "Dice",
     "binary_io_u": "IoU",
 }
 

@@ -16,7 +16,6 @@ import numpy as np
 from keras_ssr import _checks
 from keras_ssr.cv import build, files, results
 from keras_ssr.cv.config import CVConfig
-from keras_ssr.cv.fields import check_bool
 from keras_ssr.cv.rundir import RunFolder
 from keras_ssr.cv.splits import fold_splits
 
@@ -80,12 +79,9 @@ def _train_fold(
     checkpoint = next(c for c in callbacks if isinstance(c, build.BestCheckpoint))
     start = time.perf_counter()
     history = model.fit(
-        x[fit],
-        y[fit],
+        **build.training_data(config, x[fit], y[fit], seed=config.seed + k),
         validation_data=(x[val], y[val]),
         epochs=config.epochs,
-        batch_size=config.batch_size,
-        shuffle=config.shuffle,
         callbacks=[*extra_callbacks, *callbacks],
         verbose=verbose,
     )
@@ -213,7 +209,7 @@ def run_cv(
         raise ValueError(
             f"`verbose` must be 0, 1, 2 or 'auto'. Received: verbose={verbose!r}"
         )
-    check_bool("overwrite", overwrite)
+    _checks.check_bool("overwrite", overwrite)
     selected = _check_fold_selection(folds, config.folds)
     extra = list(callbacks or ())
 
