@@ -15,6 +15,7 @@ import numpy as np
 
 from keras_ssr.cv.config import MODEL_ALIASES, CVConfig
 from keras_ssr.cv.files import atomic_path
+from keras_ssr.cv.splits import fold_splits
 
 __all__ = [
     "METRIC_NAMES",
@@ -42,17 +43,20 @@ WEIGHTS_FILE = "best.weights.h5"
 LOG_FILE = "log.csv"
 
 
-def load_data(config: CVConfig) -> tuple[np.ndarray, np.ndarray]:
+def load_data(config: CVConfig, return_labels: bool = False):
     """Loads the configured dataset as ``float32`` arrays ``(x, y)``.
 
     Uses :mod:`keras_ssr.data` (``load_kvasir_seg``, ``load_isic2018``,
-    ``load_image_mask_folders``), keeps the first ``max_samples``.
+    ``load_image_mask_folders``, ``load_busi``), keeps the first
+    ``max_samples``.
 
     Args:
         config: the configuration.
+        return_labels: also return the class labels that stratify the folds
+            (BUSI's benign 0 / malignant 1; ``None`` for the other datasets).
 
     Returns:
-        ``(x, y)`` in ``config.data_format``.
+        ``(x, y)`` (or ``(x, y, labels)``) in ``config.data_format``.
 
     Raises:
         FileNotFoundError, ValueError, ImportError: as the loaders; also
@@ -61,7 +65,15 @@ def load_data(config: CVConfig) -> tuple[np.ndarray, np.ndarray]:
     """
     from keras_ssr import data
 
-    if config.dataset == "kvasir":
+    labels = None
+    if config.dataset == "busi":
+        x, y, labels = data.load_busi(
+            config.busi_root,
+            config.target_size,
+            data_format=config.data_format,
+            binarize_masks=config.binarize_masks,
+        )
+    elif config.dataset == "kvasir":
         x, y = data.load_kvasir_seg(
             config.data_root,
             config.target_size,
@@ -98,7 +110,29 @@ def load_data(config: CVConfig) -> tuple[np.ndarray, np.ndarray]:
                 f"Received: max_samples={config.max_samples}"
             )
         x, y = x[: config.max_samples], y[: config.max_samples]
-    return x, y
+        labels = None if labels is None else labels[: config.max_samples]
+    return (x, y, labels) if return_labels else (x, y)
+
+
+def splits(config: CVConfig, n: int, labels=None) -> list[dict[str, np.ndarray]]:
+    """Every fold's ``{"fit", "val", "test"}`` indices for ``n`` samples.
+
+    The paper's contiguous folds and validation tails
+    (:func:`~keras_ssr.cv.fold_splits`), or for BUSI the follow-up's
+    stratified ones (:func:`keras_ssr.data.busi_splits` with
+    ``dev_size=val_fraction`` and ``random_state=42``; needs scikit-learn).
+    """
+    if config.dataset == "busi":
+        from keras_ssr.cv.config import BUSI_RANDOM_STATE
+        from keras_ssr.data import busi_splits
+
+        return busi_splits(
+            labels,
+            config.folds,
+            dev_size=config.val_fraction,
+            random_state=BUSI_RANDOM_STATE,
+        )
+    return fold_splits(n, config.folds, config.val_fraction)
 
 
 def fingerprint(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:

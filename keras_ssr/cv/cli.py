@@ -20,7 +20,6 @@ from keras_ssr.cv import build, files, results
 from keras_ssr.cv.config import PROTOCOLS, CVConfig
 from keras_ssr.cv.fields import SECTIONS, choices_of, shown
 from keras_ssr.cv.runner import run_cv
-from keras_ssr.cv.splits import fold_splits
 
 __all__ = ["add_arguments", "config_from_args", "run_from_args"]
 
@@ -179,8 +178,11 @@ def _dry_run(config: CVConfig) -> None:
     """Everything a run checks before it writes: config, data, splits, model."""
     import keras
 
-    x, _ = build.load_data(config)
-    splits = fold_splits(len(x), config.folds, config.val_fraction)
+    if config.dataset == "busi":
+        x, _, labels = build.load_data(config, return_labels=True)
+    else:
+        (x, _), labels = build.load_data(config), None
+    splits = build.splits(config, len(x), labels)
     model = build.build_model(config, x.shape[1:])
     parameters = model.count_params()
     keras.backend.clear_session()

@@ -34,6 +34,7 @@ DATASETS = {
     "kvasir": ("data_root",),
     "isic": ("x_path", "y_path"),
     "folder": ("images_dir", "masks_dir"),
+    "busi": ("busi_root",),
 }
 OPTIMIZERS = ("adam", "sgd")
 AUGMENTATIONS = ("none", "flips")
@@ -55,6 +56,11 @@ PROTOCOLS = {
         "metrics": "followup",
     },
 }
+#: Protocol values that hold for one dataset only: the follow-up's BUSI
+#: scripts hold out 20 % of each training fold (its other scripts 10 %).
+DATASET_PROTOCOLS = {("followup", "busi"): {"val_fraction": 0.2}}
+#: The seed of the follow-up's stratified BUSI splits (``random_state=42``).
+BUSI_RANDOM_STATE = 42
 #: Model names besides the attention names of :func:`keras_ssr.models.build_unet`.
 MODEL_ALIASES = {"ssr_unet": "ssr", "unet": None}
 #: Fields that say where a run goes, not what it computes: ignored when a
@@ -95,8 +101,8 @@ class CVConfig:
     dataset: str = setting(
         "kvasir",
         "kvasir (data_root holding images/ and masks/), isic (the x_path and "
-        "y_path .npy arrays) or folder (images_dir and masks_dir, paired by "
-        "file stem)",
+        "y_path .npy arrays), folder (images_dir and masks_dir, paired by "
+        "file stem) or busi (busi_root; stratified folds, see the docs)",
         "data",
         "str",
         choices=tuple(DATASETS),
@@ -110,6 +116,14 @@ class CVConfig:
     )
     y_path: str | None = setting(
         None, "isic: the masks' .npy file", "data", "path", metavar="NPY"
+    )
+    busi_root: str | None = setting(
+        None,
+        "busi: the official release (benign/, malignant/, normal/) or the "
+        "follow-up's sorted images/ and masks/",
+        "data",
+        "path",
+        metavar="DIR",
     )
     images_dir: str | None = setting(
         None, "folder: the images", "data", "path", metavar="DIR"
@@ -480,7 +494,12 @@ class CVConfig:
                     for field in fields:
                         if field not in overrides:
                             flat.pop(field, None)
-        flat = {**PROTOCOLS[protocol], **flat, **overrides}
+        dataset = str(overrides.get("dataset", flat.get("dataset", "kvasir"))).lower()
+        preset = {
+            **PROTOCOLS[protocol],
+            **DATASET_PROTOCOLS.get((protocol, dataset), {}),
+        }
+        flat = {**preset, **flat, **overrides}
         for key in ("target_size", "levels"):
             if isinstance(flat.get(key), list):
                 flat[key] = tuple(flat[key])

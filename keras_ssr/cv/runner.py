@@ -17,7 +17,6 @@ from keras_ssr import _checks
 from keras_ssr.cv import build, files, results
 from keras_ssr.cv.config import CVConfig
 from keras_ssr.cv.rundir import RunFolder
-from keras_ssr.cv.splits import fold_splits
 
 __all__ = ["run_cv"]
 
@@ -123,6 +122,7 @@ def _train_fold(
         "n_val": int(len(val)),
         "n_test": int(len(test)),
         "test_range": [int(test[0]), int(test[-1]) + 1],
+        "test_indices": [int(i) for i in test],
         "train_seconds": round(seconds, 3),
         "backend": keras.backend.backend(),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -225,8 +225,11 @@ def run_cv(
     if pending:
         import keras
 
-        x, y = build.load_data(config)
-        splits = fold_splits(len(x), config.folds, config.val_fraction)
+        if config.dataset == "busi":
+            x, y, labels = build.load_data(config, return_labels=True)
+        else:
+            (x, y), labels = build.load_data(config), None
+        splits = build.splits(config, len(x), labels)
         _check_model(config, x.shape[1:])
         folder.enter(build.fingerprint(x, y), overwrite)
         try:
