@@ -41,7 +41,8 @@ def accurate_mean(x, axis: Sequence[int], keepdims: bool = False):
     count = 1
     for a in axis:
         count *= x.shape[a]
-    return accurate_sum(x, axis, keepdims) / float(count)
+    # not float(count): that would pin torch.export's symbolic sizes
+    return accurate_sum(x, axis, keepdims) / count
 
 
 def centered_moments(x, axes: Sequence[int], synchronized: bool = True):

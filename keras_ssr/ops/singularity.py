@@ -329,8 +329,9 @@ def _strength_with_gradient(
                 (upstream,) = args
             upstream = kops.cast(upstream, scaled.dtype)
             measures = list(_iter_box_sums(scaled, max_scale, spatial))
+            dims = kops.shape(x)  # holds tensors for dynamic axes (exported graphs)
             ones = kops.ones(
-                tuple(x.shape[a] if a in spatial else 1 for a in range(len(x.shape))),
+                tuple(dims[a] if a in spatial else 1 for a in range(len(dims))),
                 dtype=scaled.dtype,
             )
             counts = _iter_box_sums(ones, max_scale, spatial)
