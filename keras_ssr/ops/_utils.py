@@ -1,14 +1,101 @@
-"""Private helpers shared by the ops modules: input checks, dtype widening,
-slicing, and JAX compilation of eager calls."""
+"""Private helpers shared by the ops modules: input conversion and checks,
+dtype widening, slicing, and JAX compilation of eager calls."""
 
 from __future__ import annotations
 
 import functools
+import numbers
 
 import keras
+import numpy as np
 from keras import ops as kops
 
 from keras_ssr import _checks
+
+
+def _dtype_name(dtype) -> str:
+    try:
+        return keras.backend.standardize_dtype(dtype)
+    except (TypeError, ValueError):  # strings, objects: no Keras dtype
+        return str(dtype)
+
+
+def _is_float_name(name: str) -> bool:
+    try:
+        return keras.backend.is_float_dtype(name)
+    except ValueError:  # no Keras dtype at all
+        return False
+
+
+def _as_float_tensor(name: str, x):
+    r"""``x`` as a floating-point tensor of the current backend.
+
+    Backend tensors and symbolic ``KerasTensor``\ s pass through unchanged;
+    ``keras.Variable``\ s, NumPy arrays, Python lists and scalars go through
+    ``keras.ops.convert_to_tensor``. NumPy arrays keep their dtype where the
+    backend has it (float64 becomes float32 on JAX without
+    ``jax_enable_x64``); Python floats become ``keras.config.floatx()``.
+
+    Raises:
+        TypeError: unless the values are floating point (a list of Python
+            ints is refused like an int tensor: write ``1.0``, not ``1``).
+        ValueError: for a ragged list, which is no array.
+    """
+    if isinstance(x, keras.KerasTensor) or kops.is_tensor(x):
+        _checks.check_float(name, x)
+        return x
+    if not isinstance(x, keras.Variable):
+        try:
+            dtype = np.asarray(x).dtype
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"`{name}` must be a tensor, an array or a (nested) list of "
+                f"numbers of equal lengths. Received: {name} of type "
+                f"{type(x).__name__} ({error})"
+            ) from None
+        if not _is_float_name(_dtype_name(dtype)):
+            raise TypeError(
+                f"`{name}` must be floating point. Received: {name}.dtype="
+                f"{_dtype_name(dtype)} (a {type(x).__name__})"
+            )
+    x = kops.convert_to_tensor(x)
+    _checks.check_float(name, x)
+    return x
+
+
+def _check_axes(axis, ndim: int, shape) -> tuple[int, ...]:
+    """``axis`` (``None``, an int or a sequence of ints) as sorted,
+    non-negative axes of a rank-``ndim`` tensor; duplicates and axes outside
+    ``[-ndim, ndim)`` are errors (no wrapping)."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, numbers.Integral) else axis
+    try:
+        axes = tuple(axes)
+    except TypeError:
+        raise TypeError(
+            f"`axis` must be an int or a sequence of ints. Received: axis={axis!r}"
+        ) from None
+    for a in axes:
+        if isinstance(a, bool) or not isinstance(a, numbers.Integral):
+            raise TypeError(
+                f"`axis` must hold ints. Received: axis={axis!r} (holding "
+                f"{type(a).__name__})"
+            )
+        if not -ndim <= a < ndim:
+            raise ValueError(
+                f"`axis` must hold axes in [{-ndim}, {ndim}) for an input of "
+                f"rank {ndim}. Received: axis={axis!r}, x.shape={tuple(shape)}"
+            )
+    normalized = [int(a) % ndim for a in axes]
+    if len(set(normalized)) != len(normalized):
+        raise ValueError(f"`axis` must not repeat an axis. Received: axis={axis!r}")
+    return tuple(sorted(normalized))
+
+
+def _is_empty(x) -> bool:
+    """Whether ``x`` is known to hold no element (a zero-sized axis)."""
+    return any(d == 0 for d in x.shape)
 
 
 def _check_input(x, data_format: str, min_rank: int = 3) -> tuple[int, ...]:

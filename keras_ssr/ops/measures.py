@@ -9,7 +9,7 @@ import numpy as np
 from keras import ops as kops
 
 from keras_ssr import _checks
-from keras_ssr.ops._utils import _check_input, _float32_or_wider
+from keras_ssr.ops._utils import _as_float_tensor, _check_input, _float32_or_wider
 from keras_ssr.ops.singularity import min_max_scale, ols_slope
 
 
@@ -27,9 +27,9 @@ def gaussian_kernel(size: int, sigma: float | None = None) -> np.ndarray:
         float32 array of shape ``(size, size)``.
     """
     size = _checks.check_int("size", size, 1)
-    sigma = size / 2 if sigma is None else float(sigma)
-    if not sigma > 0:
-        raise ValueError(f"`sigma` must be positive. Received: sigma={sigma}")
+    if sigma is None:
+        sigma = size / 2
+    sigma = _checks.check_real("sigma", sigma, 0.0, open_minimum=True)
     half = math.trunc((size - 1) / 2)
     grid = np.linspace(-half, half, size, dtype=np.float64)
     profile = np.exp(-0.5 * grid**2 / sigma**2)
@@ -53,6 +53,16 @@ def _measure_window(kernels: Sequence, dtype):
     return kops.expand_dims(kops.stack(window, axis=-1), 2)
 
 
+def _as_kernels(kernels) -> list:
+    """``kernels`` (a list or tuple) as a list of floating-point tensors."""
+    if isinstance(kernels, (str, bytes)) or not isinstance(kernels, Sequence):
+        raise TypeError(
+            "`kernels` must be a list or tuple of 2-D kernels. "
+            f"Received: kernels of type {type(kernels).__name__}"
+        )
+    return [_as_float_tensor(f"kernels[{i}]", k) for i, k in enumerate(kernels)]
+
+
 def learnable_measures(x, kernels: Sequence, data_format: str = "channels_last"):
     """Xu et al.'s data-driven measures of a 2-D map.
 
@@ -63,20 +73,25 @@ def learnable_measures(x, kernels: Sequence, data_format: str = "channels_last")
 
     Args:
         x: floating-point tensor ``(batch, height, width, channels)`` or
-            ``(batch, channels, height, width)`` with a known channel count.
-        kernels: the ``s x s`` kernels, ``s = 1, 2, ...``, in that order.
+            ``(batch, channels, height, width)`` with a known channel count
+            (or a NumPy array or nested list of floats). An empty batch gives
+            an empty result.
+        kernels: a list or tuple of the ``s x s`` kernels, ``s = 1, 2, ...``,
+            in that order (floating-point tensors, arrays or nested lists).
         data_format: ``"channels_last"`` or ``"channels_first"``.
 
     Returns:
         Tensor ``x.shape + (len(kernels),)``, every entry >= 1.
     """
     data_format = _checks.standardize_data_format(data_format)
+    x = _as_float_tensor("x", x)
     _check_input(x, data_format, min_rank=4)
     if len(x.shape) != 4:
         raise ValueError(
             "`x` must be a batch of 2-D maps (rank 4). "
             f"Received: x.shape={tuple(x.shape)}"
         )
+    kernels = _as_kernels(kernels)
     if len(kernels) < 1:
         raise ValueError("`kernels` must hold at least one kernel. Received: []")
     for size, kernel in enumerate(kernels, start=1):
@@ -92,7 +107,8 @@ def learnable_measures(x, kernels: Sequence, data_format: str = "channels_last")
     if data_format == "channels_last":
         x = kops.transpose(x, (0, 3, 1, 2))
     shape = kops.shape(x)
-    folded = kops.expand_dims(kops.reshape(x, (-1, shape[2], shape[3])), -1)
+    # No -1 in the shape: it is ambiguous for an empty batch (torch refuses).
+    folded = kops.reshape(x, (shape[0] * shape[1], shape[2], shape[3], 1))
     before, after = (largest - 1) // 2, largest // 2
     folded = kops.pad(folded, [(0, 0), (before, after), (before, after), (0, 0)])
     responses = kops.conv(
@@ -120,16 +136,18 @@ def learnable_singularity_strength(
     len(kernels)``; in float32 at least. ``synchronized``: global min-max
     bounds under data parallelism (:func:`min_max_scale`).
 
+    Takes what :func:`learnable_measures` takes.
+
     Raises:
         ValueError: for fewer than two kernels (no slope to fit).
     """
+    kernels = _as_kernels(kernels)
     if len(kernels) < 2:
         raise ValueError(
             "`kernels` must hold at least two kernels (scales 1 and 2) to fit "
             f"a slope. Received: {len(kernels)} kernel(s)"
         )
-    x = min_max_scale(
-        _float32_or_wider(x), scaling, data_format, synchronized=synchronized
-    )
+    x = _float32_or_wider(_as_float_tensor("x", x))
+    x = min_max_scale(x, scaling, data_format, synchronized=synchronized)
     measures = learnable_measures(x, kernels, data_format)
     return ols_slope(measures, range(1, len(kernels) + 1))

@@ -10,10 +10,11 @@ from collections.abc import Sequence
 
 from keras import ops as kops
 
-from keras_ssr import distributed
+from keras_ssr import _checks, distributed
+from keras_ssr.ops._utils import _as_float_tensor, _check_axes
 
 
-def accurate_sum(x, axis: Sequence[int], keepdims: bool = False):
+def accurate_sum(x, axis: int | Sequence[int] | None, keepdims: bool = False):
     """``sum(x, axis)`` reduced one axis at a time, last axis first.
 
     TensorFlow's CPU kernels add a float32 reduction over many axes as one
@@ -21,31 +22,57 @@ def accurate_sum(x, axis: Sequence[int], keepdims: bool = False):
     relative, which the singularity map's batch normalisation and pooling
     turn into 1e-3 errors of SSR's gradients. Reducing axis by axis bounds
     the error by the axis lengths (a few hundred terms) on every backend.
+
+    Args:
+        x: floating-point tensor, NumPy array or (nested) list of floats.
+        axis: an axis, a sequence of axes, or ``None`` for all. Each must
+            lie in ``[-rank, rank)``; none may repeat.
+        keepdims: keep the reduced axes with size 1.
+
+    Raises:
+        TypeError: for non-float ``x`` or non-integer axes.
+        ValueError: for an axis out of range or repeated.
     """
-    axes = sorted({a % len(x.shape) for a in axis}, reverse=True)
-    for a in axes:
+    x = _as_float_tensor("x", x)
+    axes = _check_axes(axis, len(x.shape), x.shape)
+    for a in reversed(axes):
         x = kops.sum(x, axis=a, keepdims=True)
     if not keepdims:
-        x = kops.squeeze(x, axis=tuple(axes)) if axes else x
+        x = kops.squeeze(x, axis=axes) if axes else x
     return x
 
 
-def accurate_mean(x, axis: Sequence[int], keepdims: bool = False):
-    """``mean(x, axis)`` with :func:`accurate_sum`'s axis-by-axis reduction."""
-    if any(x.shape[a] is None for a in axis):  # dynamic axes (export, tracing)
+def accurate_mean(x, axis: int | Sequence[int] | None, keepdims: bool = False):
+    """``mean(x, axis)`` with :func:`accurate_sum`'s axis-by-axis reduction.
+
+    Takes what :func:`accurate_sum` takes.
+
+    Raises:
+        ValueError: as :func:`accurate_sum`, and for a reduction over an
+            axis known to be empty (the mean of nothing is undefined; NumPy
+            returns NaN).
+    """
+    x = _as_float_tensor("x", x)
+    axes = _check_axes(axis, len(x.shape), x.shape)
+    if any(x.shape[a] == 0 for a in axes):
+        raise ValueError(
+            "The mean over an empty axis is undefined. "
+            f"Received: x.shape={tuple(x.shape)}, axis={axis!r}"
+        )
+    if any(x.shape[a] is None for a in axes):  # dynamic axes (export, tracing)
         shape = kops.shape(x)
         count = 1
-        for a in axis:
+        for a in axes:
             count = count * shape[a]
-        return accurate_sum(x, axis, keepdims) / kops.cast(count, x.dtype)
+        return accurate_sum(x, axes, keepdims) / kops.cast(count, x.dtype)
     count = 1
-    for a in axis:
+    for a in axes:
         count *= x.shape[a]
     # not float(count): that would pin torch.export's symbolic sizes
-    return accurate_sum(x, axis, keepdims) / count
+    return accurate_sum(x, axes, keepdims) / count
 
 
-def centered_moments(x, axes: Sequence[int], synchronized: bool = True):
+def centered_moments(x, axes: int | Sequence[int] | None, synchronized: bool = True):
     """Mean and (biased) variance over ``axes``, both kept as size-1 axes.
 
     Two passes: the variance is the mean square of ``x - mean``, never
@@ -54,7 +81,11 @@ def centered_moments(x, axes: Sequence[int], synchronized: bool = True):
     ``synchronized`` and ``axes`` holding the batch axis, under data
     parallelism both passes are summed over all replicas
     (:func:`keras_ssr.distributed.replica_sum`): the global batch's moments.
+
+    Takes and raises what :func:`accurate_mean` does.
     """
+    x = _as_float_tensor("x", x)
+    axes = _check_axes(axes, len(x.shape), x.shape)
     if distributed.spans_replicas(axes, synchronized):
         count = distributed.batch_count(x, axes)
         mean = distributed.replica_sum(accurate_sum(x, axes, keepdims=True)) / count
@@ -72,9 +103,28 @@ def batch_normalize(x, mean, variance, scale=None, offset=None, epsilon=1e-3):
     scaling (rather than ``x * inv + (offset - mean * inv)``, as Keras'
     backends do) keeps the gradient with respect to ``scale``, a sum of
     ``upstream * (x - mean)``, free of cancellation.
+
+    Args:
+        x, mean, variance, scale, offset: floating-point tensors, NumPy
+            arrays, lists or Python floats (``scale`` and ``offset`` may be
+            ``None``).
+        epsilon: a non-negative real number.
+
+    Returns:
+        A tensor of ``x``'s dtype (the other arguments are cast to it).
+
+    Raises:
+        TypeError: for a non-float array argument or a non-real ``epsilon``.
+        ValueError: for a negative or non-finite ``epsilon``.
     """
-    inv = kops.rsqrt(variance + epsilon)
+    epsilon = _checks.check_real("epsilon", epsilon, 0.0)
+    x = _as_float_tensor("x", x)
+
+    def like_x(name, value):
+        return kops.cast(_as_float_tensor(name, value), x.dtype)
+
+    inv = kops.rsqrt(like_x("variance", variance) + epsilon)
     if scale is not None:
-        inv = inv * scale
-    y = (x - mean) * inv
-    return y if offset is None else y + offset
+        inv = inv * like_x("scale", scale)
+    y = (x - like_x("mean", mean)) * inv
+    return y if offset is None else y + like_x("offset", offset)

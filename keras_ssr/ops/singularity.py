@@ -12,9 +12,11 @@ from keras import ops as kops
 
 from keras_ssr import _checks, distributed
 from keras_ssr.ops._utils import (
+    _as_float_tensor,
     _check_input,
     _compiled_on_jax,
     _float32_or_wider,
+    _is_empty,
     _slice,
 )
 from keras_ssr.ops.reductions import accurate_sum
@@ -51,13 +53,14 @@ def min_max_scale(
 
     Args:
         x: floating-point tensor ``(batch, *spatial, channels)`` or
-            ``(batch, channels, *spatial)``.
+            ``(batch, channels, *spatial)``, or a NumPy array or nested list
+            of floats of that shape. An empty ``x`` gives an empty result.
         scaling: ``"batch"`` takes ``min``/``max`` over the batch and the
             spatial axes together, as the original does (one sample's output
             then depends on the rest of its batch); ``"sample"`` takes them
             over the spatial axes of each sample alone.
         data_format: ``"channels_last"`` or ``"channels_first"``.
-        minimum_value, maximum_value: the target range.
+        minimum_value, maximum_value: the target range (finite reals).
         synchronized: with ``scaling="batch"`` under data parallelism,
             whether ``min``/``max`` are taken over the global batch (all
             replicas, :mod:`keras_ssr.distributed`) rather than each
@@ -68,13 +71,18 @@ def min_max_scale(
 
     Raises:
         TypeError: if ``x`` is not floating point.
-        ValueError: for an unknown ``scaling`` or ``data_format``, or a
-            rank below 3.
+        ValueError: for an unknown ``scaling`` or ``data_format``, a rank
+            below 3, or a non-finite bound.
     """
     scaling = _checks.check_scaling(scaling)
     data_format = _checks.standardize_data_format(data_format)
+    minimum_value = _checks.check_real("minimum_value", minimum_value)
+    maximum_value = _checks.check_real("maximum_value", maximum_value)
+    x = _as_float_tensor("x", x)
     spatial = _check_input(x, data_format)
     axes = spatial if scaling == "sample" else (0, *spatial)
+    if _is_empty(x) and not distributed.spans_replicas(axes, synchronized):
+        return x + minimum_value  # no extrema to take, nothing to scale
     lo = distributed.batch_min(x, axes, keepdims=True, synchronized=synchronized)
     hi = distributed.batch_max(x, axes, keepdims=True, synchronized=synchronized)
     denominator = kops.clip(hi - lo, *DENOMINATOR_RANGE)
@@ -86,7 +94,13 @@ def min_max_scale(
 
 
 def dyadic_scales(max_scale: int) -> list[int]:
-    """The box sides ``[2, 4, ..., 2**max_scale]``."""
+    """The box sides ``[2, 4, ..., 2**max_scale]``.
+
+    Raises:
+        TypeError: unless ``max_scale`` is an integer.
+        ValueError: unless ``1 <= max_scale <= 16``.
+    """
+    max_scale = _checks.check_int("max_scale", max_scale, 1, MAX_SCALE_LIMIT)
     return [2**j for j in range(1, max_scale + 1)]
 
 
@@ -134,7 +148,8 @@ def box_sums(x, max_scale: int, data_format: str = "channels_last"):
     additions for ``d`` spatial axes.
 
     Args:
-        x: floating-point tensor with 1, 2 or 3 spatial axes.
+        x: floating-point tensor with 1, 2 or 3 spatial axes (or a NumPy
+            array or nested list of floats).
         max_scale: number of scales, ``1 <= max_scale <= 16``.
         data_format: ``"channels_last"`` or ``"channels_first"``.
 
@@ -143,6 +158,7 @@ def box_sums(x, max_scale: int, data_format: str = "channels_last"):
     """
     max_scale = _checks.check_int("max_scale", max_scale, 1, MAX_SCALE_LIMIT)
     data_format = _checks.standardize_data_format(data_format)
+    x = _as_float_tensor("x", x)
     spatial = _check_input(x, data_format)
     return kops.stack(list(_iter_box_sums(x, max_scale, spatial)), axis=-1)
 
@@ -158,14 +174,31 @@ def ols_weights(scales: Sequence[float]) -> np.ndarray:
     ``l = log(scales)``, computed in float64. Since ``sum_j w_j = 0`` the
     mean log-measure needs no subtracting.
 
+    Args:
+        scales: a sequence (list, NumPy array, tensor) of positive, finite
+            real numbers.
+
     Raises:
-        ValueError: for fewer than two distinct positive scales (the slope is
-            undefined; the original returns NaN).
+        TypeError: for scales that are not real numbers.
+        ValueError: for fewer than two distinct positive, finite scales (the
+            slope is undefined; the original returns NaN).
     """
-    scales = np.asarray(scales, dtype=np.float64)
-    if scales.ndim != 1 or scales.size < 2 or np.any(scales <= 0):
+    if kops.is_tensor(scales):
+        scales = kops.convert_to_numpy(scales)
+    try:
+        scales = np.asarray(scales, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`scales` must be a sequence of real numbers. Received: scales={scales!r}"
+        ) from None
+    if (
+        scales.ndim != 1
+        or scales.size < 2
+        or not np.all(np.isfinite(scales))
+        or np.any(scales <= 0)
+    ):
         raise ValueError(
-            "`scales` must hold at least two positive scales. "
+            "`scales` must hold at least two positive, finite scales. "
             f"Received: scales={scales.tolist()}"
         )
     logs = np.log(scales)
@@ -191,7 +224,8 @@ def ols_slope(measures, scales: Sequence[float]):
     """Least-squares slope of ``log(measures + 1e-7)`` against ``log(scales)``.
 
     Args:
-        measures: positive tensor whose last axis runs over the scales.
+        measures: positive floating-point tensor (or NumPy array, or nested
+            list of floats) whose last axis runs over the scales.
         scales: the scale of each entry of that axis, e.g.
             :func:`dyadic_scales` (the original's ``OrdinaryLeastSquares``) or
             ``range(1, n + 1)`` (its ``OrdinaryLeastSquares_``).
@@ -200,12 +234,17 @@ def ols_slope(measures, scales: Sequence[float]):
         ``measures`` without its last axis, computed in float32 at least.
     """
     weights = ols_weights(scales)
+    measures = _as_float_tensor("measures", measures)
+    if len(measures.shape) < 1:
+        raise ValueError(
+            "`measures` must have an axis of scales. "
+            f"Received: measures.shape={tuple(measures.shape)}"
+        )
     if measures.shape[-1] is not None and measures.shape[-1] != len(weights):
         raise ValueError(
             f"The last axis of `measures` must have one entry per scale "
             f"({len(weights)}). Received: measures.shape={tuple(measures.shape)}"
         )
-    _checks.check_float("measures", measures)
     measures = _float32_or_wider(measures)
     log_measures = kops.log(measures + EPSILON)
     weights = kops.convert_to_tensor(weights, dtype=measures.dtype)
@@ -232,7 +271,9 @@ def singularity_strength(
     shifted.
 
     Args:
-        x: floating-point tensor with 1, 2 or 3 spatial axes.
+        x: floating-point tensor with 1, 2 or 3 spatial axes (or a NumPy
+            array or nested list of floats). An empty ``x`` gives an empty
+            map.
         max_scale: number of dyadic scales, ``2 <= max_scale <= 16``
             (``1`` leaves one point to fit a line through: the original
             returns NaN; it is rejected here).
@@ -247,8 +288,11 @@ def singularity_strength(
     max_scale = _checks.check_int("max_scale", max_scale, 2, MAX_SCALE_LIMIT)
     data_format = _checks.standardize_data_format(data_format)
     scaling = _checks.check_scaling(scaling)
-    _check_input(x, data_format)
+    x = _as_float_tensor("x", x)
+    spatial = _check_input(x, data_format)
     synchronized = bool(synchronized) and scaling == "batch"
+    if _is_empty(x) and not distributed.spans_replicas((0, *spatial), synchronized):
+        return _float32_or_wider(x)  # no extrema, no slope: the empty map
     return _singularity_strength(x, max_scale, scaling, data_format, synchronized)
 
 
