@@ -14,7 +14,6 @@ canvas is used: no pyplot state, no window, any matplotlib backend setting.
 
 from __future__ import annotations
 
-import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -391,8 +390,7 @@ def singularity_maps(
             "max_scale", max_scale, 2, ssr_ops.MAX_SCALE_LIMIT
         )
     source = _checks.check_choice("alpha", alpha, ALPHA_SOURCES)
-    if isinstance(dpi, bool) or not isinstance(dpi, numbers.Integral) or dpi < 10:
-        raise ValueError(f"`dpi` must be an integer >= 10. Received: dpi={dpi!r}")
+    _checks.check_int("dpi", dpi, 10)
     if path is not None and not isinstance(path, (str, os.PathLike)):
         raise TypeError(
             f"`path` must be a file path (str or os.PathLike) or None. "

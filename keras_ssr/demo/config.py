@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from keras_ssr._checks import check_int, check_real
 from keras_ssr.demo import data as datasets
 
 __all__ = ["DEFAULTS", "QUICK", "DemoConfig", "model_label"]
@@ -75,12 +76,7 @@ class DemoConfig:
 
 
 def _integer(config, name, minimum, maximum=None):
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an integer. Received: {name}={value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"`{name}` must be {bounds}. Received: {name}={value!r}")
+    check_int(name, getattr(config, name), minimum, maximum)
 
 
 def _check_models(models) -> None:
@@ -137,16 +133,7 @@ def _validate(config: DemoConfig) -> None:
             f"`size` must be divisible by 2**(levels - 1) = {factor} for "
             f"{len(channels)} levels. Received: size={config.size}"
         )
-    rate = config.learning_rate
-    if (
-        isinstance(rate, bool)
-        or not isinstance(rate, (int, float))
-        or not 0 < rate < float("inf")
-    ):
-        raise ValueError(
-            "`learning_rate` must be a positive finite number. "
-            f"Received: learning_rate={rate!r}"
-        )
+    check_real("learning_rate", config.learning_rate, 0.0, open_minimum=True)
     _check_models(config.models)
 
 

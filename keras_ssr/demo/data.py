@@ -426,11 +426,8 @@ def load_demo_data(
             f"`dataset` must be one of {', '.join(map(repr, DATASETS))}. "
             f"Received: dataset={dataset!r}"
         )
-    for name, value in (("samples", samples), ("test_samples", test_samples)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(
-                f"`{name}` must be an integer >= 1. Received: {name}={value!r}"
-            )
+    check_int("samples", samples, 1)
+    check_int("test_samples", test_samples, 1)
     if dataset == "textures":
         x, y = make_texture_dataset(samples + test_samples, size, seed)
         return x[:samples], y[:samples], x[samples:], y[samples:]
