@@ -121,6 +121,61 @@ CASES = {
 }
 
 
+def _weighted_slope(measures, weights, scales):
+    """The follow-up's slope from its formula: unweighted means, sigmoid
+    weights ``s`` on the centred log-scales ``d``."""
+    logs = np.log(np.asarray(measures, dtype=np.float64) + 1e-7)
+    d = np.log(scales) - np.log(scales).mean()
+    s = 1.0 / (1.0 + np.exp(-np.asarray(weights, dtype=np.float64)))
+    centred = logs - logs.mean(axis=-1, keepdims=True)
+    return (centred * s * d).sum(-1) / (s * d**2).sum()
+
+
+def _soft_histogram(x, anchors, widths):
+    logits = -np.maximum(widths, 0.0) * (x[..., None] - anchors) ** 2
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+WEIGHTS = RNG.normal(size=2).astype("float32")
+ANCHORS = RNG.normal(size=(1, 4)).astype("float32")
+WIDTHS = RNG.uniform(0.5, 2.0, size=(1, 4)).astype("float32")
+CASES.update(
+    {
+        "weighted_ols_slope": (
+            lambda k: ssr_ops.weighted_ols_slope(
+                _kind(1.0 + np.abs(X[..., :2]), k), _kind(WEIGHTS, k), [2, 4]
+            ),
+            lambda: _weighted_slope(1.0 + np.abs(X[..., :2]), WEIGHTS, [2, 4]),
+        ),
+        "weighted_singularity_strength": (
+            lambda k: ssr_ops.weighted_singularity_strength(
+                _kind(X, k), _kind(WEIGHTS, k), 2
+            ),
+            lambda: _weighted_slope(
+                _box_sums(oracle.min_max(X), 2), WEIGHTS, [2.0, 4.0]
+            ),
+        ),
+        "soft_histogram": (
+            lambda k: ssr_ops.soft_histogram(
+                _kind(X, k), _kind(ANCHORS, k), _kind(WIDTHS, k)
+            ),
+            lambda: _soft_histogram(X.astype(np.float64), ANCHORS, WIDTHS),
+        ),
+        "style_pool": (
+            lambda k: keras.ops.concatenate(ssr_ops.style_pool(_kind(X, k)), -1),
+            lambda: np.concatenate(
+                [
+                    X.astype(np.float64).mean((1, 2)),
+                    np.sqrt(X.astype(np.float64).var((1, 2)) + 1e-12),
+                ],
+                -1,
+            ),
+        ),
+    }
+)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_every_op_takes_every_array_kind(name, kind):
@@ -191,6 +246,11 @@ F64_CALLS = {
     "accurate_mean": lambda x: ssr_ops.accurate_mean(x, (1, 2)),
     "centered_moments": lambda x: ssr_ops.centered_moments(x, (0, 1, 2))[1],
     "batch_normalize": lambda x: ssr_ops.batch_normalize(x, MEAN, VARIANCE),
+    "weighted_singularity_strength": (
+        lambda x: ssr_ops.weighted_singularity_strength(x, WEIGHTS, 2)
+    ),
+    "soft_histogram": lambda x: ssr_ops.soft_histogram(x, ANCHORS, WIDTHS),
+    "style_pool": lambda x: ssr_ops.style_pool(x)[1],
 }
 
 
@@ -334,6 +394,11 @@ def test_layers_pass_an_empty_batch(name, training):
         # scales
         (lambda: ssr_ops.ols_weights([2, float("nan")]), ValueError, "nan"),
         (lambda: ssr_ops.ols_weights([2, float("inf")]), ValueError, "inf"),
+        (
+            lambda: ssr_ops.weighted_ols_coefficients([0.0, 0.0], [2, float("nan")]),
+            ValueError,
+            "nan",
+        ),
         (lambda: ssr_ops.ols_weights(["a", "b"]), TypeError, "scales=['a', 'b']"),
         (lambda: ssr_ops.ols_slope(1.0 + X, [2, float("nan"), 8]), ValueError, "nan"),
         (lambda: ssr_ops.ols_slope(1.5, [2, 4]), ValueError, "measures.shape=()"),

@@ -27,7 +27,7 @@ import numpy as np
 from keras import ops as kops
 
 from keras_ssr import _checks
-from keras_ssr.ops._utils import _check_input, _float32_or_wider
+from keras_ssr.ops._utils import _as_float_tensor, _check_input, _float32_or_wider
 from keras_ssr.ops.reductions import centered_moments
 from keras_ssr.ops.singularity import (
     EPSILON,
@@ -87,9 +87,14 @@ def weighted_ols_coefficients(weights, scales):
         (float32 at least); differentiable with respect to ``weights``.
     """
     scales = np.asarray(scales, dtype=np.float64)
-    if scales.ndim != 1 or scales.size < 2 or np.any(scales <= 0):
+    if (
+        scales.ndim != 1
+        or scales.size < 2
+        or not np.all(np.isfinite(scales))
+        or np.any(scales <= 0)
+    ):
         raise ValueError(
-            "`scales` must hold at least two positive scales. "
+            "`scales` must hold at least two positive, finite scales. "
             f"Received: scales={scales.tolist()}"
         )
     centred = np.log(scales) - np.log(scales).mean()
@@ -98,7 +103,7 @@ def weighted_ols_coefficients(weights, scales):
             "`scales` must not all be equal: the slope is undefined. "
             f"Received: scales={scales.tolist()}"
         )
-    weights = _float32_or_wider(kops.convert_to_tensor(weights))
+    weights = _float32_or_wider(_as_float_tensor("weights", weights))
     if tuple(weights.shape) != (scales.size,):
         raise ValueError(
             f"`weights` must have shape ({scales.size},), one per scale. "
@@ -124,8 +129,10 @@ def weighted_ols_slope(measures, weights, scales):
     Returns:
         ``measures`` without its last axis, float32 at least.
     """
-    _checks.check_float("measures", measures)
-    if measures.shape[-1] is not None and measures.shape[-1] != len(scales):
+    measures = _as_float_tensor("measures", measures)
+    if len(measures.shape) < 1 or (
+        measures.shape[-1] is not None and measures.shape[-1] != len(scales)
+    ):
         raise ValueError(
             f"The last axis of `measures` must have one entry per scale "
             f"({len(scales)}). Received: measures.shape={tuple(measures.shape)}"
@@ -167,9 +174,10 @@ def weighted_singularity_strength(
     max_scale = _checks.check_int("max_scale", max_scale, 2, MAX_SCALE_LIMIT)
     scaling = _checks.check_scaling(scaling)
     data_format = _checks.standardize_data_format(data_format)
+    x = _as_float_tensor("x", x)
     _check_input(x, data_format)
     x = _float32_or_wider(x)
-    weights = kops.cast(kops.convert_to_tensor(weights), x.dtype)
+    weights = kops.cast(_as_float_tensor("weights", weights), x.dtype)
     if keras.backend.backend() == "jax" and not isinstance(x, keras.KerasTensor):
         # Eager JAX compiles every slice of the box sums on its own.
         return _jax_weighted_strength(max_scale, scaling, data_format)(x, weights)
@@ -218,10 +226,9 @@ def soft_histogram(x, anchors, widths, data_format: str = "channels_last"):
         Tensor ``x.shape + (K,)``, float32 at least.
     """
     data_format = _checks.standardize_data_format(data_format)
-    _checks.check_float("x", x)
-    x = _float32_or_wider(x)
-    anchors = kops.cast(anchors, x.dtype)
-    widths = kops.cast(widths, x.dtype)
+    x = _float32_or_wider(_as_float_tensor("x", x))
+    anchors = kops.cast(_as_float_tensor("anchors", anchors), x.dtype)
+    widths = kops.cast(_as_float_tensor("widths", widths), x.dtype)
     if len(anchors.shape) != 2 or tuple(anchors.shape) != tuple(widths.shape):
         raise ValueError(
             "`anchors` and `widths` must both have shape (A, K). Received: "
@@ -311,6 +318,7 @@ def frequency_pool(
     data_format = _checks.standardize_data_format(data_format)
     low_freq = _checks.check_int("low_freq", low_freq, 1)
     basis = _checks.check_choice("basis", basis, BASES)
+    x = _as_float_tensor("x", x)
     spatial = _check_input(x, data_format)
     sizes = [x.shape[a] for a in spatial]
     if any(size is None for size in sizes):
@@ -351,6 +359,7 @@ def style_pool(x, data_format: str = "channels_last"):
         ``(mean, std)``, two ``(batch, channels)`` tensors, float32 at least.
     """
     data_format = _checks.standardize_data_format(data_format)
+    x = _as_float_tensor("x", x)
     spatial = _check_input(x, data_format)
     x = _float32_or_wider(x)
     mean, variance = centered_moments(x, spatial)
