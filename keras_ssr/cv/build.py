@@ -240,7 +240,10 @@ class BestCheckpoint(keras.callbacks.Callback):
         best_epoch: its epoch, 1-based; ``None`` while no epoch was finite
             (and then no file is written).
         nonfinite: ``[{"epoch", "loss", monitor}, ...]`` for every epoch with
-            a non-finite ``loss`` or ``monitor``, values as text (``"nan"``).
+            a non-finite ``loss`` or ``monitor``, values as text (``"nan"``);
+            ``{"epoch", "error"}`` for an epoch a backend op ended by raising
+            on non-finite values (see :meth:`fail`).
+        completed: the number of epochs that ended.
     """
 
     def __init__(self, filepath: str | os.PathLike, monitor: str = "val_loss"):
@@ -252,10 +255,22 @@ class BestCheckpoint(keras.callbacks.Callback):
     def _reset(self) -> None:
         self.best = math.inf
         self.best_epoch = None
+        self.epoch = 0
+        self.completed = 0
         self.nonfinite = []
 
     def on_train_begin(self, logs=None):
         self._reset()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def fail(self, error: BaseException) -> None:
+        """Records that the current epoch ended in ``error`` (non-finite model)."""
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        self.nonfinite.append(
+            {"epoch": self.epoch, "error": f"{type(error).__name__}: {message}"}
+        )
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -264,6 +279,7 @@ class BestCheckpoint(keras.callbacks.Callback):
                 f"BestCheckpoint monitors {self.monitor!r}, which the epoch's logs "
                 f"lack (they hold {sorted(logs)}); fit needs validation_data."
             )
+        self.completed = epoch + 1
         values = {k: logs.get(k) for k in ("loss", self.monitor)}
         if not all(_finite(v) for v in values.values() if v is not None):
             shown = {k: str(float(v)) for k, v in values.items() if v is not None}

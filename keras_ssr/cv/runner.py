@@ -45,6 +45,20 @@ def _duration(seconds: float) -> str:
     return f"{seconds}s"
 
 
+def _finite_model(model, x, batch_size: int) -> bool:
+    """Whether ``model``'s weights, and its predictions for ``x``, are finite."""
+    import keras
+
+    for weight in model.weights:
+        if not np.all(np.isfinite(keras.ops.convert_to_numpy(weight))):
+            return False
+    try:
+        predictions = model.predict(x, batch_size=batch_size, verbose=0)
+    except Exception:  # noqa: BLE001 - the backend refused non-finite values
+        return False
+    return bool(np.all(np.isfinite(np.asarray(predictions))))
+
+
 def _train_fold(
     config: CVConfig,
     k: int,
@@ -77,15 +91,24 @@ def _train_fold(
     callbacks = build.fold_callbacks(config, fold_dir)
     checkpoint = next(c for c in callbacks if isinstance(c, build.BestCheckpoint))
     start = time.perf_counter()
-    history = model.fit(
-        **build.training_data(config, x[fit], y[fit], seed=config.seed + k),
-        validation_data=(x[val], y[val]),
-        epochs=config.epochs,
-        callbacks=[*extra_callbacks, *callbacks],
-        verbose=verbose,
-    )
+    try:
+        model.fit(
+            **build.training_data(config, x[fit], y[fit], seed=config.seed + k),
+            validation_data=(x[val], y[val]),
+            epochs=config.epochs,
+            callbacks=[*extra_callbacks, *callbacks],
+            verbose=verbose,
+        )
+    except Exception as error:
+        # Some backend ops refuse NaN outright (torch's binary_cross_entropy
+        # raises "all elements of input should be between 0 and 1"): with
+        # a model that computes non-finite values that is a divergence,
+        # anything else a real error.
+        if _finite_model(model, x[val], config.batch_size):
+            raise
+        checkpoint.fail(error)
     seconds = time.perf_counter() - start
-    epochs_run = len(history.history.get("loss", []))
+    epochs_run = checkpoint.completed
     diverged = None
     if checkpoint.nonfinite:
         first = checkpoint.nonfinite[0]
