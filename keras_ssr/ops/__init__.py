@@ -26,6 +26,22 @@ spatial axis instead of a ``k**d`` convolution.
 Numerically sensitive steps (scaling, box sums, log and slope) run in
 float32 at least, whatever the input dtype (``float16``/``bfloat16`` inputs
 are upcast), as Keras does for batch normalisation.
+
+Inputs: every array argument may be a backend tensor, a symbolic
+``KerasTensor``, a ``keras.Variable``, a NumPy array, a (nested) Python list
+or, where the op takes a scalar, a Python float; each is converted once with
+``keras.ops.convert_to_tensor``. Values must be floating point: a list of
+Python ints is refused with a ``TypeError`` like an int tensor (write
+``1.0``). A list of floats becomes ``keras.config.floatx()`` (float32).
+
+Dtypes: float64 in, float64 out, on TensorFlow and PyTorch. JAX holds every
+float as float32 unless ``jax_enable_x64`` is on (``jax.config.update(
+"jax_enable_x64", True)`` before the first computation): without it a
+float64 input is computed, and returned, in float32.
+
+Empty inputs: an empty batch (or spatial axis) gives the empty result on
+every backend; a mean over an empty axis (:func:`accurate_mean`,
+:func:`centered_moments`) is a ``ValueError``.
 """
 
 from keras_ssr.ops.measures import (
