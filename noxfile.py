@@ -32,7 +32,8 @@ BACKENDS = {
 
 def install_backend(session: nox.Session, backend: str) -> None:
     session.install(BACKENDS[backend])
-    session.install("-e", ".[test]")
+    # export-<backend>: the ONNX converter Keras uses there (tests/test_export.py).
+    session.install("-e", f".[test,export-{backend}]")
 
 
 def _tests_session(backend: str):
