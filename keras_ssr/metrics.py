@@ -182,7 +182,8 @@ class ForegroundIoU(keras.metrics.BinaryIoU):
     Example:
         >>> import numpy as np
         >>> metric = ForegroundIoU()
-        >>> _ = metric.update_state(np.array([0.0, 1.0, 1.0]), np.array([0.6, 0.7, 0.2]))
+        >>> y_true, y_pred = np.array([0.0, 1.0, 1.0]), np.array([0.6, 0.7, 0.2])
+        >>> _ = metric.update_state(y_true, y_pred)
         >>> round(float(metric.result()), 4)
         0.3333
     """
