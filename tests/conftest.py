@@ -35,9 +35,13 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 BACKEND = keras.backend.backend()
 
-# The benchmark harness drives every backend through its own subprocesses;
-# its tests run once, in the TensorFlow session, not in all three.
+# Tests that run once, not in all three sessions. The benchmark harness drives
+# every backend through its own subprocesses: the TensorFlow session.
 collect_ignore = [] if BACKEND == "tensorflow" else ["test_benchmarks.py"]
+# Processes sharing a run folder (file locks, atomic writes) is file-system
+# logic, the same on every backend; its subprocesses train, fastest on torch.
+if BACKEND != "torch":
+    collect_ignore.append("test_cv_concurrency.py")
 
 # JAX compiles every op for every new shape in eager mode, which makes each
 # hypothesis example ~10x dearer there; the maths is the same code.
