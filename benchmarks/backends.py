@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmarks import measure
+from benchmarks import common, measure
 
 
 @dataclass
@@ -103,29 +103,12 @@ class TensorFlowBackend(Backend):
     def sync(self, out):
         import tensorflow as tf
 
-        if not self.gpus:
-            return  # CPU kernels of a tf.function have finished on return.
-        sync_devices = getattr(tf.test.experimental, "sync_devices", None)
-        if sync_devices is not None:
-            sync_devices()
-            return
-        for leaf in tf.nest.flatten(out):
-            if leaf is not None:
-                tf.reshape(leaf, [-1])[:1].numpy()
+        common.tf_sync(tf, self.gpus, out)
 
     def gpu_hooks(self):
         import tensorflow as tf
 
-        if not self.gpus:
-            return None, None
-
-        def reset():
-            tf.config.experimental.reset_memory_stats("GPU:0")
-
-        def peak():
-            return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
-
-        return reset, peak
+        return common.tf_gpu_hooks(tf, self.gpus)
 
     def compile_layer(self, layer, mode, variables):
         import tensorflow as tf

@@ -169,6 +169,39 @@ def summarize_cases(layer_name: str, mode: str, cases: list[dict]) -> dict:
 
 
 # --------------------------------------------------------------------------
+# TensorFlow devices (tf.keras 2.14 and Keras 3 alike; ``tf`` is passed in so
+# that this module imports no TensorFlow)
+
+
+def tf_sync(tf, gpus, out) -> None:
+    """Waits for the GPU work behind ``out``; on CPU a tf.function has
+    finished when it returns."""
+    if not gpus:
+        return
+    sync_devices = getattr(tf.test.experimental, "sync_devices", None)
+    if sync_devices is not None:
+        sync_devices()
+        return
+    for leaf in tf.nest.flatten(out):
+        if leaf is not None:
+            tf.reshape(leaf, [-1])[:1].numpy()
+
+
+def tf_gpu_hooks(tf, gpus):
+    """``(reset, peak)`` of TensorFlow's GPU allocator, ``(None, None)`` on CPU."""
+    if not gpus:
+        return None, None
+
+    def reset():
+        tf.config.experimental.reset_memory_stats("GPU:0")
+
+    def peak():
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+
+    return reset, peak
+
+
+# --------------------------------------------------------------------------
 # Timing
 
 

@@ -82,29 +82,10 @@ class Reference:
         }
 
     def sync(self, out):
-        if not self.gpus:
-            return
-        tf = self.tf
-        sync_devices = getattr(tf.test.experimental, "sync_devices", None)
-        if sync_devices is not None:
-            sync_devices()
-            return
-        for leaf in tf.nest.flatten(out):
-            if leaf is not None:
-                tf.reshape(leaf, [-1])[:1].numpy()
+        common.tf_sync(self.tf, self.gpus, out)
 
     def gpu_hooks(self):
-        if not self.gpus:
-            return None, None
-        tf = self.tf
-
-        def reset():
-            tf.config.experimental.reset_memory_stats("GPU:0")
-
-        def peak():
-            return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
-
-        return reset, peak
+        return common.tf_gpu_hooks(self.tf, self.gpus)
 
 
 def original_variables(layer_name: str, layer) -> dict:
