@@ -28,6 +28,8 @@ from keras_ssr._serialization import register
 from keras_ssr.losses import DEFAULT_EPSILON, as_float_pair, check_positive_float
 
 __all__ = [
+    "FOLLOWUP_METRIC_NAMES",
+    "SEGMENTATION_METRIC_NAMES",
     "ForegroundIoU",
     "PerImageDice",
     "dice_coefficient",
@@ -254,15 +256,7 @@ def segmentation_metrics() -> list:
         >>> len(segmentation_metrics())
         7
     """
-    return [
-        keras.metrics.BinaryAccuracy(name="binary_accuracy"),
-        keras.metrics.AUC(name="auc"),
-        keras.metrics.Precision(name="precision"),
-        keras.metrics.Recall(name="sensitivity"),
-        specificity,
-        dice_coefficient,
-        keras.metrics.BinaryIoU(name="binary_io_u"),
-    ]
+    return [make() for make in _PAPER_METRICS.values()]
 
 
 def followup_segmentation_metrics() -> list:
@@ -284,12 +278,37 @@ def followup_segmentation_metrics() -> list:
         >>> [m.name for m in followup_segmentation_metrics()][-2:]
         ['dice_score', 'binary_io_u']
     """
-    return [
-        keras.metrics.BinaryAccuracy(name="binary_accuracy"),
-        keras.metrics.AUC(name="auc"),
-        keras.metrics.Precision(name="precision"),
-        keras.metrics.Recall(name="sensitivity"),
-        keras.metrics.MeanMetricWrapper(specificity, name="specificity"),
-        PerImageDice(name="dice_score"),
-        ForegroundIoU(name="binary_io_u"),
-    ]
+    return [make() for make in _FOLLOWUP_METRICS.values()]
+
+
+def _shared_metrics() -> dict:
+    """The metrics both sets compute alike, by their logged names."""
+    return {
+        "binary_accuracy": lambda: keras.metrics.BinaryAccuracy(name="binary_accuracy"),
+        "auc": lambda: keras.metrics.AUC(name="auc"),
+        "precision": lambda: keras.metrics.Precision(name="precision"),
+        "sensitivity": lambda: keras.metrics.Recall(name="sensitivity"),
+    }
+
+
+#: Logged name -> factory, in each set's order: the one place the sets and
+#: their names are written (:data:`SEGMENTATION_METRIC_NAMES` derive from it).
+_PAPER_METRICS = {
+    **_shared_metrics(),
+    "specificity": lambda: specificity,
+    "dice_coefficient": lambda: dice_coefficient,
+    "binary_io_u": lambda: keras.metrics.BinaryIoU(name="binary_io_u"),
+}
+_FOLLOWUP_METRICS = {
+    **_shared_metrics(),
+    "specificity": lambda: keras.metrics.MeanMetricWrapper(
+        specificity, name="specificity"
+    ),
+    "dice_score": lambda: PerImageDice(name="dice_score"),
+    "binary_io_u": lambda: ForegroundIoU(name="binary_io_u"),
+}
+
+#: The names Keras logs for :func:`segmentation_metrics`, in its order.
+SEGMENTATION_METRIC_NAMES = tuple(_PAPER_METRICS)
+#: The names Keras logs for :func:`followup_segmentation_metrics`, in its order.
+FOLLOWUP_METRIC_NAMES = tuple(_FOLLOWUP_METRICS)

@@ -17,6 +17,7 @@ from hypothesis.extra import numpy as hnp
 
 from keras_ssr import metrics
 from keras_ssr.metrics import (
+    FOLLOWUP_METRIC_NAMES,
     ForegroundIoU,
     PerImageDice,
     followup_segmentation_metrics,
@@ -288,6 +289,7 @@ def test_followup_set_and_a_training_step(tmp_path):
     history = model.fit(x, y, batch_size=2, epochs=1, verbose=0)
     for name in names:
         assert np.isfinite(history.history[name][0]), name
+    assert sorted(history.history) == sorted(["loss", *FOLLOWUP_METRIC_NAMES])
     scores = model.evaluate(x, y, batch_size=4, verbose=0, return_dict=True)
     prediction = numpy_(model(x))
     np.testing.assert_allclose(

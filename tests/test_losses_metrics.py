@@ -398,6 +398,10 @@ def test_fit_evaluate_save_load(tmp_path):
     ):
         assert key in history.history, sorted(history.history)
         assert np.isfinite(history.history[key][0])
+    # The names the package declares are the ones Keras logs.
+    assert sorted(history.history) == sorted(
+        ["loss", *metrics.SEGMENTATION_METRIC_NAMES]
+    )
 
     # One batch holding everything: the reported numbers are the formulas.
     logs = model.evaluate(x, y, batch_size=4, verbose=0, return_dict=True)

@@ -13,6 +13,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_ssr import metrics
 from keras_ssr.cv.config import MODEL_ALIASES, CVConfig
 from keras_ssr.cv.files import atomic_path
 from keras_ssr.cv.splits import fold_splits
@@ -29,16 +30,7 @@ __all__ = [
 #: Held-out scores of the paper's metric set, in the order of the summary's
 #: columns (the follow-up's set has ``dice_score``, after these, for
 #: ``dice_coefficient``).
-METRIC_NAMES = (
-    "loss",
-    "binary_accuracy",
-    "auc",
-    "precision",
-    "sensitivity",
-    "specificity",
-    "dice_coefficient",
-    "binary_io_u",
-)
+METRIC_NAMES = ("loss", *metrics.SEGMENTATION_METRIC_NAMES)
 WEIGHTS_FILE = "best.weights.h5"
 LOG_FILE = "log.csv"
 
@@ -200,7 +192,6 @@ def build_model(config: CVConfig, input_shape: Sequence[int]):
 
 def compile_model(config: CVConfig, model, run_eagerly: bool = False) -> None:
     """Compiles ``model`` with the configured optimiser, loss and metric set."""
-    from keras_ssr import metrics
     from keras_ssr.losses import get_loss
 
     metric_sets = {
