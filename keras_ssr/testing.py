@@ -155,6 +155,7 @@ def check_config_round_trip(
             f"{cls.__name__}.from_config(config).get_config() differs from config: "
             f"{clone.get_config()!r} != {config!r}"
         )
+    _check_registered(cls)
     serialized = json.dumps(keras.saving.serialize_keras_object(layer))
     try:
         restored = keras.saving.deserialize_keras_object(json.loads(serialized))
@@ -168,6 +169,26 @@ def check_config_round_trip(
     if _as_json(restored.get_config()) != _as_json(config):
         _fail(f"{cls.__name__}: the config changed in the JSON round trip")
     return config
+
+
+def _check_registered(cls) -> None:
+    """A class from outside Keras must be registered to load from ``.keras``.
+
+    Asked of the registry itself: Keras 3.8 also finds an unregistered class
+    by importing its module, which later Keras no longer does (3.15 loads
+    only Keras' own modules that way), so the JSON round trip alone would pass
+    such a layer on an old Keras only.
+    """
+    if cls.__module__.split(".")[0] == "keras":
+        return
+    registered = keras.saving.get_registered_object(
+        keras.saving.get_registered_name(cls)
+    )
+    if registered is not cls:
+        _fail(
+            f"{cls.__name__} is not registered; register the class with "
+            "@keras.saving.register_keras_serializable(package=...)"
+        )
 
 
 def check_build(

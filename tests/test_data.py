@@ -163,7 +163,10 @@ def test_grayscale_images_become_rgb(tmp_path):
     x, _ = load_image_mask_folders(
         tmp_path / "images", tmp_path / "masks", None, data_format="channels_last"
     )
-    np.testing.assert_array_equal(x, np.full((1, 5, 5, 3), np.float32(51) / 255))
+    # Both operands float32: NumPy 1.x makes np.float32(51) / 255 a float64.
+    np.testing.assert_array_equal(
+        x, np.full((1, 5, 5, 3), np.float32(51) / np.float32(255))
+    )
 
 
 def test_kvasir_layout_with_jpegs(tmp_path):

@@ -181,7 +181,7 @@ def test_isic_uint8_images_are_8_bit_whatever_their_maximum(tmp_path):
     x = np.ones((2, 8, 8, 3), np.uint8)  # dark, but 8-bit: divided by 255
     paths = write_isic(tmp_path, x, np.zeros((2, 8, 8), bool))
     xs, ys = load_isic2018(*paths, data_format="channels_last", verbose=False)
-    np.testing.assert_array_equal(xs, np.full(x.shape, np.float32(1) / 255))
+    np.testing.assert_array_equal(xs, np.full(x.shape, np.float32(1) / np.float32(255)))
     assert not ys.any()
 
 
