@@ -35,7 +35,7 @@ from collections.abc import Sequence
 
 import keras
 
-from keras_ssr.models.unet import build_unet
+from keras_ssr.models.unet import build_named_unet, named_builder
 
 __all__ = [
     "get_fca_encoder_unet",
@@ -49,28 +49,7 @@ __all__ = [
 _DEFAULT_SHAPE = (224, 224, 3)
 
 
-def _recalibrated_unet(
-    name: str,
-    attention: str,
-    attention_kwargs: dict,
-    channels_per_level,
-    input_shape,
-    n_classes,
-    with_bn,
-    data_format,
-) -> keras.Model:
-    return build_unet(
-        channels_per_level,
-        input_shape=input_shape,
-        n_classes=n_classes,
-        with_bn=with_bn,
-        attention=attention,
-        attention_kwargs=attention_kwargs,
-        data_format=data_format,
-        name=name,
-    )
-
-
+@named_builder
 def get_monofractal_unet(
     channels_per_level: Sequence[int],
     r: int = 2,
@@ -78,8 +57,7 @@ def get_monofractal_unet(
     input_shape: Sequence[int | None] = _DEFAULT_SHAPE,
     n_classes: int = 2,
     with_bn: bool = True,
-    *,
-    data_format: str = "channels_last",
+    **options,
 ) -> keras.Model:
     """The follow-up's ``get_monofractal_unet``: SSR after every encoder block.
 
@@ -91,11 +69,7 @@ def get_monofractal_unet(
         channels_per_level: filters per level, the last the bottleneck's.
         r: reduction ratio of the excitation MLP.
         max_scale: number of dyadic box-sum scales of the singularity map.
-        input_shape: ``(height, width, channels)`` (in ``data_format``
-            order; 4 entries for volumes).
-        n_classes: one sigmoid output channel when ``<= 2``, else softmax.
-        with_bn: BatchNormalization after every convolution of the U-Net.
-        data_format: keyword-only; the follow-up is channels last.
+        {shared args}
 
     Returns:
         A functional ``keras.Model`` named ``"monofractal_unet"``.
@@ -109,18 +83,12 @@ def get_monofractal_unet(
         >>> type(model.get_layer("encoder_0_attention")).__name__
         'MonofractalRecalibration'
     """
-    return _recalibrated_unet(
-        "monofractal_unet",
-        "mono",
-        {"r": r, "max_scale": max_scale},
-        channels_per_level,
-        input_shape,
-        n_classes,
-        with_bn,
-        data_format,
-    )
+    args = (channels_per_level, input_shape, n_classes, with_bn)
+    kwargs = {"r": r, "max_scale": max_scale}
+    return build_named_unet("monofractal_unet", "mono", kwargs, args, options)
 
 
+@named_builder
 def get_se_unet(
     channels_per_level: Sequence[int],
     r: int = 2,
@@ -128,8 +96,7 @@ def get_se_unet(
     input_shape: Sequence[int | None] = _DEFAULT_SHAPE,
     n_classes: int = 2,
     with_bn: bool = True,
-    *,
-    data_format: str = "channels_last",
+    **options,
 ) -> keras.Model:
     """The follow-up's ``get_se_unet``: Squeeze-and-Excitation (cSE) blocks.
 
@@ -138,11 +105,7 @@ def get_se_unet(
         r: reduction ratio of the excitation MLP.
         max_scale: accepted for the follow-up's signature and unused (as
             there).
-        input_shape: ``(height, width, channels)`` (in ``data_format``
-            order; 4 entries for volumes).
-        n_classes: one sigmoid output channel when ``<= 2``, else softmax.
-        with_bn: BatchNormalization after every convolution of the U-Net.
-        data_format: keyword-only; the follow-up is channels last.
+        {shared args}
 
     Returns:
         A functional ``keras.Model`` named ``"se_unet"``.
@@ -157,18 +120,12 @@ def get_se_unet(
         4
     """
     del max_scale  # the follow-up's SE U-Net takes it and does not use it
-    return _recalibrated_unet(
-        "se_unet",
-        "se",
-        {"r": r},
-        channels_per_level,
-        input_shape,
-        n_classes,
-        with_bn,
-        data_format,
-    )
+    args = (channels_per_level, input_shape, n_classes, with_bn)
+    kwargs = {"r": r}
+    return build_named_unet("se_unet", "se", kwargs, args, options)
 
 
+@named_builder
 def get_sc_encoder_unet(
     channels_per_level: Sequence[int],
     r: int = 2,
@@ -177,21 +134,17 @@ def get_sc_encoder_unet(
     with_bn: bool = True,
     *,
     combine: str = "max",
-    data_format: str = "channels_last",
+    **options,
 ) -> keras.Model:
     """The follow-up's ``get_sc_encoder_unet``: scSE after every encoder block.
 
     Args:
         channels_per_level: filters per level, the last the bottleneck's.
         r: reduction ratio of the channel branch's MLP.
-        input_shape: ``(height, width, channels)`` (in ``data_format``
-            order; 4 entries for volumes).
-        n_classes: one sigmoid output channel when ``<= 2``, else softmax.
-        with_bn: BatchNormalization after every convolution of the U-Net.
+        {shared args}
         combine: keyword-only; how the two branches combine: ``"max"`` (the
             follow-up's elementwise maximum) or ``"add"`` (Roy et al.'s
             sum); see :class:`~keras_ssr.layers.SpatialSqueezeExcite`.
-        data_format: keyword-only; the follow-up is channels last.
 
     Returns:
         A functional ``keras.Model`` named ``"sc_encoder_unet"``.
@@ -205,18 +158,12 @@ def get_sc_encoder_unet(
         >>> model.get_layer("encoder_0_attention").combine
         'max'
     """
-    return _recalibrated_unet(
-        "sc_encoder_unet",
-        "scse",
-        {"r": r, "combine": combine},
-        channels_per_level,
-        input_shape,
-        n_classes,
-        with_bn,
-        data_format,
-    )
+    args = (channels_per_level, input_shape, n_classes, with_bn)
+    kwargs = {"r": r, "combine": combine}
+    return build_named_unet("sc_encoder_unet", "scse", kwargs, args, options)
 
 
+@named_builder
 def get_srm_encoder_unet(
     channels_per_level: Sequence[int],
     r: int = 2,
@@ -226,7 +173,7 @@ def get_srm_encoder_unet(
     with_bn: bool = True,
     *,
     style_weights: str = "shared",
-    data_format: str = "channels_last",
+    **options,
 ) -> keras.Model:
     """The follow-up's ``get_srm_encoder_unet``: SRM after every encoder block.
 
@@ -234,14 +181,10 @@ def get_srm_encoder_unet(
         channels_per_level: filters per level, the last the bottleneck's.
         r: accepted for the follow-up's signature and unused (as there).
         max_scale: accepted for the follow-up's signature and unused.
-        input_shape: ``(height, width, channels)`` (in ``data_format``
-            order; 4 entries for volumes).
-        n_classes: one sigmoid output channel when ``<= 2``, else softmax.
-        with_bn: BatchNormalization after every convolution of the U-Net.
+        {shared args}
         style_weights: keyword-only; ``"shared"`` (the follow-up's one
             ``(2, 1)`` kernel for all channels) or the SRM paper's one per
             channel; see :class:`~keras_ssr.layers.StyleBasedRecalibration`.
-        data_format: keyword-only; the follow-up is channels last.
 
     Returns:
         A functional ``keras.Model`` named ``"srm_encoder_unet"``.
@@ -256,18 +199,12 @@ def get_srm_encoder_unet(
         'StyleBasedRecalibration'
     """
     del r, max_scale  # the follow-up's SRM U-Net takes them and does not use them
-    return _recalibrated_unet(
-        "srm_encoder_unet",
-        "srm",
-        {"style_weights": style_weights},
-        channels_per_level,
-        input_shape,
-        n_classes,
-        with_bn,
-        data_format,
-    )
+    args = (channels_per_level, input_shape, n_classes, with_bn)
+    kwargs = {"style_weights": style_weights}
+    return build_named_unet("srm_encoder_unet", "srm", kwargs, args, options)
 
 
+@named_builder
 def get_fca_encoder_unet(
     channels_per_level: Sequence[int],
     r: int = 2,
@@ -277,7 +214,7 @@ def get_fca_encoder_unet(
     with_bn: bool = True,
     *,
     basis: str = "followup",
-    data_format: str = "channels_last",
+    **options,
 ) -> keras.Model:
     """The follow-up's ``get_fca_encoder_unet``: FCA after every encoder block.
 
@@ -292,14 +229,10 @@ def get_fca_encoder_unet(
             ``build_unet(..., attention="fca", attention_kwargs={"r": r})``
             for another ratio.
         low_freq: the ``low_freq x low_freq`` lowest frequencies are used.
-        input_shape: ``(height, width, channels)`` with static sizes (in
-            ``data_format`` order; 4 entries for volumes).
-        n_classes: one sigmoid output channel when ``<= 2``, else softmax.
-        with_bn: BatchNormalization after every convolution of the U-Net.
+        {shared args}
         basis: keyword-only; the cosine basis, ``"followup"`` (the
             follow-up's, position and frequency swapped) or the DCT-II; see
             :class:`~keras_ssr.layers.FrequencyChannelAttention`.
-        data_format: keyword-only; the follow-up is channels last.
 
     Returns:
         A functional ``keras.Model`` named ``"fca_encoder_unet"``.
@@ -314,18 +247,12 @@ def get_fca_encoder_unet(
         2
     """
     del r  # the follow-up builds its FCA with r=2 whatever r it is given
-    return _recalibrated_unet(
-        "fca_encoder_unet",
-        "fca",
-        {"r": 2, "low_freq": low_freq, "basis": basis},
-        channels_per_level,
-        input_shape,
-        n_classes,
-        with_bn,
-        data_format,
-    )
+    args = (channels_per_level, input_shape, n_classes, with_bn)
+    kwargs = {"r": 2, "low_freq": low_freq, "basis": basis}
+    return build_named_unet("fca_encoder_unet", "fca", kwargs, args, options)
 
 
+@named_builder
 def get_multifractal_unet(
     channels_per_level: Sequence[int],
     max_scale: int = 3,
@@ -336,7 +263,7 @@ def get_multifractal_unet(
     with_bn: bool = True,
     *,
     scaling: str = "batch",
-    data_format: str = "channels_last",
+    **options,
 ) -> keras.Model:
     """The follow-up's ``get_multifractal_unet``: multifractal recalibration.
 
@@ -350,13 +277,9 @@ def get_multifractal_unet(
         k: number of anchors of the soft histogram.
         per_channel: whether the histogram has one row of anchors per
             channel.
-        input_shape: ``(height, width, channels)`` (in ``data_format``
-            order; 4 entries for volumes).
-        n_classes: one sigmoid output channel when ``<= 2``, else softmax.
-        with_bn: BatchNormalization after every convolution of the U-Net.
+        {shared args}
         scaling: keyword-only; ``"batch"`` (the follow-up's batch-wide
             min-max) or ``"sample"`` (per sample, batch-independent).
-        data_format: keyword-only; the follow-up is channels last.
 
     Returns:
         A functional ``keras.Model`` named ``"multifractal_unet"``.
@@ -370,18 +293,6 @@ def get_multifractal_unet(
         >>> model.get_layer("encoder_1_attention").k
         8
     """
-    return _recalibrated_unet(
-        "multifractal_unet",
-        "multifractal",
-        {
-            "max_scale": max_scale,
-            "k": k,
-            "per_channel": per_channel,
-            "scaling": scaling,
-        },
-        channels_per_level,
-        input_shape,
-        n_classes,
-        with_bn,
-        data_format,
-    )
+    args = (channels_per_level, input_shape, n_classes, with_bn)
+    kwargs = dict(max_scale=max_scale, k=k, per_channel=per_channel, scaling=scaling)
+    return build_named_unet("multifractal_unet", "multifractal", kwargs, args, options)

@@ -223,30 +223,78 @@ def build_unet(
     return keras.Model(inputs, outputs, name=name or "unet")
 
 
+#: The keyword-only options the original's and the follow-up's named
+#: builders pass on to :func:`build_unet`, with their defaults there.
+BUILDER_OPTIONS = {
+    "data_format": "channels_last",
+    "synchronized_bn": False,
+    "bn_momentum": BN_MOMENTUM,
+    "bn_epsilon": BN_EPSILON,
+}
+
+#: The Args entries every named builder shares, put in its docstring where it
+#: says ``{shared args}``.
+_SHARED_ARGS = """input_shape: ``(height, width, channels)`` (4 entries for volumes),
+            in ``data_format`` order.
+        n_classes: one sigmoid output channel when ``<= 2``, else softmax.
+        with_bn: BatchNormalization after every convolution of the U-Net.
+        **options: keyword-only, passed on to :func:`~keras_ssr.models.build_unet`:
+            ``data_format`` (``"channels_last"``, as the authors' code),
+            ``synchronized_bn`` (global BN moments under data parallelism,
+            default ``False``), ``bn_momentum`` and ``bn_epsilon`` (the
+            blocks' BatchNormalization, default 0.99 and 1e-3)."""
+
+
+def named_builder(builder):
+    """Completes a named builder's docstring with the shared Args entries."""
+    builder.__doc__ = builder.__doc__.replace("{shared args}", _SHARED_ARGS)
+    return builder
+
+
+def build_named_unet(
+    builder: str,
+    attention: str | None,
+    attention_kwargs: Mapping[str, Any],
+    unet_args: tuple,
+    options: Mapping[str, Any],
+) -> keras.Model:
+    """:func:`build_unet` for the named builder ``builder`` (its model's name).
+
+    ``unet_args`` are its ``(channels_per_level, input_shape, n_classes,
+    with_bn)``; ``options`` its keyword-only :data:`BUILDER_OPTIONS`.
+    """
+    unknown = sorted(set(options) - set(BUILDER_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"get_{builder}() got unexpected keyword arguments {unknown}; its "
+            f"options are {sorted(BUILDER_OPTIONS)}."
+        )
+    channels_per_level, input_shape, n_classes, with_bn = unet_args
+    return build_unet(
+        channels_per_level,
+        input_shape=input_shape,
+        n_classes=n_classes,
+        with_bn=with_bn,
+        attention=attention,
+        attention_kwargs=attention_kwargs,
+        name=builder,
+        **{**BUILDER_OPTIONS, **options},
+    )
+
+
+@named_builder
 def get_unet(
     channels_per_level: Sequence[int],
     input_shape: Sequence[int | None] = (224, 224, 3),
     n_classes: int = 2,
     with_bn: bool = True,
-    *,
-    data_format: str = "channels_last",
-    synchronized_bn: bool = False,
-    bn_momentum: float = BN_MOMENTUM,
-    bn_epsilon: float = BN_EPSILON,
+    **options,
 ) -> keras.Model:
     """The original's ``get_unet``: a plain U-Net (see :func:`build_unet`).
 
     Args:
         channels_per_level: filters per level, the last the bottleneck's.
-        input_shape: ``(height, width, channels)`` (channels last, as in the
-            original, unless ``data_format`` says otherwise).
-        n_classes: one sigmoid output channel when ``<= 2``, else softmax.
-        with_bn: BatchNormalization after every convolution.
-        data_format: keyword-only; the original is channels last.
-        synchronized_bn: keyword-only; global BN moments under data
-            parallelism (see :func:`build_unet`).
-        bn_momentum, bn_epsilon: keyword-only; the blocks'
-            BatchNormalization momentum and epsilon (see :func:`build_unet`).
+        {shared args}
 
     Returns:
         A functional ``keras.Model`` named ``"unet"``.
@@ -258,19 +306,11 @@ def get_unet(
         >>> get_unet([4, 8, 16], input_shape=[32, 32, 3]).count_params()
         7857
     """
-    return build_unet(
-        channels_per_level,
-        input_shape=input_shape,
-        n_classes=n_classes,
-        with_bn=with_bn,
-        data_format=data_format,
-        name="unet",
-        synchronized_bn=synchronized_bn,
-        bn_momentum=bn_momentum,
-        bn_epsilon=bn_epsilon,
-    )
+    args = (channels_per_level, input_shape, n_classes, with_bn)
+    return build_named_unet("unet", None, {}, args, options)
 
 
+@named_builder
 def get_ssr_unet(
     channels_per_level: Sequence[int],
     r: int = 2,
@@ -278,28 +318,18 @@ def get_ssr_unet(
     input_shape: Sequence[int | None] = (224, 224, 3),
     n_classes: int = 2,
     with_bn: bool = True,
-    *,
-    data_format: str = "channels_last",
-    synchronized_bn: bool = False,
-    bn_momentum: float = BN_MOMENTUM,
-    bn_epsilon: float = BN_EPSILON,
+    **options,
 ) -> keras.Model:
     """The original's ``get_ssr_unet``: SSR after every encoder block.
+
+    ``with_bn`` concerns the U-Net's convolutions: the SSR's own
+    normalisation is always there.
 
     Args:
         channels_per_level: filters per level, the last the bottleneck's.
         r: reduction ratio of the SSR excitation MLP.
         max_scale: number of dyadic box-sum scales of the SSR.
-        input_shape: ``(height, width, channels)`` (channels last, as in the
-            original, unless ``data_format`` says otherwise).
-        n_classes: one sigmoid output channel when ``<= 2``, else softmax.
-        with_bn: BatchNormalization after every convolution of the U-Net
-            (the SSR's own normalisation is always there).
-        data_format: keyword-only; the original is channels last.
-        synchronized_bn: keyword-only; global BN moments under data
-            parallelism (see :func:`build_unet`).
-        bn_momentum, bn_epsilon: keyword-only; the blocks'
-            BatchNormalization momentum and epsilon (see :func:`build_unet`).
+        {shared args}
 
     Returns:
         A functional ``keras.Model`` named ``"ssr_unet"``.
@@ -313,16 +343,6 @@ def get_ssr_unet(
         >>> model.get_layer("encoder_0_attention").max_scale
         3
     """
-    return build_unet(
-        channels_per_level,
-        input_shape=input_shape,
-        n_classes=n_classes,
-        with_bn=with_bn,
-        attention="ssr",
-        attention_kwargs={"r": r, "max_scale": max_scale},
-        data_format=data_format,
-        name="ssr_unet",
-        synchronized_bn=synchronized_bn,
-        bn_momentum=bn_momentum,
-        bn_epsilon=bn_epsilon,
-    )
+    args = (channels_per_level, input_shape, n_classes, with_bn)
+    kwargs = {"r": r, "max_scale": max_scale}
+    return build_named_unet("ssr_unet", "ssr", kwargs, args, options)
