@@ -5,10 +5,14 @@ its output, the gradient of ``sum(output * cotangent)`` w.r.t. ``x`` and
 w.r.t. every trainable variable (keyed by ``variable.path``). Non-trainable
 state (BatchNormalization moving statistics) is updated as a training call
 would update it, on every backend.
+
+``float64_mode()`` lets float64 stay float64 inside its block: JAX narrows it
+to float32 unless x64 is on; the other backends need nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 
 import keras
@@ -17,6 +21,23 @@ import numpy as np
 
 def _numpy(t):
     return keras.ops.convert_to_numpy(t)
+
+
+def float64_mode():
+    """A context where JAX computes float64 (a no-op on the other backends).
+
+    ``jax.enable_x64`` on current JAX, which no longer has the experimental
+    spelling; ``jax.experimental.enable_x64`` at the floor (JAX 0.4.30).
+    """
+    if keras.backend.backend() != "jax":
+        return contextlib.nullcontext()
+    import jax
+
+    if hasattr(jax, "enable_x64"):
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64
+
+    return enable_x64()
 
 
 def _kw(training):

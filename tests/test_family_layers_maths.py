@@ -4,7 +4,6 @@ hypothesis properties."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 
 import fixtures as fx
@@ -12,7 +11,7 @@ import keras
 import numpy as np
 import numpy_oracle as oracle
 import pytest
-from gradients import vjp
+from gradients import float64_mode, vjp
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -267,17 +266,6 @@ def test_equals_numpy_brute_force(cls, kwargs, brute, shape, data_format):
 
 
 # -- float32 against float64 on larger shapes ---------------------------------------
-
-
-@contextlib.contextmanager
-def float64_mode():
-    if keras.backend.backend() == "jax":
-        import jax
-
-        with jax.enable_x64(True):
-            yield
-    else:
-        yield
 
 
 FLOAT64_CASES = [

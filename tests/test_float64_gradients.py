@@ -5,13 +5,11 @@ input gradient."""
 
 from __future__ import annotations
 
-import contextlib
-
 import fixtures as fx
 import keras
 import numpy as np
 import pytest
-from gradients import vjp
+from gradients import float64_mode, vjp
 
 import keras_ssr
 from keras_ssr import porting
@@ -57,17 +55,6 @@ BN_PROJECTED = (
     keras_ssr.SingularityStrengthRecalibrationXu,
 )
 BN_PROJECTED_RTOL = 5e-4
-
-
-@contextlib.contextmanager
-def float64_mode():
-    if keras.backend.backend() == "jax":
-        import jax
-
-        with jax.enable_x64(True):
-            yield
-    else:
-        yield
 
 
 def _perturbed_weights(layer, rng):

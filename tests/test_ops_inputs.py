@@ -8,12 +8,11 @@ textbook formula, never against keras_ssr's own output.
 
 from __future__ import annotations
 
-import contextlib
-
 import keras
 import numpy as np
 import numpy_oracle as oracle
 import pytest
+from gradients import float64_mode
 
 from keras_ssr import layers
 from keras_ssr import ops as ssr_ops
@@ -220,19 +219,6 @@ def test_counts_take_numpy_integers():
 # -- float64 -------------------------------------------------------------------
 
 
-def _x64():
-    """JAX with ``jax_enable_x64`` for the block (and no-op elsewhere)."""
-    if BACKEND != "jax":
-        return contextlib.nullcontext()
-    import jax
-
-    if hasattr(jax, "enable_x64"):  # jax >= 0.5
-        return jax.enable_x64(True)
-    from jax.experimental import enable_x64
-
-    return enable_x64()
-
-
 F64_CALLS = {
     "min_max_scale": lambda x: ssr_ops.min_max_scale(x),
     "box_sums": lambda x: ssr_ops.box_sums(x, 2),
@@ -257,7 +243,7 @@ F64_CALLS = {
 @pytest.mark.parametrize("name", sorted(F64_CALLS))
 def test_float64_in_float64_out_where_the_backend_has_it(name):
     x = X.astype(np.float64)
-    with _x64():
+    with float64_mode():
         got = F64_CALLS[name](x)
         assert _dtype(got) == "float64"
 
