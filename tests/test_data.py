@@ -190,6 +190,8 @@ def test_kvasir_layout_with_jpegs(tmp_path):
     )
     assert np.all((y_raw >= 0) & (y_raw <= 1))
     np.testing.assert_array_equal(y_raw >= 0.5, y == 1)
+    with pytest.raises(TypeError, match="binarise_masks"):
+        load_kvasir_seg(root, (16, 20), binarise_masks=False)
 
 
 def test_keeps_size_when_target_size_is_none(tmp_path):

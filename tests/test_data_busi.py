@@ -76,6 +76,8 @@ def test_official_release(official, capsys):
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].endswith("18 masks, 0/255")  # 16 images, 2 extra masks
     assert printed[1] == "load_busi: 10 benign, 6 malignant"
+    with pytest.raises(TypeError, match=r"load_busi\(\).*'binarise_masks'"):
+        load_busi(root, None, binarise_masks=False)
 
 
 def test_normal_class_and_label_order(official):

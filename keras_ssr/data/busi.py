@@ -139,12 +139,9 @@ def load_busi(
     target_size: tuple[int, int] | None = (224, 224),
     *,
     classes: Sequence[str] = ("benign", "malignant"),
-    data_format: str | None = None,
-    binarize_masks: bool = True,
-    mask_threshold: float | None = None,
-    resize_masks: bool = False,
     return_names: bool = False,
     verbose: bool = True,
+    **options,
 ):
     """Loads BUSI from the official release or the follow-up's sorted layout.
 
@@ -167,9 +164,11 @@ def load_busi(
             (BUSI's images differ in size, so this fails on the real data).
         classes: the classes to read, among :data:`BUSI_CLASSES`; their
             positions are the labels.
-        data_format, binarize_masks, mask_threshold, resize_masks, verbose:
-            as :func:`~keras_ssr.data.load_image_mask_folders`.
         return_names: also return the image file names, in order.
+        verbose: print what was found (and the count per class).
+        **options: keyword-only, as
+            :func:`~keras_ssr.data.load_image_mask_folders`: ``data_format``,
+            ``binarize_masks``, ``mask_threshold`` and ``resize_masks``.
 
     Returns:
         ``(x, y, labels)`` or ``(x, y, labels, names)``: ``float32`` images
@@ -208,12 +207,9 @@ def load_busi(
     x, y = read_samples(
         [(image, masks) for image, masks, _ in samples],
         target_size,
-        data_format=data_format,
-        binarize_masks=binarize_masks,
-        mask_threshold=mask_threshold,
-        resize_masks=resize_masks,
         loader="load_busi",
         verbose=verbose,
+        **options,
     )
     labels = np.array([label for _, _, label in samples], dtype=np.int64)
     if verbose:

@@ -12,19 +12,31 @@ from keras_ssr._checks import standardize_data_format
 from keras_ssr.data import _files
 from keras_ssr.data.masks import MaskTally, check_mask_threshold
 
-__all__ = ["load_image_mask_folders", "load_kvasir_seg", "read_samples"]
+__all__ = [
+    "READ_OPTIONS",
+    "load_image_mask_folders",
+    "load_kvasir_seg",
+    "read_samples",
+]
+
+
+#: The reading options every loader takes, keyword-only, with their
+#: defaults (documented on :func:`load_image_mask_folders`).
+READ_OPTIONS = {
+    "data_format": None,
+    "binarize_masks": True,
+    "mask_threshold": None,
+    "resize_masks": False,
+}
 
 
 def read_samples(
     samples: Sequence[tuple[Path, Sequence[Path]]],
     target_size,
     *,
-    data_format: str | None,
-    binarize_masks: bool,
-    mask_threshold,
-    resize_masks: bool,
     loader: str,
     verbose: bool,
+    **options,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Reads ``(image, masks)`` file pairs into ``float32`` arrays ``(x, y)``.
 
@@ -34,7 +46,17 @@ def read_samples(
     image's is an error, unless ``resize_masks`` (nearest). Then both are
     resized to ``target_size`` (bilinear images, nearest masks). With
     ``verbose``, one summary line is printed, e.g. ``"1000 masks, 0/255"``.
+    ``options`` are :data:`READ_OPTIONS`; ``loader`` names the caller in
+    messages.
     """
+    unknown = sorted(set(options) - set(READ_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"{loader}() got unexpected keyword arguments {unknown}; its reading "
+            f"options are {sorted(READ_OPTIONS)}."
+        )
+    options = {**READ_OPTIONS, **options}
+    data_format, binarize_masks, mask_threshold, resize_masks = options.values()
     size = _files.check_target_size(target_size)
     data_format = standardize_data_format(data_format)
     mask_threshold = check_mask_threshold(mask_threshold)
@@ -186,12 +208,12 @@ def load_image_mask_folders(
     x, y = read_samples(
         [(path, [masks[stem]]) for stem, path in images.items()],
         target_size,
+        loader="load_image_mask_folders",
+        verbose=verbose,
         data_format=data_format,
         binarize_masks=binarize_masks,
         mask_threshold=mask_threshold,
         resize_masks=resize_masks,
-        loader="load_image_mask_folders",
-        verbose=verbose,
     )
     if return_names:
         return x, y, [path.name for path in images.values()]
@@ -201,13 +223,7 @@ def load_image_mask_folders(
 def load_kvasir_seg(
     root: str | os.PathLike,
     target_size: tuple[int, int] | None = (224, 224),
-    *,
-    data_format: str | None = None,
-    binarize_masks: bool = True,
-    mask_threshold: float | None = None,
-    resize_masks: bool = False,
-    return_names: bool = False,
-    verbose: bool = True,
+    **options,
 ):
     """Loads Kvasir-SEG: ``root/images/*.jpg`` and ``root/masks/*.jpg``.
 
@@ -222,9 +238,11 @@ def load_kvasir_seg(
 
     Args:
         root: the dataset folder holding ``images/`` and ``masks/``.
-        target_size, data_format, binarize_masks, mask_threshold,
-            resize_masks, return_names, verbose: as
-            :func:`load_image_mask_folders`; the paper uses ``(224, 224)``.
+        target_size: as :func:`load_image_mask_folders`; the paper uses
+            ``(224, 224)``.
+        **options: keyword-only, as :func:`load_image_mask_folders`:
+            ``data_format``, ``binarize_masks``, ``mask_threshold``,
+            ``resize_masks``, ``return_names`` and ``verbose``.
 
     Returns:
         ``(x, y)`` or ``(x, y, names)``, ``float32`` NumPy arrays.
@@ -248,13 +266,5 @@ def load_kvasir_seg(
             "hold images/ and masks/)"
         )
     return load_image_mask_folders(
-        root / "images",
-        root / "masks",
-        target_size,
-        data_format=data_format,
-        binarize_masks=binarize_masks,
-        mask_threshold=mask_threshold,
-        resize_masks=resize_masks,
-        return_names=return_names,
-        verbose=verbose,
+        root / "images", root / "masks", target_size, **options
     )
