@@ -28,10 +28,14 @@ class MapLayer(keras.layers.Layer):
 
     Resolves and checks ``data_format`` once, checks the input shape in
     :meth:`check_input_shape`, and fixes an ``InputSpec`` after ``build``.
-    Subclasses set ``ranks`` to the input ranks they accept.
+    Subclasses set ``ranks`` to the input ranks they accept and
+    ``config_keys`` to the arguments their config saves.
     """
 
     ranks: tuple[int, ...] = (3, 4, 5)
+    #: Constructor arguments that ``get_config`` saves (beyond Keras' own and
+    #: ``data_format``), each read from the attribute of the same name.
+    config_keys: tuple[str, ...] = ()
 
     def __init__(self, data_format=None, **kwargs):
         super().__init__(**kwargs)
@@ -67,4 +71,5 @@ class MapLayer(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config["data_format"] = self.data_format
+        config.update({key: getattr(self, key) for key in self.config_keys})
         return config

@@ -25,6 +25,8 @@ class ChannelGate(MapLayer):
     1-D, 2-D and 3-D inputs in either data format.
     """
 
+    config_keys = ("r",)
+
     def __init__(self, r, data_format=None, **kwargs):
         super().__init__(data_format=data_format, **kwargs)
         self.r = _checks.check_int("r", r, 1)
@@ -85,11 +87,6 @@ class ChannelGate(MapLayer):
             "excite.kernel": self.excite.kernel,
             "excite.bias": self.excite.bias,
         }
-
-    def get_config(self):
-        config = super().get_config()
-        config["r"] = self.r
-        return config
 
 
 @register
@@ -202,6 +199,8 @@ class SingularityStrengthRecalibration(MapGate):
         Convolutional Neural Networks for Biomedical Imaging".
     """
 
+    config_keys = ("r", "max_scale", "scaling", "synchronized")
+
     def __init__(
         self,
         r,
@@ -223,17 +222,6 @@ class SingularityStrengthRecalibration(MapGate):
         self.max_scale = self.alpha.max_scale
         self.scaling = self.alpha.scaling
         self.synchronized = self.alpha.synchronized
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "max_scale": self.max_scale,
-                "scaling": self.scaling,
-                "synchronized": self.synchronized,
-            }
-        )
-        return config
 
 
 @register
@@ -268,6 +256,8 @@ class SingularityStrengthRecalibrationXu(MapGate):
         (2, 16, 16, 8)
     """
 
+    config_keys = ("r", "local_scale", "with_bn", "scaling", "synchronized")
+
     ranks = (4,)
 
     def __init__(
@@ -294,15 +284,3 @@ class SingularityStrengthRecalibrationXu(MapGate):
         self.with_bn = self.alpha.with_bn
         self.scaling = self.alpha.scaling
         self.synchronized = self.alpha.synchronized
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "local_scale": self.local_scale,
-                "with_bn": self.with_bn,
-                "scaling": self.scaling,
-                "synchronized": self.synchronized,
-            }
-        )
-        return config

@@ -92,6 +92,8 @@ class LocalSingularityStrength(MapLayer):
         Convolutional Neural Networks for Biomedical Imaging".
     """
 
+    config_keys = ("max_scale", "scaling", "synchronized")
+
     def __init__(
         self,
         max_scale,
@@ -126,17 +128,6 @@ class LocalSingularityStrength(MapLayer):
     def semantic_variables(self) -> dict:
         """The layer's variables by semantic name (the original's weights)."""
         return _bn_variables(self.bn)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "max_scale": self.max_scale,
-                "scaling": self.scaling,
-                "synchronized": self.synchronized,
-            }
-        )
-        return config
 
 
 @register
@@ -173,6 +164,8 @@ class LearnableMeasure(MapLayer):
         for texture representation", NeurIPS 2021.
     """
 
+    config_keys = ("max_scale",)
+
     ranks = (4,)
 
     def __init__(self, max_scale, trainable=True, data_format=None, **kwargs):
@@ -208,11 +201,6 @@ class LearnableMeasure(MapLayer):
     def semantic_variables(self) -> dict:
         return {f"measure.{v.name}": v for v in self.kernels}
 
-    def get_config(self):
-        config = super().get_config()
-        config["max_scale"] = self.max_scale
-        return config
-
 
 @register
 class LocalSingularityStrengthXu(MapLayer):
@@ -237,12 +225,8 @@ class LocalSingularityStrengthXu(MapLayer):
         with_bn: whether to batch-normalise the map (a ``bool``).
         data_format: ``"channels_last"`` or ``"channels_first"``.
         scaling: ``"batch"`` (the original) or ``"sample"``.
-        synchronized: under data parallelism (``tf.distribute``,
-            ``torch.distributed``), whether the min-max bounds of
-            ``scaling="batch"`` and the batch-normalisation moments are
-            taken over the global batch (the default; what one device
-            computes) or per replica (``False``: the original under
-            ``MirroredStrategy``). See :mod:`keras_ssr.distributed`.
+        synchronized: global (default) or per-replica batch statistics
+            under data parallelism, as :class:`LocalSingularityStrength`.
         **kwargs: base ``Layer`` arguments.
 
     Call arguments:
@@ -261,6 +245,14 @@ class LocalSingularityStrengthXu(MapLayer):
     References:
         Xu et al., NeurIPS 2021; the authors' FENet code.
     """
+
+    config_keys = (
+        "local_scale",
+        "trainable_measures",
+        "with_bn",
+        "scaling",
+        "synchronized",
+    )
 
     ranks = (4,)
 
@@ -320,16 +312,3 @@ class LocalSingularityStrengthXu(MapLayer):
         if self.bn is not None:
             names.update(_bn_variables(self.bn))
         return names
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "local_scale": self.local_scale,
-                "trainable_measures": self.trainable_measures,
-                "with_bn": self.with_bn,
-                "scaling": self.scaling,
-                "synchronized": self.synchronized,
-            }
-        )
-        return config
