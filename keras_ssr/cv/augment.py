@@ -32,6 +32,9 @@ class FlipDataset(keras.utils.PyDataset):
         data_format: ``"channels_last"`` or ``"channels_first"``.
         shuffle: visit the samples in a new seeded order every epoch;
             otherwise in order (the follow-up's unshuffled pipeline).
+        flip: draw the flips; ``False`` gives the batches unflipped (the
+            seeded order alone, used by ``--distribute`` without
+            augmentation).
         **kwargs: ``keras.utils.PyDataset``'s (``workers``, ...).
 
     Example:
@@ -49,6 +52,7 @@ class FlipDataset(keras.utils.PyDataset):
         seed: int = 0,
         data_format: str = "channels_last",
         shuffle: bool = False,
+        flip: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -69,6 +73,7 @@ class FlipDataset(keras.utils.PyDataset):
         self.batch_size = _checks.check_int("batch_size", batch_size, 1)
         self.seed = _checks.check_int("seed", seed, 0)
         self.shuffle = bool(shuffle)
+        self.flip = _checks.check_bool("flip", flip)
         self.epoch = 0
         self._rows, self._cols = (
             (1, 2) if self.data_format == "channels_last" else (2, 3)
@@ -99,6 +104,8 @@ class FlipDataset(keras.utils.PyDataset):
             raise IndexError(f"batch index {index} out of range [0, {len(self)})")
         rows = self._rows_of(index)
         x, y = self.x[rows].copy(), self.y[rows].copy()
+        if not self.flip:
+            return x, y
         left_right, up_down = self.flips(index)
         for array in (x, y):
             array[left_right] = np.flip(array[left_right], axis=self._cols)

@@ -140,7 +140,9 @@ def fingerprint(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _attention_kwargs(name: str, config: CVConfig) -> dict[str, Any] | None:
+def _attention_kwargs(
+    name: str, config: CVConfig, synchronized: bool
+) -> dict[str, Any] | None:
     from keras_ssr import models
 
     factory = models.get_attention(name)
@@ -150,10 +152,15 @@ def _attention_kwargs(name: str, config: CVConfig) -> dict[str, Any] | None:
         parameters = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # pragma: no cover - builtins
         return None
-    return {k: getattr(config, k) for k in ("r", "max_scale") if k in parameters}
+    values = {"r": config.r, "max_scale": config.max_scale}
+    if synchronized:
+        values["synchronized"] = True
+    return {k: v for k, v in values.items() if k in parameters}
 
 
-def build_model(config: CVConfig, input_shape: Sequence[int]):
+def build_model(
+    config: CVConfig, input_shape: Sequence[int], synchronized: bool = False
+):
     """The configured U-Net (uncompiled), via :func:`keras_ssr.models.build_unet`.
 
     ``"unet"`` has no attention, ``"ssr_unet"`` SSR (``r``, ``max_scale``);
@@ -163,6 +170,9 @@ def build_model(config: CVConfig, input_shape: Sequence[int]):
     Args:
         config: the configuration.
         input_shape: one sample's shape, e.g. ``(224, 224, 3)``.
+        synchronized: batch statistics over the global batch of a
+            data-parallel step (``--distribute``): ``synchronized_bn=True``,
+            and ``synchronized=True`` for an attention layer that takes it.
 
     Returns:
         A ``keras.Model`` with one sigmoid output channel.
@@ -181,10 +191,11 @@ def build_model(config: CVConfig, input_shape: Sequence[int]):
         input_shape=tuple(input_shape),
         n_classes=2,
         with_bn=config.with_bn,
+        synchronized_bn=bool(synchronized),
         attention=attention,
         attention_kwargs=None
         if attention is None
-        else _attention_kwargs(attention, config),
+        else _attention_kwargs(attention, config, synchronized),
         data_format=config.data_format,
         name=config.model,
     )
@@ -288,7 +299,8 @@ def training_data(config: CVConfig, x, y, seed: int) -> dict[str, Any]:
 
     The arrays themselves (``batch_size``, ``shuffle``), or with
     ``augment="flips"`` a :class:`~keras_ssr.cv.augment.FlipDataset` seeded
-    with ``seed``.
+    with ``seed``, which orders its batches itself (``shuffle=False`` for
+    ``fit``, which would otherwise reorder them).
     """
     if config.augment == "flips":
         from keras_ssr.cv.augment import FlipDataset
@@ -301,7 +313,9 @@ def training_data(config: CVConfig, x, y, seed: int) -> dict[str, Any]:
             data_format=config.data_format,
             shuffle=config.shuffle,
         )
-        return {"x": dataset}
+        # The dataset orders its batches itself; Keras' fit would shuffle
+        # their order too (its default shuffle=True reorders a PyDataset).
+        return {"x": dataset, "shuffle": False}
     return {"x": x, "y": y, "batch_size": config.batch_size, "shuffle": config.shuffle}
 
 

@@ -273,6 +273,15 @@ class CVConfig:
         "training",
         "bool",
     )
+    distribute: bool = setting(
+        False,
+        "train each fold data-parallel over all local devices (with TF_CONFIG, "
+        "jax.distributed or torchrun, all processes' devices), on the backend's "
+        "engine, BN and attention statistics global; batch_size is the global "
+        "batch, split evenly across the replicas, learning rate unchanged",
+        "training",
+        "bool",
+    )
     # -- callbacks --------------------------------------------------------
     plateau_factor: float = setting(
         0.5, "ReduceLROnPlateau(monitor='loss') factor", "callbacks", "float",

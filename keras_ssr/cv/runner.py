@@ -6,6 +6,7 @@ import numbers
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from keras_ssr import _checks
-from keras_ssr.cv import build, files, results
+from keras_ssr.cv import build, files, parallel, results
 from keras_ssr.cv.config import CVConfig
 from keras_ssr.cv.rundir import RunFolder
 
@@ -70,13 +71,16 @@ def _train_fold(
     run_eagerly: bool,
     log,
     extra_callbacks: Sequence = (),
+    replication: parallel.Replication | None = None,
 ) -> dict[str, Any]:
     """Trains, reloads the best finite weights, scores; writes the fold's files.
 
-    The caller holds the fold's lock.
+    The caller holds the fold's lock. ``replication`` (``--distribute``)
+    says where the fold trains; by default on one device.
     """
     import keras
 
+    replication = replication or parallel.Replication()
     fold_dir = results.fold_dir(run_dir, k)
     if fold_dir.exists():  # an interrupted fold: start it cleanly
         shutil.rmtree(fold_dir)
@@ -84,28 +88,41 @@ def _train_fold(
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.seed + k)
-    model = build.build_model(config, x.shape[1:])
-    build.compile_model(config, model, run_eagerly)
-
     fit, val, test = split["fit"], split["val"], split["test"]
     callbacks = build.fold_callbacks(config, fold_dir)
     checkpoint = next(c for c in callbacks if isinstance(c, build.BestCheckpoint))
+    with replication.building():
+        model = build.build_model(config, x.shape[1:], synchronized=replication.active)
+        build.compile_model(config, model, run_eagerly)
+        replication.prepare(model)
+    twin, validation, validators = None, {"validation_data": (x[val], y[val])}, []
+    if replication.active:  # validation and scores on one device, as without
+        with replication.evaluation():
+            twin = build.build_model(config, x.shape[1:], synchronized=True)
+            build.compile_model(config, twin, run_eagerly)
+        validation = {}
+        validators = [
+            parallel.Validation(replication, twin, x[val], y[val], config.batch_size)
+        ]
+    data = build.training_data(config, x[fit], y[fit], seed=config.seed + k)
     start = time.perf_counter()
     try:
-        model.fit(
-            **build.training_data(config, x[fit], y[fit], seed=config.seed + k),
-            validation_data=(x[val], y[val]),
-            epochs=config.epochs,
-            callbacks=[*extra_callbacks, *callbacks],
-            verbose=verbose,
-        )
+        with replication.fitting():
+            model.fit(
+                **replication.fit_data(data, config, seed=config.seed + k),
+                **validation,
+                epochs=config.epochs,
+                callbacks=[*validators, *extra_callbacks, *callbacks],
+                verbose=verbose,
+            )
     except Exception as error:
         # Some backend ops refuse NaN outright (torch's binary_cross_entropy
         # raises "all elements of input should be between 0 and 1"): with
         # a model that computes non-finite values that is a divergence,
         # anything else a real error.
-        if _finite_model(model, x[val], config.batch_size):
-            raise
+        with replication.scoring(model, twin) as scorer:
+            if _finite_model(scorer, x[val], config.batch_size):
+                raise
         checkpoint.fail(error)
     seconds = time.perf_counter() - start
     epochs_run = checkpoint.completed
@@ -125,10 +142,16 @@ def _train_fold(
         )
     metrics: dict[str, float] = {}
     if checkpoint.best_epoch is not None:
-        model.load_weights(os.fspath(fold_dir / build.WEIGHTS_FILE))
-        scores = model.evaluate(
-            x[test], y[test], batch_size=config.batch_size, verbose=0, return_dict=True
-        )
+        scorer = model if twin is None else twin
+        scorer.load_weights(os.fspath(fold_dir / build.WEIGHTS_FILE))
+        with replication.evaluation():
+            scores = scorer.evaluate(
+                x[test],
+                y[test],
+                batch_size=config.batch_size,
+                verbose=0,
+                return_dict=True,
+            )
         metrics = {n: float(scores[n]) for n in build.METRIC_NAMES if n in scores}
         metrics.update({n: float(v) for n, v in scores.items() if n not in metrics})
     record = {
@@ -148,10 +171,46 @@ def _train_fold(
         "test_indices": [int(i) for i in test],
         "train_seconds": round(seconds, 3),
         "backend": keras.backend.backend(),
+        "replicas": replication.replicas,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     files.write_json(fold_dir / results.METRICS_FILE, record)  # last: marks it done
     return record
+
+
+def _follow(
+    config: CVConfig,
+    replication: parallel.Replication,
+    selected: Sequence[int],
+    run_eagerly: bool,
+    extra: Sequence,
+) -> results.CVResult:
+    """A non-chief process of ``--distribute``: trains the folds the chief
+    names, in step with it, into a temporary folder that is then deleted.
+
+    Returns the temporary run's result (its folds' records).
+    """
+    data = None
+    trained = []
+    with tempfile.TemporaryDirectory(prefix="keras-ssr-cv-") as scratch:
+        for k in selected:
+            if not replication.broadcast(0):
+                continue
+            if data is None:
+                if config.dataset == "busi":
+                    x, y, labels = build.load_data(config, return_labels=True)
+                else:
+                    (x, y), labels = build.load_data(config), None
+                data = x, y, build.splits(config, len(x), labels)
+            x, y, splits = data
+            _train_fold(
+                config, k, x, y, splits[k], Path(scratch), 0, run_eagerly,
+                lambda *_: None, extra, replication,
+            )  # fmt: skip
+            trained.append(k)
+        result = results.write_summary(config, Path(scratch))
+    result.trained, result.skipped, result.busy = trained, [], []
+    return result
 
 
 def _check_model(config: CVConfig, input_shape) -> None:
@@ -235,6 +294,9 @@ def run_cv(
     _checks.check_bool("overwrite", overwrite)
     selected = _check_fold_selection(folds, config.folds)
     extra = list(callbacks or ())
+    replication = parallel.replicate(config, log)
+    if not replication.chief:
+        return _follow(config, replication, selected, run_eagerly, extra)
 
     folder = RunFolder(config, log)
     folder.check(overwrite)  # before any work
@@ -245,7 +307,10 @@ def run_cv(
     if skipped:
         log(f"Resuming '{run_dir}': fold(s) {skipped} already finished, skipped.")
     trained, busy = [], []
-    if pending:
+    if not pending:
+        for _ in selected:  # the other processes of --distribute wait for word
+            replication.broadcast(0)
+    else:
         import keras
 
         if config.dataset == "busi":
@@ -263,9 +328,14 @@ def run_cv(
                 f"results in '{run_dir}'"
             )
             started = time.perf_counter()
-            for index, k in enumerate(pending):
+            for k in selected:
+                if k not in pending:
+                    replication.broadcast(0)
+                    continue
+                index = pending.index(k)
                 lock = folder.fold_lock(k)
                 if not lock.acquire(blocking=False):
+                    replication.broadcast(0)
                     busy.append(k)
                     log(
                         f"[fold {k + 1}/{config.folds}] trained by another process "
@@ -274,8 +344,10 @@ def run_cv(
                     continue
                 try:
                     if results.finished(run_dir, k) is not None:
+                        replication.broadcast(0)
                         skipped.append(k)  # finished meanwhile by another process
                         continue
+                    replication.broadcast(1)
                     split = splits[k]
                     log(
                         f"\n[fold {k + 1}/{config.folds}] fit {len(split['fit'])}, "
@@ -294,6 +366,7 @@ def run_cv(
                         run_eagerly,
                         log,
                         extra,
+                        replication,
                     )
                 finally:
                     lock.release()
