@@ -63,6 +63,30 @@ def _as_float_tensor(name: str, x):
     return x
 
 
+def _check_scales(scales) -> np.ndarray:
+    """``scales`` as a float64 vector of at least two positive, finite values
+    (list, NumPy array or tensor); a clear error otherwise."""
+    if kops.is_tensor(scales):
+        scales = kops.convert_to_numpy(scales)
+    try:
+        scales = np.asarray(scales, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`scales` must be a sequence of real numbers. Received: scales={scales!r}"
+        ) from None
+    if (
+        scales.ndim != 1
+        or scales.size < 2
+        or not np.all(np.isfinite(scales))
+        or np.any(scales <= 0)
+    ):
+        raise ValueError(
+            "`scales` must hold at least two positive, finite scales. "
+            f"Received: scales={scales.tolist()}"
+        )
+    return scales
+
+
 def _check_axes(axis, ndim: int, shape) -> tuple[int, ...]:
     """``axis`` (``None``, an int or a sequence of ints) as sorted,
     non-negative axes of a rank-``ndim`` tensor; duplicates and axes outside

@@ -14,6 +14,7 @@ from keras_ssr import _checks, distributed
 from keras_ssr.ops._utils import (
     _as_float_tensor,
     _check_input,
+    _check_scales,
     _compiled_on_jax,
     _float32_or_wider,
     _is_empty,
@@ -183,24 +184,7 @@ def ols_weights(scales: Sequence[float]) -> np.ndarray:
         ValueError: for fewer than two distinct positive, finite scales (the
             slope is undefined; the original returns NaN).
     """
-    if kops.is_tensor(scales):
-        scales = kops.convert_to_numpy(scales)
-    try:
-        scales = np.asarray(scales, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"`scales` must be a sequence of real numbers. Received: scales={scales!r}"
-        ) from None
-    if (
-        scales.ndim != 1
-        or scales.size < 2
-        or not np.all(np.isfinite(scales))
-        or np.any(scales <= 0)
-    ):
-        raise ValueError(
-            "`scales` must hold at least two positive, finite scales. "
-            f"Received: scales={scales.tolist()}"
-        )
+    scales = _check_scales(scales)
     logs = np.log(scales)
     centred = logs - logs.mean()
     denominator = float(np.sum(centred**2))
