@@ -35,8 +35,11 @@ LEARNING_RATE = 0.05
 #: to rounding; the U-Net trains in float32, as users train it.
 LAYER_DTYPE = "float64"
 #: JAX compiles each layer twice (one device, sharded): only the composite
-#: SSR layers (which hold the singularity layers and their BN) and the BN.
-JAX_CASES = ("ssr", "ssr_xu", "cbn")
+#: SSR and multifractal layers (which hold the singularity layers, the soft
+#: histogram and their BN), SRM and the BN.
+JAX_CASES = ("ssr", "ssr_xu", "cbn", "srm", "multifractal")
+#: The follow-up family's layers.
+FAMILY_CASES = ("wlss", "histogram", "srm", "multifractal")
 #: Set by ``before`` on the command line: also train the U-Net with
 #: ``synchronized=False`` (per-replica statistics), for docs/distributed.md.
 BEFORE = False
@@ -104,6 +107,19 @@ def layer_cases():
             lambda s: distributed.SynchronizedBatchNormalization(**kw),
             ("sync",),
         ),
+        "wlss": (
+            lambda s: layers.WeightedLocalSingularityStrength(3, synchronized=s, **kw),
+            both,
+        ),
+        "histogram": (lambda s: layers.SoftHistogram(4, synchronized=s, **kw), both),
+        "srm": (
+            lambda s: layers.StyleBasedRecalibration(synchronized=s, **kw),
+            both,
+        ),
+        "multifractal": (
+            lambda s: layers.MultifractalRecalibration(3, 4, synchronized=s, **kw),
+            both,
+        ),
     }
 
 
@@ -133,6 +149,11 @@ def initial_layer(factory, seed: int = 0):
         for w in layer.get_weights()
     ]
     return weights
+
+
+def output_shape(factory) -> tuple[int, ...]:
+    """The output shape of ``factory``'s layer on the global batch."""
+    return tuple(factory(True).compute_output_shape((BATCH, *SHAPE)))
 
 
 def cotangent(shape) -> np.ndarray:
@@ -198,10 +219,10 @@ def run_tensorflow(results):
         return sum(v.numpy() for v in strategy.experimental_local_results(value))
 
     x = global_batch()
-    cot = cotangent(x.shape)
     for name, (factory, variants) in layer_cases().items():
         weights = initial_layer(factory)
         record_weights(results, f"{name}/init", weights)
+        cot = cotangent(output_shape(factory))
         for variant, strat, sync in [("ref", one, True)] + [
             (v, strategy, v == "sync") for v in variants
         ]:
@@ -266,12 +287,12 @@ def run_jax(results):
     sharded = NamedSharding(mesh, PartitionSpec("batch"))
 
     x = global_batch()
-    cot = cotangent(x.shape)
     for name, (factory, _) in layer_cases().items():
         if name not in JAX_CASES:
             continue
         weights = initial_layer(factory)
         record_weights(results, f"{name}/init", weights)
+        cot = cotangent(output_shape(factory))
         layer = factory(True)
         layer.build((BATCH, *SHAPE))
         layer.set_weights(weights)
@@ -347,11 +368,11 @@ def run_torch(results):
         return y, xs.grad, grad_w, state
 
     x = global_batch()
-    cot = cotangent(x.shape)
     mine = slice(rank * BATCH // REPLICAS, (rank + 1) * BATCH // REPLICAS)
     for name, (factory, variants) in layer_cases().items():
         weights = initial_layer(factory)
         record_weights(results, f"{name}/init", weights)
+        cot = cotangent(output_shape(factory))
         if rank == 0:
             with distributed.local_statistics():
                 layer = factory(True)

@@ -60,6 +60,53 @@ def singularity_strength(x, max_scale, scaling="batch", data_format="channels_la
     return slope(measures, sizes)
 
 
+def sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=np.float64)))
+
+
+def weighted_singularity_strength(x, logits, max_scale, scaling="batch"):
+    """The follow-up's weighted slope, channels last: with ``s = sigmoid(logits)``,
+    ``sum_j s_j (L_j - mean L)(l_j - mean l) / sum_j s_j (l_j - mean l)**2``
+    (unweighted means), ``L_j = log(box sum + 1e-7)``, ``l_j = log(2**j)``."""
+    scaled = min_max(x, scaling)
+    axes = spatial_axes(scaled.ndim, "channels_last")
+    sides = [2**j for j in range(1, max_scale + 1)]
+    big = np.stack([np.log(box_sum(scaled, k, axes) + 1e-7) for k in sides], -1)
+    small = np.log(np.asarray(sides, dtype=np.float64))
+    s = sigmoid(logits)
+    dl = small - small.mean()
+    dm = big - big.mean(axis=-1, keepdims=True)
+    return (s * dm * dl).sum(axis=-1) / (s * dl**2).sum()
+
+
+def soft_histogram(x, anchors, widths):
+    """``softmax_k(-relu(w) * (x - a_k)**2)`` on a new last axis; one row of
+    anchors, or one per channel (channels last)."""
+    x = np.asarray(x, dtype=np.float64)[..., None]
+    logits = -np.maximum(widths, 0.0) * (x - anchors) ** 2
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def style(x):
+    """SRM's per-sample, per-channel spatial mean and ``sqrt(var + 1e-12)``,
+    biased variance, channels last: two ``(batch, channels)`` arrays."""
+    flat = np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1, x.shape[-1])
+    return flat.mean(axis=1), np.sqrt(flat.var(axis=1) + 1e-12)
+
+
+def batch_norm(z, gamma, beta, axis=-1, epsilon=1e-3):
+    """Training-mode batch normalisation: moments over every axis but ``axis``."""
+    z = np.asarray(z, dtype=np.float64)
+    axes = tuple(a for a in range(z.ndim) if a != axis % z.ndim)
+    shape = [1] * z.ndim
+    shape[axis] = z.shape[axis]
+    mean = z.mean(axis=axes, keepdims=True)
+    variance = ((z - mean) ** 2).mean(axis=axes, keepdims=True)
+    scale = np.reshape(gamma, shape) / np.sqrt(variance + epsilon)
+    return (z - mean) * scale + np.reshape(beta, shape)
+
+
 def shared_conv2d(x, kernel, data_format="channels_last") -> np.ndarray:
     """Cross-correlation of every channel with one square kernel, SAME."""
     x = np.asarray(x, dtype=np.float64)

@@ -15,6 +15,7 @@ import collections
 import os
 import subprocess
 import sys
+import warnings
 
 import distributed_worker as worker
 import keras
@@ -31,7 +32,8 @@ WORKER = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
 #: BatchNormalization (``sbn`` on one device) rounds like float32.
 LAYER_RTOL = {"sbn": 1e-6}
 LAYER_RTOL_DEFAULT = 1e-9
-BN_EPSILON = 1e-3
+#: The layers checked against NumPy, on one device and with ``synchronized=False``.
+NUMPY_CASES = ("lss", "cbn", *worker.FAMILY_CASES)
 
 
 def _load(path) -> dict:
@@ -86,7 +88,7 @@ def _relative_error(got, want) -> float:
 def _layer_cases():
     return [
         (name, quantity)
-        for name in ("lss", "lss_xu", "ssr", "ssr_xu", "cbn", "sbn")
+        for name in worker.layer_cases()
         for quantity in ("out", "grad_x", "grad_w", "state")
     ]
 
@@ -104,43 +106,77 @@ def test_layer_on_two_replicas_equals_one_device(runs, name, quantity):
         assert _relative_error(g, r) <= rtol, (name, quantity, i)
 
 
-def _bn(x, gamma, beta, axes=(0, 1, 2)):
-    mean = x.mean(axis=axes, keepdims=True)
-    variance = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
-    return (x - mean) / np.sqrt(variance + BN_EPSILON) * gamma + beta
+def _semantic_weights(runs, name) -> dict:
+    """``name``'s initial weights in the runs (float64), by semantic name."""
+    factory, _ = worker.layer_cases()[name]
+    with warnings.catch_warnings():  # only for the names: JAX may lack float64
+        warnings.simplefilter("ignore", UserWarning)
+        layer = factory(True)
+        layer.build((worker.BATCH, *worker.SHAPE))
+    if hasattr(layer, "semantic_variables"):
+        variables = layer.semantic_variables()
+    else:  # a batch normalisation alone
+        variables = {"bn." + v.name: v for v in layer.weights}
+    index = {id(v): i for i, v in enumerate(layer.weights)}
+    init = runs[name]["init"]["weights"]
+    assert len(init) == len(index)
+    return {k: init[index[id(v)]] for k, v in variables.items()}
 
 
-def _maps(name, x):
-    """The map that ``name``'s batch normalisation reads, in NumPy."""
+def _numpy_layer(name, x, w):
+    """``name``'s training-mode output on the batch ``x``, in NumPy float64."""
+
+    def bn(z, prefix="", axis=-1):
+        return oracle.batch_norm(z, w[prefix + "bn.gamma"], w[prefix + "bn.beta"], axis)
+
+    def wlss(x, prefix=""):
+        alpha = oracle.weighted_singularity_strength(x, w[prefix + "ols.weights"], 3)
+        return bn(alpha, prefix)
+
+    def histogram(x, prefix=""):
+        h = oracle.soft_histogram(x, w[prefix + "anchors"], w[prefix + "widths"])
+        return bn(h, prefix)
+
+    x = np.asarray(x, np.float64)
     if name == "lss":
-        return oracle.singularity_strength(x, 3, "batch")
-    return np.asarray(x, np.float64)
+        return bn(oracle.singularity_strength(x, 3, "batch"))
+    if name == "cbn":
+        return bn(x)
+    if name == "wlss":
+        return wlss(x)
+    if name == "histogram":
+        return histogram(x)
+    if name == "srm":
+        mean, std = oracle.style(x)
+        k = w["style.kernel"]
+        gates = oracle.sigmoid(bn(mean * k[0] + std * k[1]))
+        return x * gates[:, None, None, :]
+    assert name == "multifractal", name
+    counts = histogram(wlss(x, "alpha."), "histogram.")
+    return x + oracle.sigmoid(np.maximum(counts, 0.0).sum(axis=-1))
 
 
-@pytest.mark.parametrize("name", ["lss", "cbn"])
+@pytest.mark.parametrize("name", NUMPY_CASES)
 def test_one_device_equals_numpy_over_the_global_batch(runs, name):
     if name not in runs:
-        pytest.skip(f"{name} runs inside the SSR layers on JAX")
-    x = worker.global_batch()
-    gamma, beta = runs[name]["init"]["weights"][:2]
-    want = _bn(_maps(name, x), gamma, beta)
+        pytest.skip(f"{name} runs inside the composite layers on JAX")
+    want = _numpy_layer(name, worker.global_batch(), _semantic_weights(runs, name))
     assert _relative_error(runs[name]["ref"]["out"][0], want) <= 1e-9
 
 
 @pytest.mark.skipif(
     BACKEND == "jax", reason="JAX's SPMD statistics are global: no per-replica mode"
 )
-@pytest.mark.parametrize("name", ["lss", "cbn"])
+@pytest.mark.parametrize("name", NUMPY_CASES)
 def test_unsynchronized_layer_uses_per_replica_statistics(runs, name):
-    x = worker.global_batch()
-    gamma, beta = runs[name]["init"]["weights"][:2]
+    w = _semantic_weights(runs, name)
     got = runs[name]["local"]["out"][0]
     want = np.concatenate(
-        [_bn(_maps(name, part), gamma, beta) for part in worker.halves(x)]
+        [_numpy_layer(name, part, w) for part in worker.halves(worker.global_batch())]
     )
     assert _relative_error(got, want) <= 1e-9
     # The replicas' ranges differ: per-replica statistics are not the global ones.
-    assert _relative_error(got, runs[name]["ref"]["out"][0]) > 1e-2
+    assert _relative_error(got, runs[name]["ref"]["out"][0]) > 1e-3
 
 
 def test_ssr_unet_trained_on_two_replicas_equals_one_device(runs):
@@ -189,14 +225,24 @@ def test_all_reduce_rejects_an_unknown_op():
         lambda s: layers.SingularityStrengthRecalibration(2, 3, synchronized=s),
         lambda s: layers.SingularityStrengthRecalibrationXu(2, 3, synchronized=s),
         lambda s: CenteredBatchNormalization(synchronized=s),
+        lambda s: layers.WeightedLocalSingularityStrength(3, synchronized=s),
+        lambda s: layers.SoftHistogram(4, synchronized=s),
+        lambda s: layers.StyleBasedRecalibration(synchronized=s),
+        lambda s: layers.MultifractalRecalibration(3, 4, synchronized=s),
     ],
 )
 def test_synchronized_is_in_the_config(factory):
     layer = factory(False)
     config = layer.get_config()
     assert config["synchronized"] is False
-    assert type(layer).from_config(config).synchronized is False
+    restored = type(layer).from_config(config)
+    assert restored.synchronized is False
     assert factory(True).synchronized is True
+    # Every sub-layer taking batch statistics (BN, the singularity maps)
+    # follows the argument.
+    for value, built in ((False, restored), (True, factory(True))):
+        inner = [sub for sub in built._flatten_layers() if hasattr(sub, "synchronized")]
+        assert inner and all(sub.synchronized is value for sub in inner)
     with pytest.raises(TypeError, match="synchronized"):
         factory("yes")
 

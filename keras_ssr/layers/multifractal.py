@@ -57,6 +57,12 @@ class WeightedLocalSingularityStrength(MapLayer):
         data_format: ``"channels_last"`` or ``"channels_first"``.
         scaling: ``"batch"`` (the follow-up: min-max bounds over the batch)
             or ``"sample"`` (per sample).
+        synchronized: under data parallelism (``tf.distribute``,
+            ``torch.distributed``), whether the min-max bounds of
+            ``scaling="batch"`` and the batch-normalisation moments are
+            taken over the global batch (the default; what one device
+            computes) or per replica (``False``: the follow-up's code under
+            ``MirroredStrategy``). See :mod:`keras_ssr.distributed`.
         **kwargs: base ``Layer`` arguments.
 
     Call arguments:
@@ -69,7 +75,8 @@ class WeightedLocalSingularityStrength(MapLayer):
     Raises:
         ValueError: for ``max_scale`` outside ``[2, 16]``, an unknown
             ``scaling`` or ``data_format``, or an input of the wrong rank.
-        TypeError: for a non-integer ``max_scale`` or non-float inputs.
+        TypeError: for a non-integer ``max_scale``, a non-bool
+            ``synchronized`` or non-float inputs.
 
     Example:
         >>> layer = WeightedLocalSingularityStrength(max_scale=3)
@@ -77,12 +84,20 @@ class WeightedLocalSingularityStrength(MapLayer):
         (2, 16, 16, 4)
     """
 
-    def __init__(self, max_scale, data_format=None, scaling="batch", **kwargs):
+    def __init__(
+        self,
+        max_scale,
+        data_format=None,
+        scaling="batch",
+        synchronized=True,
+        **kwargs,
+    ):
         super().__init__(data_format=data_format, **kwargs)
         self.max_scale = _checks.check_int(
             "max_scale", max_scale, 2, ssr_ops.MAX_SCALE_LIMIT
         )
         self.scaling = _checks.check_scaling(scaling)
+        self.synchronized = _checks.check_bool("synchronized", synchronized)
         self.ols_weights = None
         self.bn = batch_norm(self, axis=self.channel_axis)
 
@@ -100,7 +115,12 @@ class WeightedLocalSingularityStrength(MapLayer):
     def call(self, inputs, training=None):
         self.check_inputs(inputs)
         alpha = ssr_ops.weighted_singularity_strength(
-            inputs, self.ols_weights, self.max_scale, self.scaling, self.data_format
+            inputs,
+            self.ols_weights,
+            self.max_scale,
+            self.scaling,
+            self.data_format,
+            self.synchronized,
         )
         return ops.cast(self.bn(alpha, training=training), self.compute_dtype)
 
@@ -114,7 +134,13 @@ class WeightedLocalSingularityStrength(MapLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"max_scale": self.max_scale, "scaling": self.scaling})
+        config.update(
+            {
+                "max_scale": self.max_scale,
+                "scaling": self.scaling,
+                "synchronized": self.synchronized,
+            }
+        )
         return config
 
 
@@ -140,6 +166,9 @@ class SoftHistogram(MapLayer):
             one shared row (``False``).
         data_format: ``"channels_last"`` or ``"channels_first"`` (where the
             channel axis is, for ``per_channel``).
+        synchronized: under data parallelism, whether the batch
+            normalisation's moments are global (default) or per replica;
+            see :class:`WeightedLocalSingularityStrength`.
         **kwargs: base ``Layer`` arguments.
 
     Call arguments:
@@ -153,7 +182,7 @@ class SoftHistogram(MapLayer):
         ValueError: for ``num_anchors < 2``, an unknown ``data_format``, or
             an input of the wrong rank.
         TypeError: for a non-integer ``num_anchors``, a non-bool
-            ``per_channel`` or non-float inputs.
+            ``per_channel`` or ``synchronized``, or non-float inputs.
 
     Example:
         >>> SoftHistogram(num_anchors=8)(keras.random.uniform((2, 8, 8, 3))).shape
@@ -164,14 +193,18 @@ class SoftHistogram(MapLayer):
         for texture representation", NeurIPS 2021 (point grouping block).
     """
 
-    def __init__(self, num_anchors, per_channel=False, data_format=None, **kwargs):
+    def __init__(
+        self,
+        num_anchors,
+        per_channel=False,
+        data_format=None,
+        synchronized=True,
+        **kwargs,
+    ):
         super().__init__(data_format=data_format, **kwargs)
         self.num_anchors = _checks.check_int("num_anchors", num_anchors, 2)
-        if not isinstance(per_channel, bool):
-            raise TypeError(
-                f"`per_channel` must be a bool. Received: per_channel={per_channel!r}"
-            )
-        self.per_channel = per_channel
+        self.per_channel = _checks.check_bool("per_channel", per_channel)
+        self.synchronized = _checks.check_bool("synchronized", synchronized)
         self.anchors = None
         self.widths = None
         self.bn = batch_norm(self, axis=-1)
@@ -213,7 +246,11 @@ class SoftHistogram(MapLayer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            {"num_anchors": self.num_anchors, "per_channel": self.per_channel}
+            {
+                "num_anchors": self.num_anchors,
+                "per_channel": self.per_channel,
+                "synchronized": self.synchronized,
+            }
         )
         return config
 
@@ -238,6 +275,10 @@ class MultifractalRecalibration(MapLayer):
             channel.
         data_format: ``"channels_last"`` or ``"channels_first"``.
         scaling: ``"batch"`` (the follow-up) or ``"sample"`` min-max bounds.
+        synchronized: under data parallelism, whether the batch statistics
+            of ``alpha`` (min-max bounds, BN moments) and of ``histogram``
+            (BN moments) are global (default) or per replica; see
+            :class:`WeightedLocalSingularityStrength`.
         **kwargs: base ``Layer`` arguments.
 
     Call arguments:
@@ -268,6 +309,7 @@ class MultifractalRecalibration(MapLayer):
         per_channel=False,
         data_format=None,
         scaling="batch",
+        synchronized=True,
         **kwargs,
     ):
         super().__init__(data_format=data_format, **kwargs)
@@ -276,6 +318,7 @@ class MultifractalRecalibration(MapLayer):
             max_scale,
             data_format=self.data_format,
             scaling=scaling,
+            synchronized=synchronized,
             name="alpha",
             dtype=policy,
         )
@@ -284,6 +327,7 @@ class MultifractalRecalibration(MapLayer):
                 k,
                 per_channel=per_channel,
                 data_format=self.data_format,
+                synchronized=synchronized,
                 name="histogram",
                 dtype=policy,
             )
@@ -291,6 +335,7 @@ class MultifractalRecalibration(MapLayer):
             raise type(error)(str(error).replace("num_anchors", "k")) from None
         self.max_scale = self.alpha.max_scale
         self.scaling = self.alpha.scaling
+        self.synchronized = self.alpha.synchronized
         self.k = self.histogram.num_anchors
         self.per_channel = self.histogram.per_channel
 
@@ -329,6 +374,7 @@ class MultifractalRecalibration(MapLayer):
                 "k": self.k,
                 "per_channel": self.per_channel,
                 "scaling": self.scaling,
+                "synchronized": self.synchronized,
             }
         )
         return config

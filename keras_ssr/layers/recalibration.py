@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from keras import ops
 
-from keras_ssr import _checks
+from keras_ssr import _checks, distributed
 from keras_ssr import ops as ssr_ops
 from keras_ssr.layers._base import (
     BN_EPSILON,
@@ -28,11 +28,16 @@ STYLE_WEIGHTS = ("shared", "per_channel")
 
 
 def batch_norm(layer: MapLayer, axis: int) -> CenteredBatchNormalization:
-    """The follow-up's ``BatchNormalization()`` (tf.keras defaults), in float32."""
+    """The follow-up's ``BatchNormalization()`` (tf.keras defaults), in float32.
+
+    Its moments are global under data parallelism unless
+    ``layer.synchronized`` is false.
+    """
     return CenteredBatchNormalization(
         axis=axis,
         momentum=BN_MOMENTUM,
         epsilon=BN_EPSILON,
+        synchronized=layer.synchronized,
         name="bn",
         dtype=full_precision_policy(layer.dtype_policy),
     )
@@ -164,6 +169,12 @@ class StyleBasedRecalibration(MapLayer):
             layer): a ``(2, channels)`` kernel, zero-initialised as in the
             SRM authors' code.
         data_format: ``"channels_last"`` or ``"channels_first"``.
+        synchronized: under data parallelism (``tf.distribute``,
+            ``torch.distributed``), whether the batch normalisation's
+            moments over the styles are taken over the global batch (the
+            default; what one device computes) or per replica (``False``:
+            the follow-up's code under ``MirroredStrategy``). See
+            :mod:`keras_ssr.distributed`.
         **kwargs: base ``Layer`` arguments.
 
     Call arguments:
@@ -179,7 +190,7 @@ class StyleBasedRecalibration(MapLayer):
     Raises:
         ValueError: for an unknown ``style_weights`` or ``data_format``, or
             an input of the wrong rank.
-        TypeError: for non-float inputs.
+        TypeError: for a non-bool ``synchronized`` or non-float inputs.
 
     Example:
         >>> StyleBasedRecalibration()(keras.random.uniform((2, 8, 8, 4))).shape
@@ -190,11 +201,14 @@ class StyleBasedRecalibration(MapLayer):
         Convolutional Neural Networks", ICCV 2019.
     """
 
-    def __init__(self, style_weights="shared", data_format=None, **kwargs):
+    def __init__(
+        self, style_weights="shared", data_format=None, synchronized=True, **kwargs
+    ):
         super().__init__(data_format=data_format, **kwargs)
         self.style_weights = _checks.check_choice(
             "style_weights", style_weights, STYLE_WEIGHTS
         )
+        self.synchronized = _checks.check_bool("synchronized", synchronized)
         self.kernel = None
         self.bn = batch_norm(self, axis=-1)
 
@@ -217,15 +231,27 @@ class StyleBasedRecalibration(MapLayer):
             self.build(tuple(inputs.shape))
         mean, std = ssr_ops.style_pool(inputs, self.data_format)
         kernel = ops.cast(self.kernel, mean.dtype)
-        if not (training and self.bn.trainable):
+        # An empty batch has no batch statistics: the moving ones, unchanged
+        # (as CenteredBatchNormalization does).
+        empty = mean.shape[0] == 0 and not distributed.spans_replicas(
+            (0,), self.synchronized
+        )
+        if not (training and self.bn.trainable) or empty:
             return ops.sigmoid(self.bn(mean * kernel[0] + std * kernel[1]))
         # Batch statistics: the normalised style does not change when every
         # channel's style is shifted, so normalise the style of the centred
         # statistics. Its gradient w.r.t. the kernel is then a sum of small,
         # centred terms; from m and s themselves (s is nearly the same for
-        # every sample) float32 loses ~1e-4 of it to cancellation.
-        centre_m = ops.mean(mean, axis=0, keepdims=True)
-        centre_s = ops.mean(std, axis=0, keepdims=True)
+        # every sample) float32 loses ~1e-4 of it to cancellation. The
+        # centres are the batch means, over the global batch when the BN's
+        # moments are (every replica must shift by the same amount); as the
+        # output does not depend on them, they carry no gradient.
+        centre, _ = ssr_ops.centered_moments(
+            ops.stop_gradient(ops.stack([mean, std], axis=1)),
+            axes=(0,),
+            synchronized=self.synchronized,
+        )
+        centre_m, centre_s = centre[:, 0], centre[:, 1]
         style = (mean - centre_m) * kernel[0] + (std - centre_s) * kernel[1]
         gates = ops.sigmoid(self.bn(style, training=True))
         # The moving mean must follow the uncentred style's batch mean.
@@ -250,7 +276,9 @@ class StyleBasedRecalibration(MapLayer):
 
     def get_config(self):
         config = super().get_config()
-        config["style_weights"] = self.style_weights
+        config.update(
+            {"style_weights": self.style_weights, "synchronized": self.synchronized}
+        )
         return config
 
 

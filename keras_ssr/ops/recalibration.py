@@ -153,6 +153,7 @@ def weighted_singularity_strength(
     max_scale: int,
     scaling: str = "batch",
     data_format: str = "channels_last",
+    synchronized: bool = True,
 ):
     """The singularity strength with learnable weights per scale.
 
@@ -167,31 +168,45 @@ def weighted_singularity_strength(
         scaling: ``"batch"`` (the follow-up: bounds over the whole batch) or
             ``"sample"`` (per sample).
         data_format: ``"channels_last"`` or ``"channels_first"``.
+        synchronized: with ``scaling="batch"`` under data parallelism,
+            whether the min-max bounds are taken over the global batch (all
+            replicas, :mod:`keras_ssr.distributed`) rather than each
+            replica's own (see :func:`keras_ssr.ops.min_max_scale`).
 
     Returns:
         Tensor of the shape of ``x``, float32 (float64 for float64 input).
+
+    Raises:
+        TypeError: for non-float ``x`` or ``weights``, a non-integer
+            ``max_scale`` or a non-bool ``synchronized``.
+        ValueError: for ``max_scale`` outside ``[2, 16]``, an unknown
+            ``scaling`` or ``data_format``, or an input of the wrong rank.
     """
     max_scale = _checks.check_int("max_scale", max_scale, 2, MAX_SCALE_LIMIT)
     scaling = _checks.check_scaling(scaling)
     data_format = _checks.standardize_data_format(data_format)
+    synchronized = _checks.check_bool("synchronized", synchronized)
     x = _as_float_tensor("x", x)
     _check_input(x, data_format)
     x = _float32_or_wider(x)
     weights = kops.cast(_as_float_tensor("weights", weights), x.dtype)
     if keras.backend.backend() == "jax" and not isinstance(x, keras.KerasTensor):
         # Eager JAX compiles every slice of the box sums on its own.
-        return _jax_weighted_strength(max_scale, scaling, data_format)(x, weights)
-    return _weighted_strength(x, weights, max_scale, scaling, data_format)
+        strength = _jax_weighted_strength(max_scale, scaling, data_format, synchronized)
+        return strength(x, weights)
+    return _weighted_strength(x, weights, max_scale, scaling, data_format, synchronized)
 
 
-def _weighted_strength(x, weights, max_scale, scaling, data_format):
-    scaled = min_max_scale(x, scaling, data_format)
+def _weighted_strength(x, weights, max_scale, scaling, data_format, synchronized):
+    scaled = min_max_scale(x, scaling, data_format, synchronized=synchronized)
     measures = box_sums(scaled, max_scale, data_format)
     return weighted_ols_slope(measures, weights, dyadic_scales(max_scale))
 
 
 @functools.cache
-def _jax_weighted_strength(max_scale: int, scaling: str, data_format: str):
+def _jax_weighted_strength(
+    max_scale: int, scaling: str, data_format: str, synchronized: bool
+):
     import jax
 
     return jax.jit(
@@ -200,6 +215,7 @@ def _jax_weighted_strength(max_scale: int, scaling: str, data_format: str):
             max_scale=max_scale,
             scaling=scaling,
             data_format=data_format,
+            synchronized=synchronized,
         )
     )
 
