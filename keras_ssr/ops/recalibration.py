@@ -27,7 +27,12 @@ import numpy as np
 from keras import ops as kops
 
 from keras_ssr import _checks
-from keras_ssr.ops._utils import _as_float_tensor, _check_input, _float32_or_wider
+from keras_ssr.ops._utils import (
+    _as_float_tensor,
+    _check_input,
+    _check_scales,
+    _float32_or_wider,
+)
 from keras_ssr.ops.reductions import centered_moments
 from keras_ssr.ops.singularity import (
     EPSILON,
@@ -86,17 +91,7 @@ def weighted_ols_coefficients(weights, scales):
         Tensor of shape ``(len(scales),)`` in the dtype of ``weights``
         (float32 at least); differentiable with respect to ``weights``.
     """
-    scales = np.asarray(scales, dtype=np.float64)
-    if (
-        scales.ndim != 1
-        or scales.size < 2
-        or not np.all(np.isfinite(scales))
-        or np.any(scales <= 0)
-    ):
-        raise ValueError(
-            "`scales` must hold at least two positive, finite scales. "
-            f"Received: scales={scales.tolist()}"
-        )
+    scales = _check_scales(scales)
     centred = np.log(scales) - np.log(scales).mean()
     if not np.any(centred):
         raise ValueError(
