@@ -84,6 +84,8 @@ class WeightedLocalSingularityStrength(MapLayer):
         (2, 16, 16, 4)
     """
 
+    config_keys = ("max_scale", "scaling", "synchronized")
+
     def __init__(
         self,
         max_scale,
@@ -131,17 +133,6 @@ class WeightedLocalSingularityStrength(MapLayer):
         names = {"ols.weights": self.ols_weights}
         names.update(_bn_variables(self.bn))
         return names
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "max_scale": self.max_scale,
-                "scaling": self.scaling,
-                "synchronized": self.synchronized,
-            }
-        )
-        return config
 
 
 @register
@@ -193,6 +184,8 @@ class SoftHistogram(MapLayer):
         for texture representation", NeurIPS 2021 (point grouping block).
     """
 
+    config_keys = ("num_anchors", "per_channel", "synchronized")
+
     def __init__(
         self,
         num_anchors,
@@ -243,17 +236,6 @@ class SoftHistogram(MapLayer):
         names.update(_bn_variables(self.bn))
         return names
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "num_anchors": self.num_anchors,
-                "per_channel": self.per_channel,
-                "synchronized": self.synchronized,
-            }
-        )
-        return config
-
 
 #: The follow-up's name for :class:`SoftHistogram`.
 SoftHistogramLayer = SoftHistogram
@@ -301,6 +283,8 @@ class MultifractalRecalibration(MapLayer):
         Martins et al., "Multifractal Recalibration of Neural Networks for
         Medical Imaging Segmentation".
     """
+
+    config_keys = ("max_scale", "k", "per_channel", "scaling", "synchronized")
 
     def __init__(
         self,
@@ -365,16 +349,3 @@ class MultifractalRecalibration(MapLayer):
         names = _prefixed("alpha.", self.alpha)
         names.update(_prefixed("histogram.", self.histogram))
         return names
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "max_scale": self.max_scale,
-                "k": self.k,
-                "per_channel": self.per_channel,
-                "scaling": self.scaling,
-                "synchronized": self.synchronized,
-            }
-        )
-        return config

@@ -95,6 +95,7 @@ class SpatialSqueezeExcite(ChannelGate):
     """
 
     descriptor = SqueezeExcite.descriptor
+    config_keys = (*ChannelGate.config_keys, "combine")
 
     def __init__(self, r, combine="max", data_format=None, **kwargs):
         super().__init__(r=r, data_format=data_format, **kwargs)
@@ -144,11 +145,6 @@ class SpatialSqueezeExcite(ChannelGate):
         names["spatial.kernel"] = self.spatial_kernel
         names["spatial.bias"] = self.spatial_bias
         return names
-
-    def get_config(self):
-        config = super().get_config()
-        config["combine"] = self.combine
-        return config
 
 
 @register
@@ -200,6 +196,8 @@ class StyleBasedRecalibration(MapLayer):
         Lee et al., "SRM: A Style-based Recalibration Module for
         Convolutional Neural Networks", ICCV 2019.
     """
+
+    config_keys = ("style_weights", "synchronized")
 
     def __init__(
         self, style_weights="shared", data_format=None, synchronized=True, **kwargs
@@ -274,13 +272,6 @@ class StyleBasedRecalibration(MapLayer):
         names.update(_bn_variables(self.bn))
         return names
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {"style_weights": self.style_weights, "synchronized": self.synchronized}
-        )
-        return config
-
 
 @register
 class FrequencyChannelAttention(ChannelGate):
@@ -333,6 +324,8 @@ class FrequencyChannelAttention(ChannelGate):
         ICCV 2021.
     """
 
+    config_keys = (*ChannelGate.config_keys, "low_freq", "basis")
+
     def __init__(self, r=2, low_freq=4, basis="followup", data_format=None, **kwargs):
         super().__init__(r=r, data_format=data_format, **kwargs)
         self.low_freq = _checks.check_int("low_freq", low_freq, 1)
@@ -353,8 +346,3 @@ class FrequencyChannelAttention(ChannelGate):
         return ssr_ops.frequency_pool(
             inputs, self.low_freq, self.basis, self.data_format
         )
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"low_freq": self.low_freq, "basis": self.basis})
-        return config
