@@ -50,8 +50,14 @@ ENGINES = {
 }
 
 
+#: JAX compiles a step per batch shape, and compiling is most of its time:
+#: there fold 0 fits 4 and validates 4 (one shape), elsewhere it fits 7
+#: (batches 4 + 3) and validates 1, the uneven paths.
+EVEN = {"jax": {"val_fraction": 0.5}}
+
+
 def _settings(root: Path, name: str, **overrides) -> dict:
-    """Fold 0 of a 2-fold run: fit 7 (batches 4 + 3), validate 1, test 8."""
+    """Fold 0 of a 2-fold run on 16 images: test 8, batch 4."""
     settings = {
         "dataset": "isic",
         "x_path": str(root / "x.npy"),
@@ -70,6 +76,7 @@ def _settings(root: Path, name: str, **overrides) -> dict:
         "shuffle": False,
         "output_dir": str(root / "runs"),
         "name": name,
+        **EVEN.get(BACKEND, {}),
     }
     settings.update(overrides)
     return settings
@@ -159,10 +166,14 @@ def _check_fold_equals_one_device(runs) -> None:
     want = _weights(one / "fold_0" / "best.weights.h5")
     got = _weights(two / "fold_0" / "best.weights.h5")
     assert sorted(got) == sorted(want) and len(want) > 10
+    worst = 0.0
     for name, reference in want.items():
         scale = float(np.max(np.abs(reference)))
         error = float(np.max(np.abs(got[name] - reference)))
         assert error <= RTOL * scale + ATOL, (name, error, scale)
+        if scale > 100 * ATOL:
+            worst = max(worst, error / scale)
+    print(f"{BACKEND}: largest relative weight difference {worst:.2e}")
     np.testing.assert_allclose(
         _val_losses(two / "fold_0"), _val_losses(one / "fold_0"), rtol=RTOL
     )
