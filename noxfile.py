@@ -36,12 +36,21 @@ def install_backend(session: nox.Session, backend: str) -> None:
     session.install("-e", f".[test,export-{backend}]")
 
 
+def pytest_workers() -> list[str]:
+    """pytest-xdist arguments: one worker per core, at most 4, whole files per
+    worker (a module's fixtures, such as the distributed runs, start once).
+    ``KERAS_SSR_TEST_WORKERS=0`` runs in one process."""
+    workers = os.environ.get("KERAS_SSR_TEST_WORKERS", str(min(os.cpu_count(), 4)))
+    return [] if workers == "0" else ["-n", workers, "--dist", "loadfile"]
+
+
 def _tests_session(backend: str):
     @nox.session(name=f"tests-{backend}", python=PYTHON)
     def tests(session: nox.Session) -> None:
         install_backend(session, backend)
         session.run(
             "pytest",
+            *pytest_workers(),
             *session.posargs,
             env={"KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"},
         )
