@@ -14,8 +14,8 @@ from keras_ssr import _checks
 from keras_ssr import ops as ssr_ops
 from keras_ssr.layers._base import MapLayer, full_precision_policy, register
 from keras_ssr.layers.attention import SingularityStrengthRecalibration
-from keras_ssr.layers.recalibration import batch_norm
-from keras_ssr.layers.singularity import _bn_variables
+from keras_ssr.layers.normalization import bn_variables, map_batch_norm
+from keras_ssr.layers.singularity import LocalSingularityStrength
 
 
 def _prefixed(prefix: str, layer) -> dict:
@@ -38,7 +38,7 @@ class MonofractalRecalibration(SingularityStrengthRecalibration):
 
 
 @register
-class WeightedLocalSingularityStrength(MapLayer):
+class WeightedLocalSingularityStrength(LocalSingularityStrength):
     """Singularity strength with a learnable weight per scale, batch-normalised.
 
     Min-max scaling onto ``[1, 256]``, box sums of sides ``2 .. 2**max_scale``
@@ -57,12 +57,10 @@ class WeightedLocalSingularityStrength(MapLayer):
         data_format: ``"channels_last"`` or ``"channels_first"``.
         scaling: ``"batch"`` (the follow-up: min-max bounds over the batch)
             or ``"sample"`` (per sample).
-        synchronized: under data parallelism (``tf.distribute``,
-            ``torch.distributed``), whether the min-max bounds of
-            ``scaling="batch"`` and the batch-normalisation moments are
-            taken over the global batch (the default; what one device
-            computes) or per replica (``False``: the follow-up's code under
-            ``MirroredStrategy``). See :mod:`keras_ssr.distributed`.
+        synchronized: global (default) or per-replica batch statistics
+            (min-max bounds, BN moments) under data parallelism, as
+            :class:`~keras_ssr.layers.LocalSingularityStrength`; ``False``
+            is the follow-up's code under ``MirroredStrategy``.
         **kwargs: base ``Layer`` arguments.
 
     Call arguments:
@@ -84,35 +82,15 @@ class WeightedLocalSingularityStrength(MapLayer):
         (2, 16, 16, 4)
     """
 
-    config_keys = ("max_scale", "scaling", "synchronized")
-
-    def __init__(
-        self,
-        max_scale,
-        data_format=None,
-        scaling="batch",
-        synchronized=True,
-        **kwargs,
-    ):
-        super().__init__(data_format=data_format, **kwargs)
-        self.max_scale = _checks.check_int(
-            "max_scale", max_scale, 2, ssr_ops.MAX_SCALE_LIMIT
-        )
-        self.scaling = _checks.check_scaling(scaling)
-        self.synchronized = _checks.check_bool("synchronized", synchronized)
-        self.ols_weights = None
-        self.bn = batch_norm(self, axis=self.channel_axis)
-
     def build(self, input_shape):
-        channels = self.check_input_shape(input_shape)
+        self.check_input_shape(input_shape)
         self.ols_weights = self.add_weight(
             name="ols_weights",
             shape=(self.max_scale,),
             initializer="glorot_uniform",
             autocast=False,
         )
-        self.bn.build(input_shape)
-        self.lock_input_spec(input_shape, channels)
+        super().build(input_shape)
 
     def call(self, inputs, training=None):
         self.check_inputs(inputs)
@@ -126,12 +104,9 @@ class WeightedLocalSingularityStrength(MapLayer):
         )
         return ops.cast(self.bn(alpha, training=training), self.compute_dtype)
 
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
     def semantic_variables(self) -> dict:
         names = {"ols.weights": self.ols_weights}
-        names.update(_bn_variables(self.bn))
+        names.update(bn_variables(self.bn))
         return names
 
 
@@ -200,7 +175,7 @@ class SoftHistogram(MapLayer):
         self.synchronized = _checks.check_bool("synchronized", synchronized)
         self.anchors = None
         self.widths = None
-        self.bn = batch_norm(self, axis=-1)
+        self.bn = map_batch_norm(self, axis=-1)
 
     def build(self, input_shape):
         channels = self.check_input_shape(input_shape)
@@ -233,7 +208,7 @@ class SoftHistogram(MapLayer):
 
     def semantic_variables(self) -> dict:
         names = {"anchors": self.anchors, "widths": self.widths}
-        names.update(_bn_variables(self.bn))
+        names.update(bn_variables(self.bn))
         return names
 
 

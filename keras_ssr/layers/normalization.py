@@ -8,6 +8,7 @@ from keras import ops
 from keras_ssr import _checks, distributed
 from keras_ssr import ops as ssr_ops
 from keras_ssr._serialization import register
+from keras_ssr.layers._base import BN_EPSILON, BN_MOMENTUM, full_precision_policy
 
 
 @register
@@ -96,3 +97,29 @@ class CenteredBatchNormalization(keras.layers.BatchNormalization):
             epsilon=self.epsilon,
         )
         return ops.cast(outputs, self.compute_dtype)
+
+
+def map_batch_norm(layer, axis: int | None = None) -> CenteredBatchNormalization:
+    """The BN of a map layer: the original's and the follow-up's
+    ``BatchNormalization()`` (tf.keras defaults, momentum 0.99, epsilon
+    1e-3), named ``bn``, in float32 under 16-bit policies, over ``axis``
+    (default the layer's channel axis), its moments global under data
+    parallelism unless ``layer.synchronized`` is false."""
+    return CenteredBatchNormalization(
+        axis=layer.channel_axis if axis is None else axis,
+        momentum=BN_MOMENTUM,
+        epsilon=BN_EPSILON,
+        synchronized=layer.synchronized,
+        name="bn",
+        dtype=full_precision_policy(layer.dtype_policy),
+    )
+
+
+def bn_variables(bn, prefix: str = "bn.") -> dict:
+    """A BN's variables by the semantic names the weight files use."""
+    return {
+        prefix + "gamma": bn.gamma,
+        prefix + "beta": bn.beta,
+        prefix + "moving_mean": bn.moving_mean,
+        prefix + "moving_variance": bn.moving_variance,
+    }

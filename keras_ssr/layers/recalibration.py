@@ -13,34 +13,14 @@ from keras import ops
 from keras_ssr import _checks, distributed
 from keras_ssr import ops as ssr_ops
 from keras_ssr.layers._base import (
-    BN_EPSILON,
-    BN_MOMENTUM,
     MapLayer,
-    full_precision_policy,
     register,
 )
 from keras_ssr.layers.attention import ChannelGate, SqueezeExcite
-from keras_ssr.layers.normalization import CenteredBatchNormalization
-from keras_ssr.layers.singularity import _bn_variables
+from keras_ssr.layers.normalization import bn_variables, map_batch_norm
 
 COMBINES = ("max", "add")
 STYLE_WEIGHTS = ("shared", "per_channel")
-
-
-def batch_norm(layer: MapLayer, axis: int) -> CenteredBatchNormalization:
-    """The follow-up's ``BatchNormalization()`` (tf.keras defaults), in float32.
-
-    Its moments are global under data parallelism unless
-    ``layer.synchronized`` is false.
-    """
-    return CenteredBatchNormalization(
-        axis=axis,
-        momentum=BN_MOMENTUM,
-        epsilon=BN_EPSILON,
-        synchronized=layer.synchronized,
-        name="bn",
-        dtype=full_precision_policy(layer.dtype_policy),
-    )
 
 
 def _expand_spatial(layer: MapLayer, gates, ndim: int):
@@ -208,7 +188,7 @@ class StyleBasedRecalibration(MapLayer):
         )
         self.synchronized = _checks.check_bool("synchronized", synchronized)
         self.kernel = None
-        self.bn = batch_norm(self, axis=-1)
+        self.bn = map_batch_norm(self, axis=-1)
 
     def build(self, input_shape):
         channels = self.check_input_shape(input_shape)
@@ -269,7 +249,7 @@ class StyleBasedRecalibration(MapLayer):
 
     def semantic_variables(self) -> dict:
         names = {"style.kernel": self.kernel}
-        names.update(_bn_variables(self.bn))
+        names.update(bn_variables(self.bn))
         return names
 
 

@@ -8,33 +8,11 @@ from keras_ssr import _checks
 from keras_ssr import ops as ssr_ops
 from keras_ssr.initializers import GaussianKernel
 from keras_ssr.layers._base import (
-    BN_EPSILON,
-    BN_MOMENTUM,
     MapLayer,
     full_precision_policy,
     register,
 )
-from keras_ssr.layers.normalization import CenteredBatchNormalization
-
-
-def _batch_norm(layer: MapLayer):
-    return CenteredBatchNormalization(
-        axis=layer.channel_axis,
-        momentum=BN_MOMENTUM,
-        epsilon=BN_EPSILON,
-        synchronized=layer.synchronized,
-        name="bn",
-        dtype=full_precision_policy(layer.dtype_policy),
-    )
-
-
-def _bn_variables(bn, prefix: str = "bn.") -> dict:
-    return {
-        prefix + "gamma": bn.gamma,
-        prefix + "beta": bn.beta,
-        prefix + "moving_mean": bn.moving_mean,
-        prefix + "moving_variance": bn.moving_variance,
-    }
+from keras_ssr.layers.normalization import bn_variables, map_batch_norm
 
 
 @register
@@ -108,7 +86,7 @@ class LocalSingularityStrength(MapLayer):
         )
         self.scaling = _checks.check_scaling(scaling)
         self.synchronized = _checks.check_bool("synchronized", synchronized)
-        self.bn = _batch_norm(self)
+        self.bn = map_batch_norm(self)
 
     def build(self, input_shape):
         channels = self.check_input_shape(input_shape)
@@ -127,7 +105,7 @@ class LocalSingularityStrength(MapLayer):
 
     def semantic_variables(self) -> dict:
         """The layer's variables by semantic name (the original's weights)."""
-        return _bn_variables(self.bn)
+        return bn_variables(self.bn)
 
 
 @register
@@ -284,7 +262,7 @@ class LocalSingularityStrengthXu(MapLayer):
             name="measure",
             dtype=full_precision_policy(self.dtype_policy),
         )
-        self.bn = _batch_norm(self) if with_bn else None
+        self.bn = map_batch_norm(self) if with_bn else None
 
     def build(self, input_shape):
         channels = self.check_input_shape(input_shape)
@@ -310,5 +288,5 @@ class LocalSingularityStrengthXu(MapLayer):
     def semantic_variables(self) -> dict:
         names = self.measure.semantic_variables()
         if self.bn is not None:
-            names.update(_bn_variables(self.bn))
+            names.update(bn_variables(self.bn))
         return names
