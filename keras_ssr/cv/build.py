@@ -58,27 +58,15 @@ def load_data(config: CVConfig, return_labels: bool = False):
     from keras_ssr import data
 
     labels = None
+    size = config.target_size
+    options = dict(data_format=config.data_format, binarize_masks=config.binarize_masks)
     if config.dataset == "busi":
-        x, y, labels = data.load_busi(
-            config.busi_root,
-            config.target_size,
-            data_format=config.data_format,
-            binarize_masks=config.binarize_masks,
-        )
+        x, y, labels = data.load_busi(config.busi_root, size, **options)
     elif config.dataset == "kvasir":
-        x, y = data.load_kvasir_seg(
-            config.data_root,
-            config.target_size,
-            data_format=config.data_format,
-            binarize_masks=config.binarize_masks,
-        )
+        x, y = data.load_kvasir_seg(config.data_root, size, **options)
     elif config.dataset == "folder":
         x, y = data.load_image_mask_folders(
-            config.images_dir,
-            config.masks_dir,
-            config.target_size,
-            data_format=config.data_format,
-            binarize_masks=config.binarize_masks,
+            config.images_dir, config.masks_dir, size, **options
         )
     else:
         x, y = data.load_isic2018(
