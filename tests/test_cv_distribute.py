@@ -1,13 +1,15 @@
 """``keras-ssr cv --distribute``: a fold on two replicas trains one device's model.
 
 Each backend's session trains fold 0 of a tiny SSR-U-Net run with BN twice:
-in the test process on one device, and in a subprocess with
+on one device, and in a subprocess with
 ``--distribute`` on two replicas of its own engine (TensorFlow's
 ``MirroredStrategy`` over two logical CPU devices, JAX's
 ``keras.distribution.DataParallel`` over two host devices, two ``torchrun``
 processes over gloo). This file is that subprocess's script too.
 
-The comparison is fair by construction: no shuffling (``--distribute``
+Both runs share the compiler's flags (TensorFlow and JAX run the one-device
+fold in the subprocess too, with XLA's defaults). The comparison is fair by
+construction: no shuffling (``--distribute``
 orders batches with keras_ssr's seeded order, Keras' ``fit`` with its own),
 plain SGD (Adam would turn the rounding-level gradient of a conv bias ahead
 of BN into a full step), the per-pixel cross-entropy (a Dice ratio pooled
@@ -130,7 +132,11 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("cv_distribute")
     _write_data(root)
     one = cv.CVConfig.from_dict(_settings(root, "one"))
-    cv.run_cv(one, folds=[0], verbose=0, log=None)
+    references = []
+    if BACKEND == "torch":  # under torchrun every process joins the statistics
+        cv.run_cv(one, folds=[0], verbose=0, log=None)
+    else:  # in the subprocess, compiled with the same XLA flags
+        references = [json.dumps(_settings(root, "one"))]
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env.update(OMP_NUM_THREADS="1", KERAS_BACKEND=BACKEND, TF_CPP_MIN_LOG_LEVEL="2")
     if BACKEND == "jax":
@@ -139,7 +145,7 @@ def runs(tmp_path_factory):
             JAX_PLATFORMS="cpu",
         )
     proc = subprocess.run(
-        _command(_settings(root, "two", distribute=True)),
+        [*_command(_settings(root, "two", distribute=True)), *references],
         capture_output=True,
         text=True,
         timeout=600,
@@ -257,8 +263,9 @@ def test_replica_batches_give_every_replica_an_even_share():
         parallel.ReplicaBatches(source, replicas=3, processes=2)
 
 
-def _main(settings: dict) -> None:
-    """The subprocess: ``--distribute`` on this backend's two replicas."""
+def _main(settings: dict, reference: dict | None = None) -> None:
+    """The subprocess: ``--distribute`` on this backend's two replicas, after
+    the one-device ``reference`` run when one is given."""
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
@@ -266,6 +273,8 @@ def _main(settings: dict) -> None:
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * REPLICAS
         )
+    if reference is not None:
+        cv.run_cv(cv.CVConfig.from_dict(reference), folds=[0], verbose=0, log=None)
     config = cv.CVConfig.from_dict(settings)
     result = cv.run_cv(config, folds=[0], verbose=0)
     assert result.trained == [0], result.trained
@@ -276,4 +285,4 @@ def _main(settings: dict) -> None:
 
 
 if __name__ == "__main__":
-    _main(json.loads(sys.argv[1]))
+    _main(*(json.loads(argument) for argument in sys.argv[1:3]))
