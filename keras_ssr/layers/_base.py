@@ -42,6 +42,17 @@ class MapLayer(keras.layers.Layer):
         self.data_format = _checks.standardize_data_format(data_format)
         self.channel_axis = -1 if self.data_format == "channels_last" else 1
 
+    def sublayer(self, cls, *args, name: str, **kwargs):
+        """A ``cls(*args, **kwargs)`` sub-layer named ``name``, in this layer's
+        ``data_format`` and in float32 (or wider) under 16-bit policies."""
+        return cls(
+            *args,
+            data_format=self.data_format,
+            name=name,
+            dtype=full_precision_policy(self.dtype_policy),
+            **kwargs,
+        )
+
     def check_input_shape(self, input_shape) -> int:
         """Checks rank and channel count; returns the number of channels."""
         _, channels = _checks.check_shape(

@@ -7,7 +7,7 @@ from keras import ops
 
 from keras_ssr import _checks
 from keras_ssr import ops as ssr_ops
-from keras_ssr.layers._base import MapLayer, full_precision_policy, register
+from keras_ssr.layers._base import MapLayer, register
 from keras_ssr.layers.singularity import (
     LocalSingularityStrength,
     LocalSingularityStrengthXu,
@@ -211,13 +211,12 @@ class SingularityStrengthRecalibration(MapGate):
         **kwargs,
     ):
         super().__init__(r=r, data_format=data_format, **kwargs)
-        self.alpha = LocalSingularityStrength(
+        self.alpha = self.sublayer(
+            LocalSingularityStrength,
             max_scale,
-            data_format=self.data_format,
             scaling=scaling,
             synchronized=synchronized,
             name="alpha",
-            dtype=full_precision_policy(self.dtype_policy),
         )
         self.max_scale = self.alpha.max_scale
         self.scaling = self.alpha.scaling
@@ -271,14 +270,13 @@ class SingularityStrengthRecalibrationXu(MapGate):
         **kwargs,
     ):
         super().__init__(r=r, data_format=data_format, **kwargs)
-        self.alpha = LocalSingularityStrengthXu(
+        self.alpha = self.sublayer(
+            LocalSingularityStrengthXu,
             local_scale,
             with_bn=with_bn,
-            data_format=self.data_format,
             scaling=scaling,
             synchronized=synchronized,
             name="alpha",
-            dtype=full_precision_policy(self.dtype_policy),
         )
         self.local_scale = self.alpha.local_scale
         self.with_bn = self.alpha.with_bn

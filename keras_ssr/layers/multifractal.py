@@ -12,7 +12,7 @@ from keras import ops
 
 from keras_ssr import _checks
 from keras_ssr import ops as ssr_ops
-from keras_ssr.layers._base import MapLayer, full_precision_policy, register
+from keras_ssr.layers._base import MapLayer, register
 from keras_ssr.layers.attention import SingularityStrengthRecalibration
 from keras_ssr.layers.normalization import bn_variables, map_batch_norm
 from keras_ssr.layers.singularity import LocalSingularityStrength
@@ -272,23 +272,20 @@ class MultifractalRecalibration(MapLayer):
         **kwargs,
     ):
         super().__init__(data_format=data_format, **kwargs)
-        policy = full_precision_policy(self.dtype_policy)
-        self.alpha = WeightedLocalSingularityStrength(
+        self.alpha = self.sublayer(
+            WeightedLocalSingularityStrength,
             max_scale,
-            data_format=self.data_format,
             scaling=scaling,
             synchronized=synchronized,
             name="alpha",
-            dtype=policy,
         )
         try:
-            self.histogram = SoftHistogram(
+            self.histogram = self.sublayer(
+                SoftHistogram,
                 k,
                 per_channel=per_channel,
-                data_format=self.data_format,
                 synchronized=synchronized,
                 name="histogram",
-                dtype=policy,
             )
         except (TypeError, ValueError) as error:
             raise type(error)(str(error).replace("num_anchors", "k")) from None

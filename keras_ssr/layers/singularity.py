@@ -9,7 +9,6 @@ from keras_ssr import ops as ssr_ops
 from keras_ssr.initializers import GaussianKernel
 from keras_ssr.layers._base import (
     MapLayer,
-    full_precision_policy,
     register,
 )
 from keras_ssr.layers.normalization import bn_variables, map_batch_norm
@@ -255,12 +254,11 @@ class LocalSingularityStrengthXu(MapLayer):
         self.with_bn = _checks.check_bool("with_bn", with_bn)
         self.scaling = _checks.check_scaling(scaling)
         self.synchronized = _checks.check_bool("synchronized", synchronized)
-        self.measure = LearnableMeasure(
+        self.measure = self.sublayer(
+            LearnableMeasure,
             self.local_scale,
             trainable=self.trainable_measures,
-            data_format=self.data_format,
             name="measure",
-            dtype=full_precision_policy(self.dtype_policy),
         )
         self.bn = map_batch_norm(self) if with_bn else None
 
