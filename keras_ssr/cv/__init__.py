@@ -18,6 +18,8 @@ The package, by concern:
 * :mod:`~keras_ssr.cv.results`: per-fold records, summary, table;
 * :mod:`~keras_ssr.cv.locks` and :mod:`~keras_ssr.cv.rundir`: the run folder,
   resume, and processes sharing it;
+* :mod:`~keras_ssr.cv.parallel`: ``--distribute``, a fold data-parallel on
+  the backend's engine;
 * :mod:`~keras_ssr.cv.runner`: the training loop, :func:`run_cv`;
 * :mod:`~keras_ssr.cv.cli`: the ``keras-ssr cv`` command line.
 
