@@ -14,18 +14,6 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-#: The tests' XLA programs (JAX, TensorFlow's jit-compiled fit) are tiny: their
-#: time goes to compiling, so compile with fewer LLVM optimisations (measured:
-#: JAX's float64-gradient tests 2.3x faster). Arithmetic is unchanged: XLA's
-#: fast math stays off. ``KERAS_SSR_TEST_XLA_DEFAULTS=1`` keeps XLA's defaults.
-FAST_COMPILE = (
-    "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-)
-if os.environ.get("KERAS_SSR_TEST_XLA_DEFAULTS") != "1":
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_backend_optimization_level" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {FAST_COMPILE}".strip()
-
 if importlib.util.find_spec("torch") is not None:
     import torch
 
