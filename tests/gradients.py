@@ -145,5 +145,20 @@ def vjp_function(fn, x, cotangent):
     import jax
     import jax.numpy as jnp
 
-    y, pullback = jax.vjp(fn, jnp.asarray(x))
-    return _numpy(y), _numpy(pullback(jnp.asarray(cotangent))[0])
+    def forward_and_back(x, cotangent):
+        y, pullback = jax.vjp(fn, x)
+        return y, pullback(cotangent)[0]
+
+    # One XLA program: eager JAX would compile every primitive separately.
+    y, grad = jax.jit(forward_and_back)(jnp.asarray(x), jnp.asarray(cotangent))
+    return _numpy(y), _numpy(grad)
+
+
+def compiled(fn):
+    """``fn`` as one XLA program on JAX (``jax.jit``), where eager calls
+    compile every primitive for every new shape; ``fn`` itself elsewhere."""
+    if keras.backend.backend() != "jax":
+        return fn
+    import jax
+
+    return jax.jit(fn)
