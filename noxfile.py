@@ -74,6 +74,7 @@ def tests_min(session: nox.Session) -> None:
     session.install(*MINIMUM_VERSIONS, "-e", ".[test]")
     session.run(
         "pytest",
+        *pytest_workers(),
         *session.posargs,
         env={"KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
