@@ -337,7 +337,12 @@ def test_changed_data_are_refused(finished, tmp_path, monkeypatch):
     config = _copy_run(finished[0], tmp_path)
     (config.run_dir / "fold_1" / "metrics.json").unlink()
     x, y = cv.load_data(config)
-    monkeypatch.setattr(cv.build, "load_data", lambda _config: (x[::-1].copy(), y))
+
+    def reversed_data(_config, return_labels=False):
+        data = (x[::-1].copy(), y)
+        return (*data, None) if return_labels else data
+
+    monkeypatch.setattr(cv.build, "load_data", reversed_data)
     with pytest.raises(cv.ConfigMismatchError, match="data differ.*blake2b"):
         _run(config)
 

@@ -100,28 +100,18 @@ class Replication:
             f"processes={self.processes}, chief={self.chief})"
         )
 
-    @contextlib.contextmanager
-    def building(self) -> Iterator[None]:
+    def building(self):
         """The context in which a fold's model is built and compiled
         (TensorFlow: the strategy's scope; JAX: the distribution)."""
-        if self.strategy is not None:
-            with self.strategy.scope():
-                yield
-        elif self.distribution is not None:
-            with self.distribution.scope():
-                yield
-        else:
-            yield
+        engine = self.strategy if self.strategy is not None else self.distribution
+        return contextlib.nullcontext() if engine is None else engine.scope()
 
-    @contextlib.contextmanager
-    def fitting(self) -> Iterator[None]:
+    def fitting(self):
         """The context of ``fit`` (JAX: the distribution; TensorFlow's model
         keeps the strategy it was built under)."""
-        if self.distribution is not None:
-            with self.distribution.scope():
-                yield
-        else:
-            yield
+        if self.distribution is None:
+            return contextlib.nullcontext()
+        return self.distribution.scope()
 
     @contextlib.contextmanager
     def evaluation(self) -> Iterator[None]:
@@ -337,7 +327,7 @@ def _all_reduce_flat(tensors) -> None:
         offset += t.numel()
 
 
-def _torch_train_step(model, data):
+def _torch_train_step(model, loss_tracker, data):
     import torch
     import torch.distributed as dist
 
@@ -366,7 +356,7 @@ def _torch_train_step(model, data):
     with torch.no_grad():
         total = loss.detach().clone().reshape(1)
         dist.all_reduce(total)
-    model._loss_tracker.update_state(total[0], sample_weight=size)
+    loss_tracker.update_state(total[0], sample_weight=size)
     loss = model.optimizer.scale_loss(loss)
     weights = model.trainable_weights[:]
     if weights:
@@ -444,7 +434,9 @@ def data_parallel_torch(model) -> None:
     with torch.no_grad():
         for variable in model.weights:
             dist.broadcast(variable.value.data, src=0)
-    model.train_step = functools.partial(_torch_train_step, model)
+    # Keras' own loss tracker, the compiled model's metric named "loss".
+    tracker = next(m for m in model.metrics if m.name == "loss")
+    model.train_step = functools.partial(_torch_train_step, model, tracker)
     model.test_step = _local(model.test_step)
     model.predict_step = _local(model.predict_step)
 

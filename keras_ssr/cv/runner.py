@@ -197,10 +197,7 @@ def _follow(
             if not replication.broadcast(0):
                 continue
             if data is None:
-                if config.dataset == "busi":
-                    x, y, labels = build.load_data(config, return_labels=True)
-                else:
-                    (x, y), labels = build.load_data(config), None
+                x, y, labels = build.load_data(config, return_labels=True)
                 data = x, y, build.splits(config, len(x), labels)
             x, y, splits = data
             _train_fold(
@@ -313,10 +310,7 @@ def run_cv(
     else:
         import keras
 
-        if config.dataset == "busi":
-            x, y, labels = build.load_data(config, return_labels=True)
-        else:
-            (x, y), labels = build.load_data(config), None
+        x, y, labels = build.load_data(config, return_labels=True)
         splits = build.splits(config, len(x), labels)
         _check_model(config, x.shape[1:])
         folder.enter(build.fingerprint(x, y), overwrite)

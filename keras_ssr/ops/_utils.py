@@ -64,8 +64,8 @@ def _as_float_tensor(name: str, x):
 
 
 def _check_scales(scales) -> np.ndarray:
-    """``scales`` as a float64 vector of at least two positive, finite values
-    (list, NumPy array or tensor); a clear error otherwise."""
+    """``scales`` as a float64 vector of at least two positive, finite values,
+    not all equal (list, NumPy array or tensor); a clear error otherwise."""
     if kops.is_tensor(scales):
         scales = kops.convert_to_numpy(scales)
     try:
@@ -82,6 +82,11 @@ def _check_scales(scales) -> np.ndarray:
     ):
         raise ValueError(
             "`scales` must hold at least two positive, finite scales. "
+            f"Received: scales={scales.tolist()}"
+        )
+    if np.all(scales == scales[0]):
+        raise ValueError(
+            "`scales` must not all be equal: the slope is undefined. "
             f"Received: scales={scales.tolist()}"
         )
     return scales

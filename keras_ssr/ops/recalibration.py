@@ -93,11 +93,6 @@ def weighted_ols_coefficients(weights, scales):
     """
     scales = _check_scales(scales)
     centred = np.log(scales) - np.log(scales).mean()
-    if not np.any(centred):
-        raise ValueError(
-            "`scales` must not all be equal: the slope is undefined. "
-            f"Received: scales={scales.tolist()}"
-        )
     weights = _float32_or_wider(_as_float_tensor("weights", weights))
     if tuple(weights.shape) != (scales.size,):
         raise ValueError(

@@ -34,7 +34,11 @@ def accurate_sum(x, axis: int | Sequence[int] | None, keepdims: bool = False):
         ValueError: for an axis out of range or repeated.
     """
     x = _as_float_tensor("x", x)
-    axes = _check_axes(axis, len(x.shape), x.shape)
+    return _axis_sum(x, _check_axes(axis, len(x.shape), x.shape), keepdims)
+
+
+def _axis_sum(x, axes: tuple[int, ...], keepdims: bool):
+    """:func:`accurate_sum` of a checked tensor over sorted, checked axes."""
     for a in reversed(axes):
         x = kops.sum(x, axis=a, keepdims=True)
     if not keepdims:
@@ -54,22 +58,31 @@ def accurate_mean(x, axis: int | Sequence[int] | None, keepdims: bool = False):
     """
     x = _as_float_tensor("x", x)
     axes = _check_axes(axis, len(x.shape), x.shape)
+    _check_nonempty(x, axes, axis)
+    return _axis_mean(x, axes, keepdims)
+
+
+def _check_nonempty(x, axes: tuple[int, ...], axis) -> None:
     if any(x.shape[a] == 0 for a in axes):
         raise ValueError(
             "The mean over an empty axis is undefined. "
             f"Received: x.shape={tuple(x.shape)}, axis={axis!r}"
         )
+
+
+def _axis_mean(x, axes: tuple[int, ...], keepdims: bool):
+    """:func:`accurate_mean` of a checked tensor over checked, non-empty axes."""
     if any(x.shape[a] is None for a in axes):  # dynamic axes (export, tracing)
         shape = kops.shape(x)
         count = 1
         for a in axes:
             count = count * shape[a]
-        return accurate_sum(x, axes, keepdims) / kops.cast(count, x.dtype)
+        return _axis_sum(x, axes, keepdims) / kops.cast(count, x.dtype)
     count = 1
     for a in axes:
         count *= x.shape[a]
     # not float(count): that would pin torch.export's symbolic sizes
-    return accurate_sum(x, axes, keepdims) / count
+    return _axis_sum(x, axes, keepdims) / count
 
 
 def centered_moments(x, axes: int | Sequence[int] | None, synchronized: bool = True):
@@ -91,16 +104,17 @@ def centered_moments(x, axes: int | Sequence[int] | None, synchronized: bool = T
     Takes and raises what :func:`accurate_mean` does.
     """
     x = _as_float_tensor("x", x)
-    axes = _check_axes(axes, len(x.shape), x.shape)
-    if distributed.spans_replicas(axes, synchronized):
-        count = distributed.batch_count(x, axes)
+    checked = _check_axes(axes, len(x.shape), x.shape)
+    if distributed.spans_replicas(checked, synchronized):
+        count = distributed.batch_count(x, checked)
 
         def mean_of(t):
-            return distributed.replica_sum(accurate_sum(t, axes, keepdims=True)) / count
+            return distributed.replica_sum(_axis_sum(t, checked, True)) / count
     else:
+        _check_nonempty(x, checked, axes)
 
         def mean_of(t):
-            return accurate_mean(t, axes, keepdims=True)
+            return _axis_mean(t, checked, True)
 
     first = kops.stop_gradient(mean_of(x))
     mean = first + mean_of(x - first)

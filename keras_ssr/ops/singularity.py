@@ -187,13 +187,7 @@ def ols_weights(scales: Sequence[float]) -> np.ndarray:
     scales = _check_scales(scales)
     logs = np.log(scales)
     centred = logs - logs.mean()
-    denominator = float(np.sum(centred**2))
-    if denominator == 0.0:
-        raise ValueError(
-            "`scales` must not all be equal: the slope is undefined. "
-            f"Received: scales={scales.tolist()}"
-        )
-    return centred / denominator
+    return centred / float(np.sum(centred**2))
 
 
 def _slope(measures: Iterable, weights: np.ndarray):
