@@ -44,16 +44,24 @@ def pytest_workers() -> list[str]:
     return [] if workers == "0" else ["-n", workers, "--dist", "loadfile"]
 
 
+def test_env(backend: str) -> dict[str, str]:
+    """The tests' environment. TensorFlow's oneDNN CPU kernels are on by
+    default on Intel CPUs only, and refuse some inputs the Eigen kernels take
+    (a softmax of rank 6): the TensorFlow session turns them on wherever it
+    runs, so that such a kernel cannot pass unnoticed on another CPU.
+    ``TF_ENABLE_ONEDNN_OPTS=0 nox -s tests-tensorflow`` tests the Eigen ones."""
+    return {
+        "KERAS_BACKEND": backend,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1"),
+    }
+
+
 def _tests_session(backend: str):
     @nox.session(name=f"tests-{backend}", python=PYTHON)
     def tests(session: nox.Session) -> None:
         install_backend(session, backend)
-        session.run(
-            "pytest",
-            *pytest_workers(),
-            *session.posargs,
-            env={"KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        )
+        session.run("pytest", *pytest_workers(), *session.posargs, env=test_env(backend))
 
     tests.__doc__ = f"Runs the test suite on the {backend} backend."
     return tests
@@ -76,7 +84,7 @@ def tests_min(session: nox.Session) -> None:
         "pytest",
         *pytest_workers(),
         *session.posargs,
-        env={"KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "2"},
+        env=test_env("jax"),
     )
 
 

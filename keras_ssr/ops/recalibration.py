@@ -247,7 +247,13 @@ def soft_histogram(x, anchors, widths, data_format: str = "channels_last"):
         anchors = kops.reshape(anchors, shape)
         widths = kops.reshape(widths, shape)
     distance = kops.square(kops.expand_dims(x, -1) - anchors)
-    return kops.softmax(-kops.relu(widths) * distance, axis=-1)
+    logits = -kops.relu(widths) * distance
+    # The softmax runs on a (entries, K) matrix: TensorFlow's oneDNN CPU
+    # kernel (on by default on Intel CPUs) refuses inputs of rank above 5,
+    # which a 3-D map's (batch, d, h, w, c, K) is.
+    shape = kops.shape(logits)
+    flat = kops.reshape(logits, (-1, anchors.shape[-1]))
+    return kops.reshape(kops.softmax(flat, axis=-1), shape)
 
 
 # --------------------------------------------------------------------------
