@@ -61,7 +61,9 @@ def _tests_session(backend: str):
     @nox.session(name=f"tests-{backend}", python=PYTHON)
     def tests(session: nox.Session) -> None:
         install_backend(session, backend)
-        session.run("pytest", *pytest_workers(), *session.posargs, env=test_env(backend))
+        session.run(
+            "pytest", *pytest_workers(), *session.posargs, env=test_env(backend)
+        )
 
     tests.__doc__ = f"Runs the test suite on the {backend} backend."
     return tests
