@@ -103,8 +103,8 @@ def demo(session: nox.Session) -> None:
     """`keras-ssr demo`: U-Net vs SSR-U-Net on built-in data, on a CPU backend.
 
     KERAS_BACKEND picks the backend: tensorflow by default, measured the
-    fastest for this workload on 2 CPU cores (about 70 s, jax about 80 s;
-    torch works but takes several minutes). Arguments go to the command:
+    quickest for this workload on 2 CPU cores (docs/demo.md, "Timing").
+    Arguments go to the command:
     nox -s demo -- --dataset ihc --output out
     """
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")

@@ -137,7 +137,7 @@ def _validate(config: DemoConfig) -> None:
     _check_models(config.models)
 
 
-#: The default run (about a minute on 2 CPU cores, TensorFlow).
+#: The default run (timings per backend: docs/demo.md, "Timing").
 DEFAULTS = DemoConfig()
 #: ``--quick``: tiny everything, for tests and smoke checks (seconds).
 QUICK = DemoConfig(
