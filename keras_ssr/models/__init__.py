@@ -38,6 +38,7 @@ from keras_ssr.models.followup import (
 from keras_ssr.models.registry import (
     AttentionFactory,
     attention_names,
+    attention_options,
     get_attention,
     register_attention,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "AttentionFactory",
     "TrilinearUpSampling3D",
     "attention_names",
+    "attention_options",
     "build_unet",
     "get_attention",
     "get_fca_encoder_unet",
