@@ -85,8 +85,13 @@ class DemoConfig:
         _validate(self)
 
     def attention_kwargs(self, name: str) -> dict[str, Any]:
-        """Every option of model ``name``'s attention, defaults included."""
-        return dict(self._attention_kwargs[name])
+        """Every option of model ``name``'s attention, defaults included (a
+        name not among ``models``: the registered defaults)."""
+        if name in self._attention_kwargs:
+            return dict(self._attention_kwargs[name])
+        from keras_ssr.models import attention_options
+
+        return attention_options(name)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-ready values, ``attention_options`` holding
