@@ -21,7 +21,6 @@ import os
 import random
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import keras
@@ -175,7 +174,9 @@ def rebuilt(tmp_path_factory):
             config = cv.config_from_args(cli.build_parser().parse_args(argv))
             keras.utils.set_random_seed(0)
             model = cv.build_model(config, x.shape[1:])
-            here[name] = {"init": [keras.ops.convert_to_numpy(w) for w in model.weights]}
+            here[name] = {
+                "init": [keras.ops.convert_to_numpy(w) for w in model.weights]
+            }
             fold = root / "runs" / name / "fold_0"
             model.load_weights(str(fold / "best.weights.h5"))
             here[name]["pred"] = model.predict(x, verbose=0)
@@ -272,7 +273,9 @@ def data(tmp_path_factory):
         ("scaling=global", None),
     ],
 )  # fmt: skip
-def test_bad_options_are_refused_before_any_file(data, tmp_path, capsys, option, expected):
+def test_bad_options_are_refused_before_any_file(
+    data, tmp_path, capsys, option, expected
+):
     argv = _argv(data, tmp_path, "bad", "--model", "multifractal")
     assert cli.main([*argv, "--attention-option", option]) == 2
     err = capsys.readouterr().err
@@ -309,7 +312,9 @@ def test_option_errors_in_a_config_file(data, tmp_path, capsys):
 
 def test_flags_join_the_files_options_and_a_new_model_drops_them(data, tmp_path):
     path = tmp_path / "cv.toml"
-    path.write_text('[model]\nmodel = "multifractal"\n[model.attention_options]\nk = 8\n')
+    path.write_text(
+        '[model]\nmodel = "multifractal"\n[model.attention_options]\nk = 8\n'
+    )
     parser = cli.build_parser()
 
     def config(*flags):

@@ -216,7 +216,9 @@ def test_import_registers_a_models_attention(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delitem(sys.modules, "demo_plugin", raising=False)
     runs = []
-    monkeypatch.setattr(demo_cli, "run_demo", lambda config, *a, **k: runs.append(config))
+    monkeypatch.setattr(
+        demo_cli, "run_demo", lambda config, *a, **k: runs.append(config)
+    )
     argv = ["--quick", "--models", "none,se_plugin", "--output", str(tmp_path / "o")]
     argv += ["--attention-option", "se_plugin.r=4"]
     try:

@@ -83,7 +83,11 @@ def _flag_options(field: dataclasses.Field) -> tuple[list[str], dict]:
         return names, options
     if meta["kind"] == "options":
         help_text = f"{meta['help']}; repeatable, the value a TOML literal"
-        options.update(action=_settings.SetOption, type=_settings.assignment, metavar=meta["metavar"])
+        options.update(
+            action=_settings.SetOption,
+            type=_settings.assignment,
+            metavar=meta["metavar"],
+        )
         options["help"] = help_text.replace("%", "%%")
         return names, options
     parser = _PARSERS.get(meta["kind"])

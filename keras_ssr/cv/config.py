@@ -467,9 +467,7 @@ class CVConfig:
         """
         current = self.to_dict()
         saved = _upgrade_saved(saved)
-        defaults = {
-            f.name: _jsonable(default_of(f)) for f in dataclasses.fields(self)
-        }
+        defaults = {f.name: _jsonable(default_of(f)) for f in dataclasses.fields(self)}
         defaults["attention_options"] = {}
         out = []
         for key in sorted(set(saved) | set(current)):
