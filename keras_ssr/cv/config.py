@@ -466,7 +466,9 @@ class CVConfig:
             option: ``"attention_options.k: saved 16, now 8"``).
         """
         current = self.to_dict()
-        saved = _upgrade_saved(saved)
+        with warnings.catch_warnings():  # an old file's names, read as meant
+            warnings.simplefilter("ignore")
+            saved = _fold_legacy(dict(saved))
         defaults = {f.name: _jsonable(default_of(f)) for f in dataclasses.fields(self)}
         defaults["attention_options"] = {}
         out = []
@@ -642,26 +644,6 @@ def _differences(saved, current, defaults, prefix, keys=None) -> list[str]:
         elif saved[key] != current[key]:
             out.append(f"{label}: saved {saved[key]!r}, now {current[key]!r}")
     return out
-
-
-def _upgrade_saved(saved: Mapping[str, Any]) -> dict[str, Any]:
-    """A saved configuration in today's field names: ``levels`` renamed, the
-    former ``r`` and ``max_scale`` among the attention options when the
-    saved model's attention takes them (else they were unused)."""
-    saved = dict(saved)
-    for alias, name in aliases_of(CVConfig).items():
-        if alias in saved and name not in saved:
-            saved[name] = saved.pop(alias)
-    legacy = {key: saved.pop(key) for key in LEGACY_OPTIONS if key in saved}
-    if legacy:
-        options = saved.get("attention_options")
-        options = dict(options) if isinstance(options, Mapping) else {}
-        taken = _taken_options(saved.get("model", "ssr_unet"))
-        for key, value in legacy.items():
-            if key in taken:
-                options.setdefault(key, value)
-        saved["attention_options"] = options
-    return saved
 
 
 def _taken_options(model) -> dict[str, Any]:

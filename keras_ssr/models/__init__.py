@@ -39,6 +39,7 @@ from keras_ssr.models.registry import (
     AttentionFactory,
     attention_names,
     attention_options,
+    attention_reference,
     get_attention,
     register_attention,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "TrilinearUpSampling3D",
     "attention_names",
     "attention_options",
+    "attention_reference",
     "build_unet",
     "get_attention",
     "get_fca_encoder_unet",

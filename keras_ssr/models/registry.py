@@ -247,6 +247,31 @@ def attention_options(
     return {key: reported.get(key, value) for key, value in values.items()}
 
 
+def attention_reference() -> str:
+    """The registered attentions and their options, as a Markdown table.
+
+    ``docs/models.md`` holds this table; a test checks that it is current.
+
+    Returns:
+        One row per name of :func:`attention_names`: its layer and every
+        option with its default (:func:`attention_options`).
+    """
+    lines = [
+        "| name | layer | options (defaults) |",
+        "| --- | --- | --- |",
+    ]
+    for name in attention_names():
+        factory = get_attention(name)
+        if factory is None:
+            lines.append(f"| `{name}` | no attention | - |")
+            continue
+        options = ", ".join(
+            f"`{key}={value!r}`" for key, value in attention_options(name).items()
+        )
+        lines.append(f"| `{name}` | `{_describe(factory)}` | {options or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
 def _describe(factory) -> str:
     return getattr(factory, "__qualname__", None) or repr(factory)
 
