@@ -106,6 +106,20 @@ def _jsonable(value):
     return value
 
 
+def _attention_options(model: str, options) -> dict[str, Any]:
+    """Every option of ``model``'s attention layer, checked
+    (:func:`keras_ssr.models.attention_options`)."""
+    from keras_ssr import models
+
+    attention = attention_of(model)
+    if attention is None and options:
+        raise ValueError(
+            f"model={model!r} has no attention layer, so it takes no attention "
+            f"options. Received: attention_options={dict(options)!r}"
+        )
+    return models.attention_options(attention, options)
+
+
 def _isic_scales() -> tuple[str, ...]:
     from keras_ssr.data import ISIC_SCALES
 
@@ -206,6 +220,8 @@ class CVConfig:
         "options",
         flags=("--attention-option",),
         metavar="KEY=VALUE",
+        owner="model",
+        resolve=_attention_options,
     )
     channels_per_level: tuple[int, ...] = setting(
         (32, 64, 128, 256),
@@ -372,7 +388,7 @@ class CVConfig:
                     f"for {len(levels)} levels. Received: "
                     f"target_size={self.target_size!r}, channels_per_level={levels!r}"
                 )
-        self._resolve_attention_options()
+        self._resolve_options()
         if self.name is not None and (
             not isinstance(self.name, str)
             or not self.name.strip()
@@ -384,29 +400,31 @@ class CVConfig:
                 f"Received: name={self.name!r}"
             )
 
-    def _resolve_attention_options(self) -> None:
-        """Checks the options against the attention (its own errors for bad
-        values); keeps those that differ from its defaults in the field, all
-        of them in :attr:`attention_kwargs`."""
-        from keras_ssr import models
+    def _resolve_options(self) -> None:
+        """Checks each ``"options"`` field by its ``resolve`` (the layer's own
+        errors for bad values); keeps the options that differ from the
+        defaults in the field, all of them for :meth:`effective_options`."""
+        resolved = {}
+        for field in _options_fields():
+            resolve = field.metadata["resolve"]
+            owner = getattr(self, field.metadata["owner"])
+            effective = resolve(owner, getattr(self, field.name))
+            defaults = resolve(owner, None)
+            changed = {
+                key: value
+                for key, value in effective.items()
+                if _jsonable(value) != _jsonable(defaults[key])
+            }
+            object.__setattr__(self, field.name, changed)
+            resolved[field.name] = (effective, defaults)
+        object.__setattr__(self, "_resolved", resolved)
 
-        attention = self.attention
-        given = self.attention_options
-        if attention is None and given:
-            raise ValueError(
-                f"model={self.model!r} has no attention layer, so it takes no "
-                f"attention options. Received: attention_options={given!r}"
-            )
-        effective = models.attention_options(attention, given)
-        defaults = models.attention_options(attention)
-        changed = {
-            key: value
-            for key, value in effective.items()
-            if _jsonable(value) != _jsonable(defaults[key])
-        }
-        object.__setattr__(self, "attention_options", changed)
-        object.__setattr__(self, "_attention_kwargs", effective)
-        object.__setattr__(self, "_attention_defaults", defaults)
+    def effective_options(self, field: str) -> dict[str, Any]:
+        """Every option of an ``"options"`` field (e.g. ``"attention_options"``),
+        the defaults included: the values ``config.json`` records and the
+        model is built with (the field holds those that differ from the
+        defaults)."""
+        return dict(self._resolved[field][0])
 
     # ----------------------------------------------------------------------
 
@@ -417,11 +435,9 @@ class CVConfig:
 
     @property
     def attention_kwargs(self) -> dict[str, Any]:
-        """Every option of the attention, its defaults included: the effective
-        values that ``config.json`` records and the model is built with
-        (:attr:`attention_options` holds those that differ from the defaults).
-        """
-        return dict(self._attention_kwargs)
+        """Every option of the attention, its defaults included:
+        ``effective_options("attention_options")``."""
+        return self.effective_options("attention_options")
 
     @property
     def run_name(self) -> str:
@@ -442,13 +458,14 @@ class CVConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-ready values (tuples as lists), ``name``
-        resolved to :attr:`run_name`, ``attention_options`` as every option
-        of the attention (:attr:`attention_kwargs`)."""
+        resolved to :attr:`run_name`, each ``"options"`` field with every
+        option (:meth:`effective_options`)."""
         out = {}
         for field in dataclasses.fields(self):
             out[field.name] = _jsonable(getattr(self, field.name))
+        for name, (effective, _) in self._resolved.items():
+            out[name] = _jsonable(effective)
         out["name"] = self.run_name
-        out["attention_options"] = _jsonable(self._attention_kwargs)
         return out
 
     def differences(self, saved: Mapping[str, Any]) -> list[str]:
@@ -470,17 +487,14 @@ class CVConfig:
             warnings.simplefilter("ignore")
             saved = _fold_legacy(dict(saved))
         defaults = {f.name: _jsonable(default_of(f)) for f in dataclasses.fields(self)}
-        defaults["attention_options"] = {}
         out = []
         for key in sorted(set(saved) | set(current)):
             if key in LOCATION_FIELDS:
                 continue
-            if key == "attention_options" and isinstance(saved.get(key), Mapping):
+            if key in self._resolved and isinstance(saved.get(key), Mapping):
+                option_defaults = _jsonable(self._resolved[key][1])
                 out += _differences(
-                    saved[key],
-                    current[key],
-                    _jsonable(self._attention_defaults),
-                    "attention_options.",
+                    saved[key], current[key], option_defaults, f"{key}."
                 )
             else:
                 out += _differences(saved, current, defaults, "", (key,))
@@ -594,15 +608,15 @@ class CVConfig:
                             flat.pop(field, None)
         # Switching the model drops the file's attention options (those of
         # another layer); otherwise the flags' options join the file's.
-        options = "attention_options"
-        if "model" in overrides and attention_of(overrides["model"]) != attention_of(
-            flat.get("model", default_of(cls.__dataclass_fields__["model"]))
-        ):
-            flat.pop(options, None)
-        elif isinstance(flat.get(options), Mapping) and isinstance(
-            overrides.get(options), Mapping
-        ):
-            overrides[options] = {**flat[options], **overrides[options]}
+        for field in _options_fields():
+            name, owner = field.name, field.metadata["owner"]
+            before = flat.get(owner, default_of(cls.__dataclass_fields__[owner]))
+            if owner in overrides and _same(overrides[owner]) != _same(before):
+                flat.pop(name, None)
+            elif isinstance(flat.get(name), Mapping) and isinstance(
+                overrides.get(name), Mapping
+            ):
+                overrides[name] = {**flat[name], **overrides[name]}
         dataset = str(overrides.get("dataset", flat.get("dataset", "kvasir"))).lower()
         preset = {
             **PROTOCOLS[protocol],
@@ -630,6 +644,16 @@ class CVConfig:
         )
 
 
+def _options_fields() -> list[dataclasses.Field]:
+    """The ``"options"`` fields of :class:`CVConfig`."""
+    return [f for f in dataclasses.fields(CVConfig) if f.metadata["kind"] == "options"]
+
+
+def _same(name):
+    """A name as compared when a flag may change it: case-insensitive."""
+    return name.strip().lower() if isinstance(name, str) else name
+
+
 def _differences(saved, current, defaults, prefix, keys=None) -> list[str]:
     """``"key: saved X, now Y"`` for each key of ``keys`` (default: all)
     that differs; a key missing from ``saved`` is fine at its default."""
@@ -648,10 +672,8 @@ def _differences(saved, current, defaults, prefix, keys=None) -> list[str]:
 
 def _taken_options(model) -> dict[str, Any]:
     """The default options of ``model``'s attention; none for an unknown one."""
-    from keras_ssr import models
-
     try:
-        return models.attention_options(attention_of(model))
+        return _attention_options(model, None)
     except (ValueError, TypeError):
         return {}
 

@@ -35,6 +35,8 @@ def setting(
     metavar: str | None = None,
     aliases: Sequence[str] = (),
     hint: str | None = None,
+    owner: str | None = None,
+    resolve: Callable | None = None,
 ):
     """Declares one :class:`CVConfig` field and everything said about it.
 
@@ -44,9 +46,10 @@ def setting(
         section: the config file table it belongs to (one of ``SECTIONS``).
         kind: ``"str"``, ``"path"``, ``"int"``, ``"float"``, ``"bool"``,
             ``"ints"`` (a list of positive integers), ``"size"`` (two) or
-            ``"options"`` (a mapping of option names to TOML values, set on
-            the command line by a repeatable ``KEY=VALUE`` flag and merged
-            key by key over a config file's).
+            ``"options"``: the constructor options of what the field
+            ``owner`` names (a mapping of option names to TOML values, set
+            on the command line by a repeatable ``KEY=VALUE`` flag and
+            merged key by key over a config file's; ``resolve`` checks them).
         flags: extra command-line spellings besides ``--field-name``.
         choices: the accepted strings (or a function giving them).
         minimum, maximum: bounds of a number (``None``: unbounded).
@@ -56,12 +59,23 @@ def setting(
         aliases: deprecated names of the field, still accepted as keys,
             keywords and flags.
         hint: a sentence added to the error for a value not in ``choices``.
+        owner: for ``"options"``: the field whose value the options belong
+            to (e.g. ``"model"``); when a flag changes it, the options of a
+            config file are dropped.
+        resolve: for ``"options"``: ``resolve(owner_value, options)`` returns
+            every option's effective value (``options=None``: the defaults),
+            raising for an unknown option or a bad value.
 
     Returns:
         A ``dataclasses.field`` whose metadata holds the declaration.
     """
     if section not in SECTIONS:
         raise ValueError(f"`section` must be one of {SECTIONS}. Received: {section!r}")
+    if (kind == "options") != (owner is not None and resolve is not None):
+        raise ValueError(
+            "`owner` and `resolve` go with kind='options', and it needs both. "
+            f"Received: kind={kind!r}, owner={owner!r}, resolve={resolve!r}"
+        )
     metadata = {
         "help": help,
         "section": section,
@@ -75,6 +89,8 @@ def setting(
         "metavar": metavar,
         "aliases": tuple(aliases),
         "hint": hint,
+        "owner": owner,
+        "resolve": resolve,
     }
     if isinstance(default, Mapping):  # a mutable default needs a factory
         frozen = dict(default)
