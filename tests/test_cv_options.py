@@ -306,6 +306,14 @@ def test_option_errors_in_a_config_file(data, tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+def test_an_unknown_flag_says_how_options_are_set(data, tmp_path, capsys):
+    argv = _argv(data, tmp_path, "bad", "--model", "multifractal")
+    with pytest.raises(SystemExit):
+        cli.main([*argv, "--k", "8"])  # argparse takes 8 for the sub-command
+    err = capsys.readouterr().err
+    assert "invalid choice: '8'" in err and "--attention-option KEY=VALUE" in err
+
+
 # --------------------------------------------------------------------------
 # Flags and files together; resume
 

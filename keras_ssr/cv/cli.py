@@ -103,6 +103,22 @@ def _flag_options(field: dataclasses.Field) -> tuple[list[str], dict]:
     return names, options
 
 
+def _hint_stray_values(parser: argparse.ArgumentParser) -> None:
+    """A value of an unknown flag (``--k 8``) reaches argparse as the
+    sub-command; its error then says how options are set."""
+    error = parser.error
+
+    def explained(message: str):
+        if message.startswith("argument {summarize}: invalid choice"):
+            message += (
+                ". A value after an unknown flag? Options of the attention layer "
+                "are set with --attention-option KEY=VALUE (e.g. k=8)"
+            )
+        error(message)
+
+    parser.error = explained
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the ``cv`` options (and ``summarize``) to an ``argparse`` parser."""
     parser.description = (
@@ -113,6 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fold into one folder at once."
     )
     commands = parser.add_subparsers(dest="cv_command", metavar="{summarize}")
+    _hint_stray_values(parser)
     summary = commands.add_parser(
         "summarize",
         help="aggregate the finished folds of a run folder",
