@@ -26,7 +26,7 @@ then::
         --inputs inputs.npy --expected expected.npy --save ssr_unet.weights.h5
 
 The architecture flags must match the original model: ``--model``,
-``--levels``, ``--input-size``, ``--with-bn`` (the paper's runs used
+``--channels-per-level``, ``--input-size``, ``--with-bn`` (the paper's runs used
 ``with_bn=False``), ``--r`` and ``--max-scale``. SSR normalises over the
 whole batch, so predict with the same batch as the original (``--batch``,
 default: all inputs at once).
@@ -37,7 +37,7 @@ The keras_ssr repository ships a small checkpoint of the original
 
     python examples/import_original_weights.py \\
         tests/data/reference_tf214/checkpoints/ssr_unet.h5 \\
-        --levels 4,8,16 --input-size 32 --with-bn
+        --channels-per-level 4,8,16 --input-size 32 --with-bn
 """
 
 from __future__ import annotations
@@ -55,9 +55,11 @@ def build(args) -> keras.Model:
     """The keras_ssr model with the original's architecture."""
     shape = [args.input_size, args.input_size, 3]
     if args.model == "unet":
-        return models.get_unet(args.levels, input_shape=shape, with_bn=args.with_bn)
+        return models.get_unet(
+            args.channels_per_level, input_shape=shape, with_bn=args.with_bn
+        )
     return models.get_ssr_unet(
-        args.levels,
+        args.channels_per_level,
         r=args.r,
         max_scale=args.max_scale,
         input_shape=shape,
@@ -72,10 +74,11 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--model", choices=("ssr_unet", "unet"), default="ssr_unet")
     parser.add_argument(
+        "--channels-per-level",
         "--levels",
         type=lambda text: [int(v) for v in text.split(",")],
         default=[32, 64, 128, 256],
-        help="filters per level (default 32,64,128,256)",
+        help="filters per level (default 32,64,128,256; --levels: its former name)",
     )
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--with-bn", action="store_true")

@@ -11,7 +11,7 @@ folder. This script drives :func:`keras_ssr.cv.run_cv`, the Python side of
 * 10 folds in file-name order, no shuffling; the last 10% of each training
   fold validates (the checkpoint keeps the lowest ``val_loss``);
 * Adam 1e-4, batch 16, 100 epochs, 0.5 BCE + 0.5 Dice, 224x224 inputs,
-  levels 32-64-128-256 without BatchNormalization (the original's runs);
+  channels per level 32-64-128-256 without BatchNormalization (the original's runs);
 * per fold: ``best.weights.h5``, ``log.csv``, ``metrics.json`` under
   ``<output>/<model>-kvasir/fold_<k>/``; ``summary.csv``/``summary.json``
   with mean and std over folds.
@@ -41,7 +41,7 @@ QUICK = {
     "epochs": 2,
     "max_samples": 60,
     "target_size": (64, 64),
-    "levels": (8, 16, 32, 64),
+    "channels_per_level": (8, 16, 32, 64),
     "batch_size": 8,
 }
 

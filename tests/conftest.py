@@ -49,6 +49,7 @@ ONE_SESSION = {
     "test_cv_busi.py": "torch",
     "test_cv_concurrency.py": "torch",
     "test_cv_faults.py": "torch",
+    "test_cv_options.py": "torch",
     "test_cv_protocol.py": "torch",
     "test_demo.py": "tensorflow",
 }

@@ -1,6 +1,6 @@
 """keras_ssr.cv: the K-fold runner, its config, resume, CLI; and examples/.
 
-The runs are tiny (20 images of 32x32, 2 folds, levels [4, 8], 2 epochs,
+The runs are tiny (20 images of 32x32, 2 folds, channels [4, 8], 2 epochs,
 run eagerly) and reuse one module-scoped run where they can. Held-out scores
 are checked against NumPy recomputations from the saved best weights, the
 splits against explicit index lists, the summary against ``numpy.mean`` and
@@ -52,7 +52,7 @@ def _config(data: tuple[Path, Path], output: Path, **overrides) -> cv.CVConfig:
         "y_path": str(data[1]),
         "target_size": (SIZE, SIZE),
         "model": "unet",
-        "levels": (4, 8),
+        "channels_per_level": (4, 8),
         "folds": FOLDS,
         "epochs": EPOCHS,
         "batch_size": 16,  # >= the test folds' 10 samples: one evaluation batch
@@ -146,7 +146,8 @@ def test_files_written(finished):
             assert (run_dir / f"fold_{k}" / name).is_file(), (k, name)
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved == config.to_dict()
-    assert saved["levels"] == [4, 8] and saved["name"] == "run"
+    assert saved["channels_per_level"] == [4, 8] and saved["name"] == "run"
+    assert saved["attention_options"] == {}  # the U-Net has no attention
     record = json.loads((run_dir / "fold_1" / "metrics.json").read_text())
     assert record["fold"] == 1
     assert (record["n_fit"], record["n_val"], record["n_test"]) == (9, 1, 10)
@@ -401,9 +402,12 @@ def test_defaults_are_the_papers_protocol():
     assert (config.folds, config.epochs, config.batch_size) == (10, 100, 16)
     assert config.learning_rate == 1e-4 and config.optimizer == "adam"
     assert config.loss == "weighted" and config.loss_alpha == 0.5
-    assert config.levels == (32, 64, 128, 256) and config.with_bn is False
+    assert config.channels_per_level == (32, 64, 128, 256) and config.with_bn is False
     assert config.target_size == (224, 224) and config.val_fraction == 0.1
-    assert (config.model, config.r, config.max_scale) == ("ssr_unet", 2, 3)
+    assert config.model == "ssr_unet" and config.attention_options == {}
+    assert config.attention_kwargs == {
+        "r": 2, "max_scale": 3, "scaling": "batch", "synchronized": True
+    }  # fmt: skip
     assert config.min_lr == config.learning_rate
     assert config.run_dir == Path("runs") / "ssr_unet-folder"
 
@@ -419,9 +423,9 @@ def test_defaults_are_the_papers_protocol():
         ({"learning_rate": float("nan")}, ValueError, "learning_rate=nan"),
         ({"dataset": "coco"}, ValueError, "'kvasir', 'isic', 'folder'.*dataset='coco'"),
         ({"model": "resnet"}, ValueError, "'ssr_unet', 'unet'.*'se'.*model='resnet'"),
-        ({"levels": (4,)}, ValueError, r"levels=\(4,\)"),
-        ({"levels": (4, 0)}, ValueError, r"levels=\(4, 0\)"),
-        ({"target_size": (33, 32), "levels": (4, 8)}, ValueError, "divisible"),
+        ({"channels_per_level": (4,)}, ValueError, r"channels_per_level=\(4,\)"),
+        ({"channels_per_level": (4, 0)}, ValueError, r"level=\(4, 0\)"),
+        ({"target_size": (33, 32), "channels_per_level": (4, 8)}, ValueError, "divis"),
         ({"target_size": (32,)}, ValueError, r"target_size=\(32,\)"),
         ({"val_fraction": 0.0}, ValueError, "val_fraction=0.0"),
         ({"val_fraction": 1}, ValueError, "val_fraction=1"),
@@ -433,7 +437,10 @@ def test_defaults_are_the_papers_protocol():
         ({"seed": None}, TypeError, "seed=None"),
         ({"plateau_factor": 1.0}, ValueError, "plateau_factor=1.0"),
         ({"plateau_min_lr": -1.0}, ValueError, "plateau_min_lr=-1.0"),
-        ({"max_scale": 1}, ValueError, "max_scale=1"),
+        ({"attention_options": {"max_scale": 1}}, ValueError, "max_scale=1"),
+        ({"attention_options": {"k": 8}}, ValueError, "takes no option 'k'"),
+        ({"attention_options": [("r", 2)]}, TypeError, "mapping of option names"),
+        ({"model": "unet", "attention_options": {"r": 2}}, ValueError, "no attention"),
         ({"max_samples": 5}, ValueError, "max_samples=5"),  # < folds
         ({"name": "a/b"}, ValueError, "name='a/b'"),
         ({"masks_dir": None}, ValueError, "needs `masks_dir`.*masks_dir=None"),
@@ -447,9 +454,10 @@ def test_config_validation(overrides, error, match):
 
 def test_config_normalisation_and_replace():
     config = cv.CVConfig(
-        **FOLDER, model="SE", levels=[4, 8], target_size=[32, 32], learning_rate=1
-    )
-    assert config.model == "se" and config.levels == (4, 8)
+        **FOLDER, model="SE", channels_per_level=[4, 8], target_size=[32, 32],
+        learning_rate=1,
+    )  # fmt: skip
+    assert config.model == "se" and config.channels_per_level == (4, 8)
     assert config.target_size == (32, 32) and isinstance(config.learning_rate, float)
     with pytest.raises(ValueError, match="epochs=-1"):
         dataclasses.replace(config, epochs=-1)
@@ -471,7 +479,7 @@ learning_rate = 0.001
 
 [model]
 model = "unet"
-levels = [4, 8]
+channels_per_level = [4, 8]
 """
 
 
@@ -485,7 +493,7 @@ def test_toml_file_and_overrides(finished, tmp_path):
     path = _toml(tmp_path, finished[2])
     config = cv.CVConfig.from_file(path)
     assert (config.dataset, config.model, config.epochs) == ("isic", "unet", 3)
-    assert config.levels == (4, 8) and config.learning_rate == 1e-3
+    assert config.channels_per_level == (4, 8) and config.learning_rate == 1e-3
     config = cv.CVConfig.from_file(path, epochs=1, model="ssr_unet")
     assert (config.epochs, config.model, config.folds) == (1, "ssr_unet", 2)
     # Switching the dataset by an override drops the file's other paths.
@@ -526,10 +534,15 @@ def test_config_file_errors(tmp_path, monkeypatch):
 
 def test_yaml_json_and_toml_round_trips(tmp_path):
     yaml = pytest.importorskip("yaml")
-    config = cv.CVConfig(**FOLDER, epochs=7, levels=(4, 8, 16), max_samples=12)
+    config = cv.CVConfig(
+        **FOLDER, epochs=7, channels_per_level=(4, 8, 16), max_samples=12
+    )
     path = tmp_path / "cv.yaml"
     path.write_text(yaml.safe_dump({"data": FOLDER, "training": {"epochs": 7}}))
-    assert cv.CVConfig.from_file(path, levels=(4, 8, 16), max_samples=12) == config
+    assert (
+        cv.CVConfig.from_file(path, channels_per_level=(4, 8, 16), max_samples=12)
+        == config
+    )
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config.to_dict()))
     assert cv.CVConfig.from_file(path) == dataclasses.replace(
@@ -537,7 +550,7 @@ def test_yaml_json_and_toml_round_trips(tmp_path):
     )
     path = tmp_path / "config.toml"
     path.write_text(cv.config_to_toml(config))
-    assert tomllib.loads(path.read_text())["levels"] == [4, 8, 16]
+    assert tomllib.loads(path.read_text())["channels_per_level"] == [4, 8, 16]
     assert cv.CVConfig.from_file(path) == config
 
 
@@ -572,7 +585,7 @@ def test_load_data_from_folders(tmp_path):
         dataset="kvasir",
         data_root=str(tmp_path / "kvasir"),
         target_size=(16, 16),
-        levels=(4, 8),
+        channels_per_level=(4, 8),
         folds=2,
         max_samples=4,
     )
@@ -584,7 +597,7 @@ def test_load_data_from_folders(tmp_path):
         images_dir=str(tmp_path / "plain" / "images"),
         masks_dir=str(tmp_path / "plain" / "masks"),
         target_size=(16, 16),
-        levels=(4, 8),
+        channels_per_level=(4, 8),
         folds=2,
         data_format="channels_first",
     )
@@ -601,15 +614,19 @@ def test_isic_size_must_match_target_size(finished):
 
 
 def test_build_model_choices():
-    base = cv.CVConfig(**FOLDER, levels=(4, 8), target_size=(16, 16), r=4)
+    base = cv.CVConfig(
+        **FOLDER, channels_per_level=(4, 8), target_size=(16, 16),
+        attention_options={"r": 4},
+    )  # fmt: skip
     model = cv.build_model(base, (16, 16, 3))
     ssr = model.get_layer("encoder_0_attention")
     assert isinstance(ssr, layers.SingularityStrengthRecalibration)
     assert (ssr.r, ssr.max_scale) == (4, 3)
     model = cv.build_model(dataclasses.replace(base, model="se"), (16, 16, 3))
-    se = model.get_layer("encoder_0_attention")
+    se = model.get_layer("encoder_0_attention")  # r=4 carries over: SE takes it
     assert type(se) is layers.SqueezeExcite and se.r == 4
-    model = cv.build_model(dataclasses.replace(base, model="unet"), (16, 16, 3))
+    unet = dataclasses.replace(base, model="unet", attention_options={})
+    model = cv.build_model(unet, (16, 16, 3))
     assert not any("attention" in layer.name for layer in model.layers)
     assert model.output.shape == (None, 16, 16, 1)
 
@@ -627,7 +644,7 @@ def test_cli_file_plus_flags(finished, tmp_path, capsys):
     run_dir = tmp_path / "out" / "cli"
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["epochs"] == 1  # the flag wins over the file's 3
-    assert saved["learning_rate"] == 1e-3 and saved["levels"] == [4, 8]  # the file
+    assert saved["learning_rate"] == 1e-3 and saved["channels_per_level"] == [4, 8]
     assert (run_dir / "fold_0" / "metrics.json").is_file()
     assert not (run_dir / "fold_1").exists()
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -659,7 +676,7 @@ def test_cli_print_config_dry_run_and_errors(finished, tmp_path, capsys):
     assert cli.main(["cv", "-c", str(tmp_path / "nope.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        cli.main(["cv", "--levels", "4,x"])
+        cli.main(["cv", "--channels-per-level", "4,x"])
     with pytest.raises(ValueError, match="needs `x_path`"):
         cli.main(["cv", "--dataset", "isic", "--traceback"])
 

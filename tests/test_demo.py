@@ -8,6 +8,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import sys
 
 import keras
 import numpy as np
@@ -97,7 +98,7 @@ def test_presets_are_valid():
     assert demo.DEFAULTS.dataset == "textures"
     assert demo.QUICK.epochs == 1
     for config in (demo.DEFAULTS, demo.QUICK):
-        assert config.size % 2 ** (len(config.channels) - 1) == 0
+        assert config.size % 2 ** (len(config.channels_per_level) - 1) == 0
 
 
 @pytest.mark.parametrize(
@@ -110,9 +111,12 @@ def test_presets_are_valid():
         ({"epochs": 0}, ValueError, "epochs=0"),
         ({"samples": 2.5}, TypeError, "samples=2.5"),
         ({"seed": -3}, ValueError, "seed=-3"),
-        ({"max_scale": 1}, ValueError, "max_scale=1"),
-        ({"channels": (8,)}, ValueError, r"channels=\(8,\)"),
-        ({"channels": (1, 4, 8)}, ValueError, r"channels=\(1, 4, 8\)"),
+        ({"attention_options": {"ssr": {"max_scale": 1}}}, ValueError, "max_scale=1"),
+        ({"attention_options": {"ssr": {"k": 8}}}, ValueError, "takes no option 'k'"),
+        ({"attention_options": {"se": {"r": 4}}}, ValueError, r"\['se'\], which"),
+        ({"attention_options": {"ssr": 4}}, TypeError, "must map model names"),
+        ({"channels_per_level": (8,)}, ValueError, r"level=\(8,\)"),
+        ({"channels_per_level": (1, 4, 8)}, ValueError, r"level=\(1, 4, 8\)"),
         ({"learning_rate": 0.0}, ValueError, "learning_rate=0.0"),
         ({"models": ("none", "cbam")}, ValueError, r"unknown \['cbam'\]"),
         ({"models": ("ssr", "ssr")}, ValueError, "repeated"),
@@ -131,12 +135,15 @@ def test_command_line_options():
     assert demo.config_from_args(args) == demo.DEFAULTS
     assert args.output == "keras-ssr-demo"
     args = parser.parse_args(
-        ["--quick", "--epochs", "3", "--channels", "2,4", "--dataset", "ihc"]
+        ["--quick", "--epochs", "3", "--channels-per-level", "2,4", "--dataset", "ihc"]
     )
     config = demo.config_from_args(args)
     assert config == dataclasses.replace(
-        demo.QUICK, epochs=3, channels=(2, 4), dataset="ihc"
+        demo.QUICK, epochs=3, channels_per_level=(2, 4), dataset="ihc"
     )
+    # The former spelling of the widths still works.
+    args = parser.parse_args(["--quick", "--channels", "2,4"])
+    assert demo.config_from_args(args).channels_per_level == (2, 4)
     args = parser.parse_args(["--models", "SE, none,ssr_xu"])
     assert demo.config_from_args(args).models == ("se", "none", "ssr_xu")
     args = parser.parse_args(["--models", "all"])
@@ -145,19 +152,85 @@ def test_command_line_options():
         ["--channels", "8,x"],
         ["--epochs", "0"],
         ["--dataset", "mnist"],
-        ["--models", "none,cbam"],
         ["--models", ","],
+        ["--attention-option", "k"],
     )
     for bad in bad_options:
         with pytest.raises(SystemExit):
             parser.parse_args(bad)
+    # Names are checked once --import has run, by the configuration.
+    with pytest.raises(ValueError, match=r"unknown \['cbam'\].*register_attention"):
+        demo.config_from_args(parser.parse_args(["--models", "none,cbam"]))
 
 
-def test_impossible_configuration_exits_with_2(tmp_path, capsys):
-    args = _parser().parse_args(["--size", "30", "--output", str(tmp_path / "out")])
-    assert demo.run_from_args(args) == 2
-    assert "size=30" in capsys.readouterr().err
+def test_attention_options_from_the_command_line():
+    parser = _parser()
+    argv = ["--quick", "--models", "none,multifractal"]
+    argv += ["--attention-option", "multifractal.k=8"]
+    argv += ["--attention-option", "multifractal.per_channel=true"]
+    config = demo.config_from_args(parser.parse_args(argv))
+    assert config.attention_options == {"multifractal": {"k": 8, "per_channel": True}}
+    assert config.to_dict()["attention_options"] == {
+        "multifractal": {
+            "max_scale": 3, "k": 8, "per_channel": True, "scaling": "batch",
+            "synchronized": True,
+        }
+    }  # fmt: skip
+    model = demo.build_model("multifractal", config, (32, 32, 1))
+    for level in (0, 1):
+        layer = model.get_layer(f"encoder_{level}_attention")
+        assert (layer.k, layer.per_channel) == (8, True)
+    # The former r and max_scale set every model that takes them.
+    legacy = dataclasses.replace(
+        config, models=("none", "ssr", "se"), attention_options={}, r=4
+    )
+    assert legacy.attention_options == {"ssr": {"r": 4}, "se": {"r": 4}}
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("k=8", "MODEL.KEY=VALUE"),
+        ("multifractal.r=4", "takes no option 'r'; its options are max_scale, k"),
+        ("multifractal.k=1", "`k` must be >= 2. Received: k=1"),  # the layer's
+        ("multifractal.scaling=global", "`scaling` must be one of"),
+        ("ssr.r=2", "['ssr'], which are not among the models"),
+    ],
+)
+def test_bad_attention_options_exit_with_2(tmp_path, capsys, option, message):
+    argv = ["--quick", "--models", "none,multifractal", "--attention-option", option]
+    argv += ["--output", str(tmp_path / "out")]
+    assert demo.run_from_args(_parser().parse_args(argv)) == 2
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_import_registers_a_models_attention(tmp_path, capsys, monkeypatch):
+    from keras_ssr.demo import cli as demo_cli
+    from keras_ssr.models import registry
+
+    (tmp_path / "demo_plugin.py").write_text(
+        "from keras_ssr import layers, models\n"
+        "models.register_attention('se_plugin', layers.SqueezeExcite, {'r': 2})\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "demo_plugin", raising=False)
+    runs = []
+    monkeypatch.setattr(
+        demo_cli, "run_demo", lambda config, *a, **k: runs.append(config)
+    )
+    argv = ["--quick", "--models", "none,se_plugin", "--output", str(tmp_path / "o")]
+    argv += ["--attention-option", "se_plugin.r=4"]
+    try:
+        assert demo.run_from_args(_parser().parse_args(argv)) == 2
+        assert "register_attention" in capsys.readouterr().err and not runs
+        argv += ["--import", "demo_plugin"]
+        assert demo.run_from_args(_parser().parse_args(argv)) == 0
+        assert runs[0].models == ("none", "se_plugin")
+        assert runs[0].attention_kwargs("se_plugin") == {"r": 4}
+    finally:
+        registry._ATTENTION.pop("se_plugin", None)
+        sys.modules.pop("demo_plugin", None)
 
 
 # --------------------------------------------------------------------------
@@ -187,7 +260,10 @@ def test_builders_take_a_bn_momentum():
 
 @pytest.mark.parametrize("name", ["none", "ssr", "se"])
 def test_demo_models_are_the_registry_u_nets(name):
-    config = dataclasses.replace(demo.QUICK, channels=(2, 4), r=2, max_scale=2)
+    config = dataclasses.replace(
+        demo.QUICK, channels_per_level=(2, 4), models=(name,),
+        attention_options={"ssr": {"max_scale": 2}} if name == "ssr" else {},
+    )  # fmt: skip
     model = demo.build_model(name, config, (16, 16, 1))
     assert set(_block_momenta(model).values()) == {0.9}
     if name == "ssr":  # the SSR's own normalisation of its map, too
@@ -306,6 +382,19 @@ def test_short_demo_end_to_end(tmp_path, capsys):
     assert result["backend"] == BACKEND
     assert result["config"]["size"] == 16 and result["config"]["epochs"] == 1
     assert result["config"]["models"] == names
+    assert result["config"]["channels_per_level"] == [2, 4]
+    # Every option each attention was built with, none for the plain U-Net.
+    recorded = {
+        "none": {},
+        "ssr": {"r": 2, "max_scale": 3, "scaling": "batch", "synchronized": True},
+        "multifractal": {
+            "max_scale": 3, "k": 16, "per_channel": False, "scaling": "batch",
+            "synchronized": True,
+        },
+    }  # fmt: skip
+    assert [r["attention_options"] for r in result["rows"]] == [
+        recorded[n] for n in names
+    ]
     assert result["table"] in printed
     assert len(result["table"].splitlines()) == 2 + len(names)
     rows = result["rows"]

@@ -16,7 +16,6 @@ The convention (docs/development.md, "The docs' code blocks"):
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import re
 import socket
@@ -28,7 +27,6 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ssr import models
 from keras_ssr.models import registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -319,37 +317,6 @@ def test_a_failing_block_names_its_page_and_line():
         "NameError: name 'd' is not defined",
     ):
         _run_page("page.md", blocks[:1] + blocks[2:3], {})
-
-
-def _table(text: str, header: str) -> list[list[str]]:
-    """The rows of the Markdown table under ``header``, as lists of cells."""
-    lines = [line.strip() for line in text.splitlines()]
-    start = lines.index(header) + 2  # past the header and its rule
-    rows = []
-    for line in lines[start:]:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip("|").split("|")])
-    return rows
-
-
-def _defaults(cell: str) -> dict:
-    pairs = (item.split("=", 1) for item in cell.strip("`").split(", ") if item)
-    return {key: ast.literal_eval(value) for key, value in pairs}
-
-
-def test_models_page_lists_the_attention_registry():
-    """docs/models.md's table: every registered name, its layer, defaults and ranks."""
-    text = (ROOT / "docs" / "models.md").read_text(encoding="utf-8")
-    rows = _table(text, "| name | layer | defaults | inputs |")
-    listed = {name.strip("`"): rest for name, *rest in rows}
-    assert sorted(listed) == [n for n in models.attention_names() if n != "none"]
-    for name, (layer, defaults, inputs) in listed.items():
-        factory, registered = registry._lookup(name, "name")
-        assert layer.strip("`") == factory.__name__, name
-        assert _defaults(defaults) == registered, name
-        ranks = "/".join(str(rank - 2) for rank in factory.ranks)
-        assert inputs == f"{ranks}-D", name
 
 
 def test_examples_readme_lists_every_example():

@@ -9,6 +9,7 @@ serialisation.
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import fixtures as fx
 import keras
@@ -18,6 +19,7 @@ from conftest import requires_nchw_conv
 
 from keras_ssr import layers, models, porting
 from keras_ssr import testing as kt
+from keras_ssr.models import registry
 
 LEVELS = (4, 8, 16)
 SHAPE = (32, 32, 3)
@@ -513,3 +515,50 @@ def test_bn_argument_errors(kwargs, error, value):
     kt.check_bad_argument(
         lambda: models.build_unet(LEVELS, SHAPE, **kwargs), *value, error=error
     )
+
+
+def test_attention_options_are_the_layers_arguments():
+    assert models.attention_options("multifractal", {"k": 8}) == {
+        "max_scale": 3, "k": 8, "per_channel": False, "scaling": "batch",
+        "synchronized": True,
+    }  # fmt: skip
+    assert models.attention_options("fca") == {
+        "r": 2,
+        "low_freq": 4,
+        "basis": "followup",
+    }
+    assert models.attention_options(None) == models.attention_options("none") == {}
+    with pytest.raises(ValueError, match="takes no option 'r'; its options are max_"):
+        models.attention_options("multifractal", {"r": 4})
+    with pytest.raises(ValueError, match=r"`k` must be >= 2. Received: k=1"):
+        models.attention_options("multifractal", {"k": 1})  # the layer's error
+    with pytest.raises(ValueError, match="no attention"):
+        models.attention_options("none", {"r": 2})
+    with pytest.raises(ValueError, match="register_attention.*--import"):
+        models.attention_options("nope")
+    with pytest.raises(TypeError, match="mapping"):
+        models.attention_options("se", [("r", 2)])
+
+
+def test_attention_options_need_the_required_arguments():
+    def gate(width, gain=1.0, name=None, data_format=None):
+        return layers.SqueezeExcite(width, name=name, data_format=data_format)
+
+    models.register_attention("gate_test", gate, overwrite=True)
+    try:
+        with pytest.raises(ValueError, match="needs the option.*width"):
+            models.attention_options("gate_test")
+        assert models.attention_options("gate_test", {"width": 2}) == {
+            "width": 2, "gain": 1.0
+        }  # fmt: skip
+    finally:
+        registry._ATTENTION.pop("gate_test")
+
+
+def test_docs_attention_reference_is_current():
+    """docs/models.md holds the table generated from the registry."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "models.md").read_text()
+    marker = "<!-- attention-reference:start -->\n"
+    start = text.index(marker) + len(marker)
+    stop = text.index("<!-- attention-reference:end -->")
+    assert text[start:stop] == models.attention_reference()

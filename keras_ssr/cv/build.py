@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import math
 import os
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ import keras
 import numpy as np
 
 from keras_ssr import metrics
-from keras_ssr.cv.config import MODEL_ALIASES, CVConfig
+from keras_ssr.cv.config import CVConfig
 from keras_ssr.cv.files import atomic_path
 from keras_ssr.cv.splits import fold_splits
 
@@ -128,62 +127,43 @@ def fingerprint(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _attention_kwargs(
-    name: str, config: CVConfig, synchronized: bool
-) -> dict[str, Any] | None:
-    from keras_ssr import models
-
-    factory = models.get_attention(name)
-    if factory is None:
-        return None
-    try:
-        parameters = inspect.signature(factory).parameters
-    except (TypeError, ValueError):  # pragma: no cover - builtins
-        return None
-    values = {"r": config.r, "max_scale": config.max_scale}
-    if synchronized:
-        values["synchronized"] = True
-    return {k: v for k, v in values.items() if k in parameters}
-
-
 def build_model(
     config: CVConfig, input_shape: Sequence[int], synchronized: bool = False
 ):
     """The configured U-Net (uncompiled), via :func:`keras_ssr.models.build_unet`.
 
-    ``"unet"`` has no attention, ``"ssr_unet"`` SSR (``r``, ``max_scale``);
-    another attention name gets ``r`` and ``max_scale`` when its layer
-    takes them.
+    ``"unet"`` has no attention, ``"ssr_unet"`` SSR; the attention layer
+    gets every option of :attr:`CVConfig.attention_kwargs` (those set in
+    ``attention_options``, the registered defaults for the others).
 
     Args:
         config: the configuration.
         input_shape: one sample's shape, e.g. ``(224, 224, 3)``.
         synchronized: batch statistics over the global batch of a
-            data-parallel step (``--distribute``): ``synchronized_bn=True``,
-            and ``synchronized=True`` for an attention layer that takes it.
+            data-parallel step (``--distribute``): ``synchronized_bn=True``
+            (the attention layers' own statistics follow their
+            ``synchronized`` option, global by default).
 
     Returns:
         A ``keras.Model`` with one sigmoid output channel.
 
     Example:
         >>> config = CVConfig(dataset="folder", images_dir="i", masks_dir="m",
-        ...                   levels=(4, 8), target_size=(32, 32))
-        >>> build_model(config, (32, 32, 3)).name
-        'ssr_unet'
+        ...                   channels_per_level=(4, 8), target_size=(32, 32),
+        ...                   model="multifractal", attention_options={"k": 8})
+        >>> build_model(config, (32, 32, 3)).get_layer("encoder_0_attention").k
+        8
     """
     from keras_ssr import models
 
-    attention = MODEL_ALIASES.get(config.model, config.model)
     return models.build_unet(
-        config.levels,
+        config.channels_per_level,
         input_shape=tuple(input_shape),
         n_classes=2,
         with_bn=config.with_bn,
         synchronized_bn=bool(synchronized),
-        attention=attention,
-        attention_kwargs=None
-        if attention is None
-        else _attention_kwargs(attention, config, synchronized),
+        attention=config.attention,
+        attention_kwargs=config.attention_kwargs or None,
         data_format=config.data_format,
         name=config.model,
     )

@@ -8,6 +8,11 @@ adds its flag. Flags default to "not given", so that they override a
 
     keras-ssr cv [--config FILE] [flags]    run or resume a run
     keras-ssr cv summarize RUN              aggregate the finished folds of RUN
+
+``--attention-option KEY=VALUE`` (repeatable) sets one option of the
+attention layer, the value read as a TOML literal (``k=8``,
+``per_channel=true``, ``basis=dct``); ``--import MODULE`` imports a module
+first, e.g. one registering an attention of one's own.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ import argparse
 import dataclasses
 import sys
 
+from keras_ssr import _settings
 from keras_ssr.cv import build, files, results
-from keras_ssr.cv.config import PROTOCOLS, CVConfig
+from keras_ssr.cv.config import LEGACY_OPTIONS, PROTOCOLS, CVConfig
 from keras_ssr.cv.fields import SECTIONS, choices_of, shown
 from keras_ssr.cv.runner import run_cv
 
@@ -65,12 +71,24 @@ _PARSERS = {"int": int, "float": float, "ints": _int_list, "size": _size}
 
 def _flag_options(field: dataclasses.Field) -> tuple[list[str], dict]:
     meta = field.metadata
-    names = [f"--{field.name.replace('_', '-')}", *meta["flags"]]
+    aliases = [f"--{alias.replace('_', '-')}" for alias in meta["aliases"]]
+    names = [f"--{field.name.replace('_', '-')}", *meta["flags"], *aliases]
     options: dict = {"dest": field.name, "default": argparse.SUPPRESS}
     help_text = f"{meta['help']} (default {shown(field.default)})"
+    if aliases:
+        help_text += f"; {', '.join(aliases)}: its former name"
     options["help"] = help_text.replace("%", "%%")
     if meta["kind"] == "bool":
         options["action"] = argparse.BooleanOptionalAction
+        return names, options
+    if meta["kind"] == "options":
+        help_text = f"{meta['help']}; repeatable, the value a TOML literal"
+        options.update(
+            action=_settings.SetOption,
+            type=_settings.assignment,
+            metavar=meta["metavar"],
+        )
+        options["help"] = help_text.replace("%", "%%")
         return names, options
     parser = _PARSERS.get(meta["kind"])
     if parser is not None:
@@ -85,6 +103,22 @@ def _flag_options(field: dataclasses.Field) -> tuple[list[str], dict]:
     return names, options
 
 
+def _hint_stray_values(parser: argparse.ArgumentParser) -> None:
+    """A value of an unknown flag (``--k 8``) reaches argparse as the
+    sub-command; its error then says how options are set."""
+    error = parser.error
+
+    def explained(message: str):
+        if message.startswith("argument {summarize}: invalid choice"):
+            message += (
+                ". A value after an unknown flag? Options of the attention layer "
+                "are set with --attention-option KEY=VALUE (e.g. k=8)"
+            )
+        error(message)
+
+    parser.error = explained
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the ``cv`` options (and ``summarize``) to an ``argparse`` parser."""
     parser.description = (
@@ -95,6 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fold into one folder at once."
     )
     commands = parser.add_subparsers(dest="cv_command", metavar="{summarize}")
+    _hint_stray_values(parser)
     summary = commands.add_parser(
         "summarize",
         help="aggregate the finished folds of a run folder",
@@ -105,6 +140,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     summary.add_argument(
         "--traceback", action="store_true", help="show the full traceback of an error"
     )
+    _settings.add_import_argument(summary)
     parser.add_argument(
         "--config", "-c", metavar="FILE", help="a .toml, .yaml/.yml or .json config"
     )
@@ -120,7 +156,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(CVConfig):
         names, options = _flag_options(field)
         groups[field.metadata["section"]].add_argument(*names, **options)
+    for key in LEGACY_OPTIONS:
+        groups["model"].add_argument(
+            f"--{key.replace('_', '-')}",
+            dest=key,
+            type=_settings.parse_value,
+            default=argparse.SUPPRESS,
+            metavar="N",
+            help=f"deprecated: --attention-option {key}=N",
+        )
     run = parser.add_argument_group("running")
+    _settings.add_import_argument(run)
     run.add_argument(
         "--fold",
         dest="run_folds",
@@ -166,7 +212,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> CVConfig:
     """The configuration of parsed ``cv`` arguments: file, then flags."""
-    names = [f.name for f in dataclasses.fields(CVConfig)]
+    names = [f.name for f in dataclasses.fields(CVConfig)] + list(LEGACY_OPTIONS)
     overrides = {name: getattr(args, name) for name in names if hasattr(args, name)}
     protocol = getattr(args, "protocol", None)
     if getattr(args, "config", None):
@@ -219,6 +265,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     130 with a hint on resuming.
     """
     try:
+        _settings.import_modules(getattr(args, "imports", None))
         if getattr(args, "cv_command", None) == "summarize":
             _summarize(args.run_dir)
             return 0

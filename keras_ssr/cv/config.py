@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from keras_ssr import _checks
-from keras_ssr.cv.fields import SECTIONS, check_field, setting, shown
+from keras_ssr import _checks, _settings
+from keras_ssr.cv.fields import (
+    SECTIONS,
+    aliases_of,
+    check_field,
+    default_of,
+    setting,
+    shown,
+)
 from keras_ssr.losses import LOSS_NAMES
-from keras_ssr.ops import MAX_SCALE_LIMIT
 
 __all__ = [
     "DATASETS",
@@ -66,6 +73,10 @@ MODEL_ALIASES = {"ssr_unet": "ssr", "unet": None}
 #: Fields that say where a run goes, not what it computes: ignored when a
 #: saved configuration is compared with the current one.
 LOCATION_FIELDS = ("output_dir", "name")
+#: The former fields ``r`` and ``max_scale``, with their defaults: still read
+#: (from files, flags and keywords, deprecated) and applied to the attention
+#: when it takes them, as they were; now they are ``attention_options``.
+LEGACY_OPTIONS = {"r": 2, "max_scale": 3}
 
 
 def model_names() -> list[str]:
@@ -78,6 +89,35 @@ def model_names() -> list[str]:
         *MODEL_ALIASES,
         *(n for n in models.attention_names() if n not in MODEL_ALIASES),
     ]
+
+
+def attention_of(model: str) -> str | None:
+    """The attention name of a ``model`` name (``None``: a plain U-Net)."""
+    name = model.strip().lower() if isinstance(model, str) else model
+    return MODEL_ALIASES.get(name, name)
+
+
+def _jsonable(value):
+    """``value`` as JSON gives it back: tuples as lists, recursively."""
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _attention_options(model: str, options) -> dict[str, Any]:
+    """Every option of ``model``'s attention layer, checked
+    (:func:`keras_ssr.models.attention_options`)."""
+    from keras_ssr import models
+
+    attention = attention_of(model)
+    if attention is None and options:
+        raise ValueError(
+            f"model={model!r} has no attention layer, so it takes no attention "
+            f"options. Received: attention_options={dict(options)!r}"
+        )
+    return models.attention_options(attention, options)
 
 
 def _isic_scales() -> tuple[str, ...]:
@@ -163,18 +203,33 @@ class CVConfig:
     model: str = setting(
         "ssr_unet",
         "ssr_unet (SSR after every encoder block), unet, or an attention name "
-        "of keras_ssr.models.build_unet (se, ssr, ssr_xu, none, ...)",
+        "of keras_ssr.models.build_unet (none, se, ssr, ssr_xu, mono, "
+        "multifractal, scse, srm, fca, or one registered with --import)",
         "model",
         "str",
         choices=model_names,
         metavar="NAME",
+        hint=_settings.REGISTER_HINT,
     )
-    levels: tuple[int, ...] = setting(
+    attention_options: dict[str, Any] = setting(
+        {},
+        "the attention layer's constructor arguments (keras_ssr.models."
+        "attention_options lists them), e.g. k=8 or basis=dct; unset ones take "
+        "the registered defaults; config.json records them all",
+        "model",
+        "options",
+        flags=("--attention-option",),
+        metavar="KEY=VALUE",
+        owner="model",
+        resolve=_attention_options,
+    )
+    channels_per_level: tuple[int, ...] = setting(
         (32, 64, 128, 256),
         "filters per U-Net level, the last the bottleneck's",
         "model",
         "ints",
         metavar="C,...",
+        aliases=("levels",),
     )
     with_bn: bool = setting(
         False,
@@ -182,14 +237,6 @@ class CVConfig:
         "model",
         "bool",
     )
-    r: int = setting(
-        2, "reduction ratio of the attention's excitation MLP", "model", "int",
-        minimum=1,
-    )  # fmt: skip
-    max_scale: int = setting(
-        3, "dyadic scales of the SSR (attentions that take it)", "model", "int",
-        minimum=2, maximum=MAX_SCALE_LIMIT,
-    )  # fmt: skip
     data_format: str = setting(
         "channels_last", "channels_last or channels_first", "model", "str",
         choices=_checks.DATA_FORMATS,
@@ -333,13 +380,15 @@ class CVConfig:
         if self.max_samples is not None:
             _checks.check_int("max_samples", self.max_samples, self.folds)
         if self.dataset != "isic":
-            factor = 2 ** (len(self.levels) - 1)
+            levels = self.channels_per_level
+            factor = 2 ** (len(levels) - 1)
             if any(side % factor for side in self.target_size):
                 raise ValueError(
                     f"`target_size` must be divisible by 2**(levels - 1) = {factor} "
-                    f"for {len(self.levels)} levels. Received: "
-                    f"target_size={self.target_size!r}, levels={self.levels!r}"
+                    f"for {len(levels)} levels. Received: "
+                    f"target_size={self.target_size!r}, channels_per_level={levels!r}"
                 )
+        self._resolve_options()
         if self.name is not None and (
             not isinstance(self.name, str)
             or not self.name.strip()
@@ -351,7 +400,44 @@ class CVConfig:
                 f"Received: name={self.name!r}"
             )
 
+    def _resolve_options(self) -> None:
+        """Checks each ``"options"`` field by its ``resolve`` (the layer's own
+        errors for bad values); keeps the options that differ from the
+        defaults in the field, all of them for :meth:`effective_options`."""
+        resolved = {}
+        for field in _options_fields():
+            resolve = field.metadata["resolve"]
+            owner = getattr(self, field.metadata["owner"])
+            effective = resolve(owner, getattr(self, field.name))
+            defaults = resolve(owner, None)
+            changed = {
+                key: value
+                for key, value in effective.items()
+                if _jsonable(value) != _jsonable(defaults[key])
+            }
+            object.__setattr__(self, field.name, changed)
+            resolved[field.name] = (effective, defaults)
+        object.__setattr__(self, "_resolved", resolved)
+
+    def effective_options(self, field: str) -> dict[str, Any]:
+        """Every option of an ``"options"`` field (e.g. ``"attention_options"``),
+        the defaults included: the values ``config.json`` records and the
+        model is built with (the field holds those that differ from the
+        defaults)."""
+        return dict(self._resolved[field][0])
+
     # ----------------------------------------------------------------------
+
+    @property
+    def attention(self) -> str | None:
+        """The attention name of :attr:`model` (``None``: no attention)."""
+        return attention_of(self.model)
+
+    @property
+    def attention_kwargs(self) -> dict[str, Any]:
+        """Every option of the attention, its defaults included:
+        ``effective_options("attention_options")``."""
+        return self.effective_options("attention_options")
 
     @property
     def run_name(self) -> str:
@@ -372,11 +458,13 @@ class CVConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-ready values (tuples as lists), ``name``
-        resolved to :attr:`run_name`."""
+        resolved to :attr:`run_name`, each ``"options"`` field with every
+        option (:meth:`effective_options`)."""
         out = {}
         for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            out[field.name] = list(value) if isinstance(value, tuple) else value
+            out[field.name] = _jsonable(getattr(self, field.name))
+        for name, (effective, _) in self._resolved.items():
+            out[name] = _jsonable(effective)
         out["name"] = self.run_name
         return out
 
@@ -385,24 +473,31 @@ class CVConfig:
 
         The location fields (``output_dir``, ``name``) are ignored, and so is a
         field missing from ``saved`` whose value here is its default (a field
-        added since that run was saved).
+        added since that run was saved). The attention options are compared
+        one by one, by the same rule (an option the layer gained since keeps
+        its default). A file saved before the fields were renamed (``levels``,
+        ``r``, ``max_scale``) is read as it was meant.
 
         Returns:
-            One ``"field: saved X, now Y"`` line per differing field.
+            One ``"field: saved X, now Y"`` line per differing field (per
+            option: ``"attention_options.k: saved 16, now 8"``).
         """
         current = self.to_dict()
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        with warnings.catch_warnings():  # an old file's names, read as meant
+            warnings.simplefilter("ignore")
+            saved = _fold_legacy(dict(saved))
+        defaults = {f.name: _jsonable(default_of(f)) for f in dataclasses.fields(self)}
         out = []
         for key in sorted(set(saved) | set(current)):
             if key in LOCATION_FIELDS:
                 continue
-            if key not in saved:
-                if current[key] != defaults[key]:
-                    out.append(f"{key}: not saved, now {current[key]!r}")
-            elif key not in current:
-                out.append(f"{key}: saved {saved[key]!r}, unknown now")
-            elif saved[key] != current[key]:
-                out.append(f"{key}: saved {saved[key]!r}, now {current[key]!r}")
+            if key in self._resolved and isinstance(saved.get(key), Mapping):
+                option_defaults = _jsonable(self._resolved[key][1])
+                out += _differences(
+                    saved[key], current[key], option_defaults, f"{key}."
+                )
+            else:
+                out += _differences(saved, current, defaults, "", (key,))
         return out
 
     @classmethod
@@ -454,6 +549,10 @@ class CVConfig:
                 f"Received: {type(values).__name__}"
             )
         sections = {f.name: f.metadata["section"] for f in dataclasses.fields(cls)}
+        valid = ", ".join(sections)
+        aliases = aliases_of(cls)
+        sections.update({alias: sections[name] for alias, name in aliases.items()})
+        sections.update(dict.fromkeys(LEGACY_OPTIONS, "model"))
         values = dict(values)
         named = values.pop("protocol", None)
         protocol = _checks.check_choice(
@@ -467,17 +566,20 @@ class CVConfig:
             if key not in sections:
                 raise ValueError(
                     f"Unknown configuration key {label!r}{where}. Valid keys: "
-                    f"{', '.join(sections)} (optionally grouped in the tables "
-                    f"{', '.join(SECTIONS)})."
+                    f"{valid} (optionally grouped in the tables "
+                    f"{', '.join(SECTIONS)}). The attention layer's options go "
+                    f"in the table [model.attention_options]."
                 )
             if table is not None and sections[key] != table:
+                field = cls.__dataclass_fields__.get(aliases.get(key, key))
+                what = field.metadata["help"] if field else "an attention option"
                 raise ValueError(
                     f"The configuration key {key!r} is inside the table [{table}]"
                     f"{where}, but it belongs to [{sections[key]}]: `{key}` is "
-                    f"{cls.__dataclass_fields__[key].metadata['help']}. Move it to "
-                    f"[{sections[key]}] or to the top level. Received: "
-                    f"{label}={value!r}"
+                    f"{what}. Move it to [{sections[key]}] or to the top level. "
+                    f"Received: {label}={value!r}"
                 )
+            key = aliases.get(key, key)
             if key in flat:
                 raise ValueError(
                     f"The configuration key {key!r} is given twice{where}."
@@ -494,8 +596,9 @@ class CVConfig:
         if unknown:
             raise ValueError(
                 f"Unknown configuration field(s) {', '.join(map(repr, unknown))}. "
-                f"Valid fields: {', '.join(sections)}."
+                f"Valid fields: {valid}."
             )
+        overrides = {aliases.get(key, key): value for key, value in overrides.items()}
         # Switching the dataset from the flags drops the file's other paths.
         if "dataset" in overrides and overrides["dataset"] != flat.get("dataset"):
             for kind, fields in DATASETS.items():
@@ -503,13 +606,24 @@ class CVConfig:
                     for field in fields:
                         if field not in overrides:
                             flat.pop(field, None)
+        # Switching the model drops the file's attention options (those of
+        # another layer); otherwise the flags' options join the file's.
+        for field in _options_fields():
+            name, owner = field.name, field.metadata["owner"]
+            before = flat.get(owner, default_of(cls.__dataclass_fields__[owner]))
+            if owner in overrides and _same(overrides[owner]) != _same(before):
+                flat.pop(name, None)
+            elif isinstance(flat.get(name), Mapping) and isinstance(
+                overrides.get(name), Mapping
+            ):
+                overrides[name] = {**flat[name], **overrides[name]}
         dataset = str(overrides.get("dataset", flat.get("dataset", "kvasir"))).lower()
         preset = {
             **PROTOCOLS[protocol],
             **DATASET_PROTOCOLS.get((protocol, dataset), {}),
         }
         flat = {**preset, **flat, **overrides}
-        for key in ("target_size", "levels"):
+        for key in ("target_size", "channels_per_level"):
             if isinstance(flat.get(key), list):
                 flat[key] = tuple(flat[key])
         return cls(**flat)
@@ -530,6 +644,84 @@ class CVConfig:
         )
 
 
+def _options_fields() -> list[dataclasses.Field]:
+    """The ``"options"`` fields of :class:`CVConfig`."""
+    return [f for f in dataclasses.fields(CVConfig) if f.metadata["kind"] == "options"]
+
+
+def _same(name):
+    """A name as compared when a flag may change it: case-insensitive."""
+    return name.strip().lower() if isinstance(name, str) else name
+
+
+def _differences(saved, current, defaults, prefix, keys=None) -> list[str]:
+    """``"key: saved X, now Y"`` for each key of ``keys`` (default: all)
+    that differs; a key missing from ``saved`` is fine at its default."""
+    out = []
+    for key in keys or sorted(set(saved) | set(current)):
+        label = prefix + key
+        if key not in saved:
+            if current[key] != defaults.get(key):
+                out.append(f"{label}: not saved, now {current[key]!r}")
+        elif key not in current:
+            out.append(f"{label}: saved {saved[key]!r}, unknown now")
+        elif saved[key] != current[key]:
+            out.append(f"{label}: saved {saved[key]!r}, now {current[key]!r}")
+    return out
+
+
+def _taken_options(model) -> dict[str, Any]:
+    """The default options of ``model``'s attention; none for an unknown one."""
+    try:
+        return _attention_options(model, None)
+    except (ValueError, TypeError):
+        return {}
+
+
+def _fold_legacy(values: dict[str, Any]) -> dict[str, Any]:
+    """Constructor keywords in today's names: ``levels`` renamed, the former
+    fields ``r`` and ``max_scale`` moved into ``attention_options`` when the
+    model's attention takes them, and dropped otherwise, as they were unused
+    then (with a warning when not at their old default)."""
+    values = _settings.rename_deprecated(values, aliases_of(CVConfig), "CVConfig")
+    legacy = {key: values.pop(key) for key in LEGACY_OPTIONS if key in values}
+    if not legacy:
+        return values
+    warnings.warn(
+        f"CVConfig: the fields {', '.join(f'`{k}`' for k in legacy)} are "
+        "deprecated: set them in `attention_options` (--attention-option KEY=VALUE).",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    options = values.get("attention_options")
+    if options is not None and not isinstance(options, Mapping):
+        return values  # the field's check names the error
+    options = dict(options or {})
+    model = values.get("model", default_of(CVConfig.__dataclass_fields__["model"]))
+    taken = _taken_options(model)
+    for key, value in legacy.items():
+        if key in taken:
+            if key in options and options[key] != value:
+                raise ValueError(
+                    f"`{key}` is given twice: as the former field ({key}={value!r}) "
+                    f"and among the attention options ({key}={options[key]!r}). "
+                    f"Give it once, in attention_options."
+                )
+            options[key] = value
+        elif value != LEGACY_OPTIONS[key]:
+            warnings.warn(
+                f"`{key}`={value!r} is ignored: model={model!r} does not take it "
+                f"(its attention options: {', '.join(taken) or 'none'}).",
+                UserWarning,
+                stacklevel=3,
+            )
+    values["attention_options"] = options
+    return values
+
+
+CVConfig = _settings.legacy_keywords(_fold_legacy, aliases_of(CVConfig))(CVConfig)
+
+
 def config_reference() -> str:
     """The table of every :class:`CVConfig` field as Markdown, by section.
 
@@ -548,9 +740,12 @@ def config_reference() -> str:
             if field.metadata["section"] == section:
                 help_text = field.metadata["help"].replace("|", "\\|")
                 flags = [f"--{field.name.replace('_', '-')}", *field.metadata["flags"]]
+                key = f"`{field.name}`" + "".join(
+                    f" (formerly `{alias}`)" for alias in field.metadata["aliases"]
+                )
                 lines.append(
-                    f"| `{field.name}` | {', '.join(f'`{f}`' for f in flags)} | "
-                    f"`{shown(field.default)}` | {help_text} |"
+                    f"| {key} | {', '.join(f'`{f}`' for f in flags)} | "
+                    f"`{shown(default_of(field))}` | {help_text} |"
                 )
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
@@ -561,7 +756,7 @@ def _document_fields(cls) -> None:
     for field in dataclasses.fields(cls):
         lines.append(
             f"        {field.name}: {field.metadata['help']} "
-            f"(default ``{shown(field.default)}``)."
+            f"(default ``{shown(default_of(field))}``)."
         )
     cls.__doc__ = (cls.__doc__ or "").rstrip() + "\n" + "\n".join(lines) + "\n"
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from keras_ssr import _checks
 
-__all__ = ["SECTIONS", "check_field", "choices_of", "setting", "shown"]
+__all__ = ["SECTIONS", "aliases_of", "check_field", "choices_of", "setting", "shown"]
 
 #: The tables of a config file, in order. A key inside a table must be one
 #: of that table's fields; at the top level any field may appear.
@@ -33,6 +33,10 @@ def setting(
     open_bounds: bool = False,
     optional: bool = False,
     metavar: str | None = None,
+    aliases: Sequence[str] = (),
+    hint: str | None = None,
+    owner: str | None = None,
+    resolve: Callable | None = None,
 ):
     """Declares one :class:`CVConfig` field and everything said about it.
 
@@ -41,19 +45,37 @@ def setting(
         help: one line for ``--help``, the docs and the class documentation.
         section: the config file table it belongs to (one of ``SECTIONS``).
         kind: ``"str"``, ``"path"``, ``"int"``, ``"float"``, ``"bool"``,
-            ``"ints"`` (a list of positive integers) or ``"size"`` (two).
+            ``"ints"`` (a list of positive integers), ``"size"`` (two) or
+            ``"options"``: the constructor options of what the field
+            ``owner`` names (a mapping of option names to TOML values, set
+            on the command line by a repeatable ``KEY=VALUE`` flag and
+            merged key by key over a config file's; ``resolve`` checks them).
         flags: extra command-line spellings besides ``--field-name``.
         choices: the accepted strings (or a function giving them).
         minimum, maximum: bounds of a number (``None``: unbounded).
         open_bounds: the bounds themselves are excluded.
         optional: ``None`` is accepted.
         metavar: the value's name in ``--help``.
+        aliases: deprecated names of the field, still accepted as keys,
+            keywords and flags.
+        hint: a sentence added to the error for a value not in ``choices``.
+        owner: for ``"options"``: the field whose value the options belong
+            to (e.g. ``"model"``); when a flag changes it, the options of a
+            config file are dropped.
+        resolve: for ``"options"``: ``resolve(owner_value, options)`` returns
+            every option's effective value (``options=None``: the defaults),
+            raising for an unknown option or a bad value.
 
     Returns:
         A ``dataclasses.field`` whose metadata holds the declaration.
     """
     if section not in SECTIONS:
         raise ValueError(f"`section` must be one of {SECTIONS}. Received: {section!r}")
+    if (kind == "options") != (owner is not None and resolve is not None):
+        raise ValueError(
+            "`owner` and `resolve` go with kind='options', and it needs both. "
+            f"Received: kind={kind!r}, owner={owner!r}, resolve={resolve!r}"
+        )
     metadata = {
         "help": help,
         "section": section,
@@ -65,8 +87,33 @@ def setting(
         "open_bounds": open_bounds,
         "optional": optional or default is None,
         "metavar": metavar,
+        "aliases": tuple(aliases),
+        "hint": hint,
+        "owner": owner,
+        "resolve": resolve,
     }
+    if isinstance(default, Mapping):  # a mutable default needs a factory
+        frozen = dict(default)
+        return dataclasses.field(
+            default_factory=lambda: dict(frozen), metadata=metadata
+        )
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def default_of(field: dataclasses.Field):
+    """A field's default, whether given as a value or a factory."""
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+def aliases_of(cls) -> dict[str, str]:
+    """``{deprecated name: field name}`` of a class of :func:`setting` fields."""
+    return {
+        alias: field.name
+        for field in dataclasses.fields(cls)
+        for alias in field.metadata.get("aliases", ())
+    }
 
 
 def choices_of(field: dataclasses.Field) -> tuple[str, ...] | None:
@@ -106,7 +153,12 @@ def check_field(field: dataclasses.Field, value):
         choices = choices_of(field)
         if choices is None:
             return value
-        return _checks.check_choice(name, value, choices)
+        try:
+            return _checks.check_choice(name, value, choices)
+        except ValueError as error:
+            if meta["hint"] is None:
+                raise
+            raise ValueError(f"{error}. {meta['hint']}.") from None
     if kind == "path":
         return _path(name, value)
     if kind == "bool":
@@ -120,6 +172,13 @@ def check_field(field: dataclasses.Field, value):
         return _checks.check_int_sequence(name, value, 1, min_length=2)
     if kind == "size":
         return _checks.check_int_sequence(name, value, 1, length=2)
+    if kind == "options":
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise TypeError(
+                f"`{name}` must be a mapping of option names to values (in a "
+                f"config file a table, [model.{name}]). Received: {name}={value!r}"
+            )
+        return dict(value)
     raise AssertionError(f"unknown kind {kind!r} of field {name!r}")
 
 
@@ -130,4 +189,6 @@ def shown(value) -> str:
         return "true" if value else "false"
     if isinstance(value, tuple):
         return ",".join(map(str, value))
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={shown(v)}" for k, v in value.items()) or "{}"
     return str(value)

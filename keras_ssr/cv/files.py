@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from keras_ssr import _settings
+
 __all__ = [
     "atomic_path",
     "config_to_toml",
@@ -28,17 +30,7 @@ __all__ = [
 
 
 def _load_toml(handle) -> dict:
-    try:
-        import tomllib
-    except ImportError:  # Python < 3.11
-        try:
-            import tomli as tomllib
-        except ImportError as err:
-            raise ImportError(
-                "Reading TOML config files on Python < 3.11 needs tomli: "
-                "`pip install tomli`."
-            ) from err
-    return tomllib.load(handle)
+    return _settings.tomllib().load(handle)
 
 
 def _load_yaml(handle) -> dict:
@@ -114,11 +106,15 @@ def _toml_value(value) -> str:
         return repr(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table; TOML has no null: None left out
+        pairs = (f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None)
+        return "{" + ", ".join(pairs) + "}"
     return json.dumps(str(value))  # a TOML basic string
 
 
 def config_to_toml(config) -> str:
-    """The configuration as a TOML file (``None`` fields commented out).
+    """The configuration as a TOML file (``None`` fields commented out), the
+    attention options all of them (:attr:`~keras_ssr.cv.CVConfig.attention_kwargs`).
 
     Args:
         config: a :class:`keras_ssr.cv.CVConfig`.
@@ -134,8 +130,9 @@ def config_to_toml(config) -> str:
         dataset = "folder"
     """
     lines = []
+    values = {**config.to_dict(), "name": config.name}
     for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
+        value = values[field.name]
         if value is None:
             lines.append(f"# {field.name} =")
         else:

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 
+from keras_ssr import _settings
 from keras_ssr.demo import data as datasets
 from keras_ssr.demo.config import DEFAULTS, QUICK, DemoConfig
 from keras_ssr.demo.runner import run_demo
@@ -39,19 +40,29 @@ def _channels(text: str) -> tuple[int, ...]:
 
 
 def _models(text: str) -> tuple[str, ...]:
-    """``none,ssr,se`` (or ``all``: every registered attention) as a tuple."""
-    from keras_ssr.models import attention_names
-
+    """``none,ssr,se`` (or ``all``) as a tuple; the names are checked once
+    ``--import`` has run (:class:`DemoConfig`)."""
     names = tuple(v.strip().lower() for v in text.split(",") if v.strip())
-    if names == ("all",):
-        return tuple(attention_names())
-    unknown = [n for n in names if n not in attention_names()]
-    if not names or unknown:
+    if not names:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated names among {attention_names()} or 'all', "
-            f"got {text!r}"
+            f"expected comma-separated attention names or 'all', got {text!r}"
         )
     return names
+
+
+def _attention_options(assigned) -> dict[str, dict]:
+    """``{"multifractal.k": 8}`` (from ``--attention-option``) as
+    ``{"multifractal": {"k": 8}}``."""
+    options: dict[str, dict] = {}
+    for key, value in (assigned or {}).items():
+        model, dot, option = key.partition(".")
+        if not dot or not model or not option:
+            raise ValueError(
+                "--attention-option takes MODEL.KEY=VALUE in the demo, the model "
+                f"one of --models (e.g. multifractal.k=8). Received: {key}={value!r}"
+            )
+        options.setdefault(model.strip().lower(), {})[option.strip()] = value
+    return options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,6 +90,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"srm, fca..., or all (default {','.join(DEFAULTS.models)})",
     )
     parser.add_argument(
+        "--attention-option",
+        dest="attention_options",
+        action=_settings.SetOption,
+        type=_settings.assignment,
+        metavar="MODEL.KEY=VALUE",
+        help="an option of one model's attention layer, e.g. multifractal.k=8 or "
+        "fca.basis=dct (keras_ssr.models.attention_options lists them); "
+        "repeatable, the value a TOML literal; unset ones keep the registered "
+        "defaults",
+    )
+    _settings.add_import_argument(parser)
+    parser.add_argument(
         "--epochs", type=_positive_int, help=f"(default {DEFAULTS.epochs})"
     )
     parser.add_argument(
@@ -100,10 +123,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=_positive_int, help=f"(default {DEFAULTS.batch_size})"
     )
     parser.add_argument(
+        "--channels-per-level",
         "--channels",
+        dest="channels_per_level",
         type=_channels,
         help="filters per level, comma-separated "
-        f"(default {','.join(map(str, DEFAULTS.channels))})",
+        f"(default {','.join(map(str, DEFAULTS.channels_per_level))}; "
+        "--channels: its former name)",
     )
     parser.add_argument(
         "--learning-rate", type=float, help=f"Adam (default {DEFAULTS.learning_rate})"
@@ -118,7 +144,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--quick",
         action="store_true",
         help=f"tiny everything for smoke tests: {QUICK.size}px, {QUICK.samples} "
-        f"images, {QUICK.epochs} epoch, channels {','.join(map(str, QUICK.channels))} "
+        f"images, {QUICK.epochs} epoch, channels "
+        f"{','.join(map(str, QUICK.channels_per_level))} "
         "(explicit options still win)",
     )
     parser.add_argument(
@@ -142,8 +169,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> DemoConfig:
-    """The :class:`DemoConfig` of parsed options (``--quick`` or defaults + flags)."""
+    """The :class:`DemoConfig` of parsed options (``--quick`` or defaults + flags).
+
+    Raises:
+        ValueError, TypeError: for an impossible configuration (a model or
+            an attention option included).
+    """
+    from keras_ssr.models import attention_names
+
     base = QUICK if args.quick else DEFAULTS
+    models = args.models
+    if models == ("all",):
+        models = tuple(attention_names())
     overrides = {
         "dataset": args.dataset,
         "seed": args.seed,
@@ -152,9 +189,10 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         "samples": args.samples,
         "test_samples": args.test_samples,
         "batch_size": args.batch_size,
-        "channels": args.channels,
+        "channels_per_level": args.channels_per_level,
         "learning_rate": args.learning_rate,
-        "models": args.models,
+        "models": models,
+        "attention_options": _attention_options(args.attention_options) or None,
     }
     return dataclasses.replace(
         base, **{k: v for k, v in overrides.items() if v is not None}
@@ -169,8 +207,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     error and returns 2.
     """
     try:
+        _settings.import_modules(args.imports)
         config = config_from_args(args)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, ImportError) as error:
         print(f"keras-ssr demo: error: {error}", file=sys.stderr)
         return 2
     try:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
+from collections.abc import Mapping
+from typing import Any
 
 from keras_ssr._checks import check_int, check_real
+from keras_ssr._settings import REGISTER_HINT, legacy_keywords, rename_deprecated
 from keras_ssr.demo import data as datasets
 
 __all__ = ["DEFAULTS", "QUICK", "DemoConfig", "model_label"]
@@ -47,15 +51,20 @@ class DemoConfig:
             patches of its held-out blocks).
         epochs: training epochs.
         batch_size: training batch size.
-        channels: filters per U-Net level, the last the bottleneck's.
+        channels_per_level: filters per U-Net level, the last the
+            bottleneck's (formerly ``channels``).
         learning_rate: Adam's learning rate.
         seed: seed of the data, the weights and the shuffling.
-        r: reduction ratio of the attention layers that take one.
-        max_scale: dyadic scales of the layers that take them (SSR, Mono,
-            Multifractal).
         models: the attention of each U-Net compared, names of
             :func:`keras_ssr.models.attention_names` (``"none"``: the plain
             U-Net), in table order.
+        attention_options: per model of ``models``, options of its
+            attention layer (``{"multifractal": {"k": 8}}``), checked by
+            :func:`keras_ssr.models.attention_options`; the others keep the
+            registered defaults. Holds the options that differ from those
+            defaults; :meth:`attention_kwargs` gives every option. (The
+            former fields ``r`` and ``max_scale`` are still accepted as
+            keywords: they set that option of every model that takes it.)
     """
 
     dataset: str = "textures"
@@ -64,15 +73,75 @@ class DemoConfig:
     test_samples: int = 128
     epochs: int = 8
     batch_size: int = 16
-    channels: tuple[int, ...] = (8, 16, 32, 64)
+    channels_per_level: tuple[int, ...] = (8, 16, 32, 64)
     learning_rate: float = 1e-3
     seed: int = 0
-    r: int = 2
-    max_scale: int = 3
     models: tuple[str, ...] = ("none", "ssr")
+    attention_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(
+        default_factory=dict
+    )
 
     def __post_init__(self):
         _validate(self)
+
+    def attention_kwargs(self, name: str) -> dict[str, Any]:
+        """Every option of model ``name``'s attention, defaults included (a
+        name not among ``models``: the registered defaults)."""
+        if name in self._attention_kwargs:
+            return dict(self._attention_kwargs[name])
+        from keras_ssr.models import attention_options
+
+        return attention_options(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON-ready values, ``attention_options`` holding
+        every option of every model (:meth:`attention_kwargs`)."""
+        out = dataclasses.asdict(self)
+        out["channels_per_level"] = list(self.channels_per_level)
+        out["models"] = list(self.models)
+        out["attention_options"] = {
+            name: kwargs for name, kwargs in self._attention_kwargs.items() if kwargs
+        }
+        return out
+
+
+#: Former keywords of :class:`DemoConfig` and their new names.
+ALIASES = {"channels": "channels_per_level"}
+#: Former fields, now attention options, with their defaults then.
+LEGACY_OPTIONS = {"r": 2, "max_scale": 3}
+
+
+def _fold_legacy(values: dict[str, Any]) -> dict[str, Any]:
+    """Keywords in today's names: ``channels`` renamed; ``r`` and
+    ``max_scale`` set on every model of ``models`` that takes them, as they
+    were (options set explicitly win)."""
+    from keras_ssr.models import attention_options
+
+    values = rename_deprecated(values, ALIASES, "DemoConfig")
+    legacy = {key: values.pop(key) for key in LEGACY_OPTIONS if key in values}
+    options = values.get("attention_options", {})
+    if not legacy or not isinstance(options, Mapping):
+        return values
+    warnings.warn(
+        f"DemoConfig: {', '.join(f'`{k}`' for k in legacy)} are deprecated: set "
+        "them per model in `attention_options`.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    options = {name: dict(given) for name, given in options.items()}
+    for name in values.get("models", DemoConfig.models):
+        try:
+            taken = attention_options(name)
+        except (ValueError, TypeError):
+            continue  # the check of `models` names the error
+        extra = {k: v for k, v in legacy.items() if k in taken}
+        if extra:
+            options[name] = {**extra, **options.get(name, {})}
+    values["attention_options"] = options
+    return values
+
+
+DemoConfig = legacy_keywords(_fold_legacy, ALIASES)(DemoConfig)
 
 
 def _integer(config, name, minimum, maximum=None):
@@ -95,9 +164,43 @@ def _check_models(models) -> None:
     unknown = [m for m in models if m not in known]
     if unknown or len(set(models)) != len(models):
         what = f"unknown {unknown}" if unknown else "repeated names"
+        hint = f" {REGISTER_HINT}." if unknown else ""
         raise ValueError(
-            f"`models` holds {what}; the names are {known}. Received: models={models!r}"
+            f"`models` holds {what}; the names are {known}.{hint} "
+            f"Received: models={models!r}"
         )
+
+
+def _resolve_options(config: DemoConfig) -> None:
+    """Checks ``attention_options`` against each model's attention; keeps
+    the options that differ from the defaults, all of them for
+    :meth:`DemoConfig.attention_kwargs`."""
+    from keras_ssr.models import attention_options
+
+    given = config.attention_options
+    if not isinstance(given, Mapping) or not all(
+        isinstance(options, Mapping) for options in given.values()
+    ):
+        raise TypeError(
+            "`attention_options` must map model names to mappings of option "
+            f"names to values. Received: attention_options={given!r}"
+        )
+    strangers = [name for name in given if name not in config.models]
+    if strangers:
+        raise ValueError(
+            f"`attention_options` sets options of {strangers}, which are not "
+            f"among the models {list(config.models)}. Received: "
+            f"attention_options={dict(given)!r}"
+        )
+    effective, changed = {}, {}
+    for name in config.models:
+        effective[name] = attention_options(name, given.get(name))
+        defaults = attention_options(name)
+        differing = {k: v for k, v in effective[name].items() if v != defaults[k]}
+        if differing:
+            changed[name] = differing
+    object.__setattr__(config, "attention_options", changed)
+    object.__setattr__(config, "_attention_kwargs", effective)
 
 
 def _validate(config: DemoConfig) -> None:
@@ -107,24 +210,18 @@ def _validate(config: DemoConfig) -> None:
             f"`dataset` must be one of {', '.join(map(repr, datasets.DATASETS))}. "
             f"Received: dataset={config.dataset!r}"
         )
-    for name in ("samples", "test_samples", "epochs", "batch_size", "r"):
+    for name in ("samples", "test_samples", "epochs", "batch_size"):
         _integer(config, name, 1)
     _integer(config, "seed", 0)
-    _integer(config, "max_scale", 2, 16)
-    channels = config.channels
+    channels = config.channels_per_level
     if (
         not isinstance(channels, tuple)
         or len(channels) < 2
         or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels)
     ):
         raise ValueError(
-            "`channels` must be a tuple of at least two positive integers. "
-            f"Received: channels={channels!r}"
-        )
-    if min(channels[:-1]) < config.r:
-        raise ValueError(
-            f"Every encoder level needs at least r={config.r} channels for the "
-            f"attention's hidden layer. Received: channels={channels!r}"
+            "`channels_per_level` must be a tuple of at least two positive "
+            f"integers. Received: channels_per_level={channels!r}"
         )
     _integer(config, "size", 16, 128 if config.dataset == "ihc" else None)
     factor = 2 ** (len(channels) - 1)
@@ -135,11 +232,24 @@ def _validate(config: DemoConfig) -> None:
         )
     check_real("learning_rate", config.learning_rate, 0.0, open_minimum=True)
     _check_models(config.models)
+    _resolve_options(config)
+    for name in config.models:
+        r = config.attention_kwargs(name).get("r")
+        if isinstance(r, int) and min(channels[:-1]) < r:
+            raise ValueError(
+                f"Every encoder level needs at least r={r} channels for the "
+                f"hidden layer of {name!r}. Received: channels_per_level={channels!r}"
+            )
 
 
 #: The default run (timings per backend: docs/demo.md, "Timing").
 DEFAULTS = DemoConfig()
 #: ``--quick``: tiny everything, for tests and smoke checks (seconds).
 QUICK = DemoConfig(
-    size=32, samples=16, test_samples=8, epochs=1, batch_size=8, channels=(4, 8, 16)
+    size=32,
+    samples=16,
+    test_samples=8,
+    epochs=1,
+    batch_size=8,
+    channels_per_level=(4, 8, 16),
 )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
 import sys
@@ -97,7 +96,8 @@ def run_demo(
         f"keras-ssr demo: dataset {config.dataset!r}, {config.size}x{config.size} "
         f"images, {len(x_train)} for training, {len(x_test)} held out; "
         f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}; "
-        f"channels {list(config.channels)}; models {', '.join(config.models)}; "
+        f"channels {list(config.channels_per_level)}; models "
+        f"{', '.join(config.models)}; "
         f"Keras {keras.__version__} on {backend}"
     )
     rows, trained, predictions = [], {}, {}
@@ -125,7 +125,7 @@ def run_demo(
         writer.writeheader()
         writer.writerows(rows)
     result = {
-        "config": dataclasses.asdict(config),
+        "config": config.to_dict(),
         "backend": backend,
         "keras": keras.__version__,
         "bn_momentum": DEMO_BN_MOMENTUM,

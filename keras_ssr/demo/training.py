@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import time
 from typing import Any
 
@@ -21,28 +20,20 @@ class UnbuildableModelError(ValueError):
 def build_model(name: str, config: DemoConfig, input_shape):
     """The demo's U-Net with attention ``name`` (``"none"``: none).
 
-    The attention's ``r`` and ``max_scale`` come from ``config`` when the
-    layer takes them; its other arguments keep the registry's defaults.
-    Every BatchNormalization, the U-Net blocks' (``bn_momentum``) and the
-    attention layers' own, gets the demo's momentum
-    (:data:`~keras_ssr.demo.config.DEMO_BN_MOMENTUM`).
+    The attention gets every option of ``config.attention_kwargs(name)``
+    (those set in ``config.attention_options``, the registry's defaults for
+    the others). Every BatchNormalization, the U-Net blocks'
+    (``bn_momentum``) and the attention layers' own, gets the demo's
+    momentum (:data:`~keras_ssr.demo.config.DEMO_BN_MOMENTUM`).
     """
     from keras_ssr import models
 
     factory = models.get_attention(name)
-    kwargs = None
-    if factory is not None:
-        try:
-            parameters = inspect.signature(factory).parameters
-        except (TypeError, ValueError):
-            parameters = {}
-        wanted = {"r": config.r, "max_scale": config.max_scale}
-        kwargs = {k: v for k, v in wanted.items() if k in parameters}
     model = models.build_unet(
-        list(config.channels),
+        list(config.channels_per_level),
         input_shape=list(input_shape),
         attention=None if factory is None else name,
-        attention_kwargs=kwargs or None,
+        attention_kwargs=config.attention_kwargs(name) or None,
         data_format="channels_last",
         name="unet" if factory is None else f"{name}_unet",
         bn_momentum=DEMO_BN_MOMENTUM,
@@ -93,7 +84,7 @@ def check_models(config: DemoConfig, input_shape) -> None:
         except (ValueError, TypeError) as error:
             raise UnbuildableModelError(
                 f"The {model_label(name)} (--models {name}) cannot be built with "
-                f"channels {list(config.channels)} on {tuple(input_shape)} "
+                f"channels {list(config.channels_per_level)} on {tuple(input_shape)} "
                 f"images: {error}"
             ) from error
     keras.backend.clear_session()
@@ -153,6 +144,7 @@ def train_and_score(
     row = {
         "model": label,
         "attention": name,
+        "attention_options": config.attention_kwargs(name),
         "params": int(model.count_params()),
         "train_seconds": round(seconds, 2),
         "dice_mean": float(dice.mean()),

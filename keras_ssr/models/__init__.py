@@ -38,6 +38,8 @@ from keras_ssr.models.followup import (
 from keras_ssr.models.registry import (
     AttentionFactory,
     attention_names,
+    attention_options,
+    attention_reference,
     get_attention,
     register_attention,
 )
@@ -56,6 +58,8 @@ __all__ = [
     "AttentionFactory",
     "TrilinearUpSampling3D",
     "attention_names",
+    "attention_options",
+    "attention_reference",
     "build_unet",
     "get_attention",
     "get_fca_encoder_unet",

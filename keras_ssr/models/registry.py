@@ -1,14 +1,25 @@
-"""The attention registry: names the U-Net builders and ``keras-ssr cv`` accept."""
+"""The attention registry: names the U-Net builders and ``keras-ssr cv`` accept.
+
+A registered attention is a factory (a layer class, or a callable returning
+a layer) and defaults for some of its arguments. Its *options* are its
+factory's named arguments but ``name`` and ``data_format``, which the
+builders set for every level: :func:`attention_options` gives their
+effective values, checked by the layer itself. ``keras-ssr cv`` and
+``keras-ssr demo`` resolve, check and record every attention option through
+it, so a layer's new argument needs no change anywhere else.
+"""
 
 from __future__ import annotations
 
 import inspect
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import keras
 
+from keras_ssr._settings import REGISTER_HINT
 from keras_ssr.layers import (
     FrequencyChannelAttention,
     MonofractalRecalibration,
@@ -31,6 +42,8 @@ class _AttentionEntry:
 
 _ATTENTION: dict[str, _AttentionEntry] = {}
 _NO_ATTENTION = "none"
+#: The factory arguments the builders set for every level: never options.
+BUILDER_ARGUMENTS = ("name", "data_format")
 
 
 def register_attention(
@@ -127,11 +140,140 @@ def _lookup(name, argument: str) -> tuple[AttentionFactory | None, dict]:
     if key not in _ATTENTION:
         raise ValueError(
             f"Unknown attention {name!r}. Known names: {attention_names()}; or pass "
-            f"a layer class or a callable returning a layer. "
+            f"a layer class or a callable returning a layer. {REGISTER_HINT}. "
             f"Received: {argument}={name!r}"
         )
     entry = _ATTENTION[key]
     return entry.factory, dict(entry.defaults)
+
+
+def _named_parameters(factory) -> dict[str, Any]:
+    """``factory``'s arguments that a keyword can set, with their defaults
+    (``inspect.Parameter.empty`` for a required one)."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return {}
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name: p.default for p in parameters if p.kind in kinds}
+
+
+def attention_options(
+    name: str | None, options: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The effective constructor options of a registered attention, checked.
+
+    The options of an attention are the named arguments of its factory (a
+    layer class's ``__init__``) but ``name`` and ``data_format``, which the
+    builders set for every level, plus any key of its registered defaults.
+    Each takes its value from ``options``, else from the registered
+    defaults (:func:`register_attention`), else from the signature. The
+    layer is then constructed once with them (Python's ``random`` state is
+    restored afterwards), so a bad value raises the layer's own error, and
+    the values returned are those the layer's ``get_config()`` reports.
+    ``keras-ssr cv`` records this mapping in ``config.json``; passed as
+    ``attention_kwargs`` to :func:`build_unet` it builds the same layers.
+
+    Args:
+        name: a registered attention name; ``None`` or ``"none"`` (no
+            attention) has no options.
+        options: the options to set (``None``: the defaults).
+
+    Returns:
+        Every option of the attention and its value, in signature order.
+
+    Raises:
+        ValueError: for an unknown attention name (saying how to register
+            one), an option the attention does not take (its options are
+            listed), a required option left unset, or options for no
+            attention; and as the layer's constructor for a bad value.
+        TypeError: if ``options`` is not a mapping of names; and as the
+            layer's constructor.
+
+    Example:
+        >>> attention_options("multifractal", {"k": 8})
+        {'max_scale': 3, 'k': 8, 'per_channel': False, 'scaling': 'batch',
+         'synchronized': True}
+    """
+    factory, defaults = _lookup(name, "name")
+    if options is not None and not isinstance(options, Mapping):
+        raise TypeError(
+            f"`options` must be a mapping of option names to values or None. "
+            f"Received: options={options!r}"
+        )
+    options = dict(options or {})
+    for key in options:
+        if not isinstance(key, str):
+            raise TypeError(
+                f"Option names must be strings. Received: {key!r} in "
+                f"options={options!r}"
+            )
+    if factory is None:
+        if options:
+            raise ValueError(
+                f"There is no attention ({name!r}), so there are no attention "
+                f"options to set. Received: options={options!r}"
+            )
+        return {}
+    label = f"The attention {name.strip().lower()!r} ({_describe(factory)})"
+    values = {
+        key: default
+        for key, default in _named_parameters(factory).items()
+        if key not in BUILDER_ARGUMENTS
+    }
+    values.update(defaults)
+    unknown = [key for key in options if key not in values]
+    if unknown:
+        raise ValueError(
+            f"{label} takes no option {', '.join(map(repr, unknown))}; its options "
+            f"are {', '.join(values) or 'none'}. Received: options={options!r}"
+        )
+    values.update(options)
+    missing = [key for key, value in values.items() if value is inspect.Parameter.empty]
+    if missing:
+        raise ValueError(
+            f"{label} needs the option(s) {', '.join(missing)}, which have no "
+            f"default: set them. Received: options={options!r}"
+        )
+    state = random.getstate()  # the layer's initialisers draw default seeds
+    try:
+        layer = _make_attention(factory, values, None, None, None, name)
+    finally:
+        random.setstate(state)
+    try:
+        reported = layer.get_config()
+    except NotImplementedError:
+        reported = {}
+    return {key: reported.get(key, value) for key, value in values.items()}
+
+
+def attention_reference() -> str:
+    """The registered attentions and their options, as a Markdown table.
+
+    ``docs/models.md`` holds this table; a test checks that it is current.
+
+    Returns:
+        One row per name of :func:`attention_names`: its layer and every
+        option with its default (:func:`attention_options`).
+    """
+    lines = [
+        "| name | layer | options (defaults) |",
+        "| --- | --- | --- |",
+    ]
+    for name in attention_names():
+        factory = get_attention(name)
+        if factory is None:
+            lines.append(f"| `{name}` | no attention | - |")
+            continue
+        options = ", ".join(
+            f"`{key}={value!r}`" for key, value in attention_options(name).items()
+        )
+        lines.append(f"| `{name}` | `{_describe(factory)}` | {options or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _describe(factory) -> str:
+    return getattr(factory, "__qualname__", None) or repr(factory)
 
 
 register_attention("se", SqueezeExcite, {"r": 2})
@@ -202,10 +344,13 @@ def _resolve_attention(attention, attention_kwargs):
 
 
 def _make_attention(factory, kwargs, name, data_format, spatial_rank, attention):
+    """``factory(**kwargs)`` with ``data_format`` and ``name`` where it takes
+    them (``None`` leaves them out), checked to be a layer for
+    ``spatial_rank``-D inputs (``None``: any)."""
     call_kwargs = dict(kwargs)
-    if _accepts(factory, "data_format"):
+    if data_format is not None and _accepts(factory, "data_format"):
         call_kwargs["data_format"] = data_format
-    if _accepts(factory, "name"):
+    if name is not None and _accepts(factory, "name"):
         call_kwargs["name"] = name
     layer = factory(**call_kwargs)
     if not isinstance(layer, keras.layers.Layer):
@@ -215,7 +360,7 @@ def _make_attention(factory, kwargs, name, data_format, spatial_rank, attention)
             f"Received: attention={attention!r}"
         )
     ranks = getattr(layer, "ranks", None)
-    if ranks is not None and spatial_rank + 2 not in ranks:
+    if ranks is not None and spatial_rank is not None and spatial_rank + 2 not in ranks:
         supported = sorted(r - 2 for r in ranks)
         raise ValueError(
             f"{type(layer).__name__} supports {supported}-D inputs only, not "
