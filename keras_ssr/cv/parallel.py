@@ -34,8 +34,8 @@ statistic nor a mean, so the update is still one device's. Validation and
 the held-out scores cover the whole set as without ``--distribute``.
 
 Only the chief (TensorFlow's chief worker, JAX process 0, torch rank 0)
-writes into the run folder; it tells the others which folds to train
-(:meth:`Replication.broadcast`).
+writes into the run folder; it tells the others which folds to train, in
+one :meth:`Replication.broadcast`.
 """
 
 from __future__ import annotations
@@ -184,37 +184,42 @@ class Replication:
         batches = ReplicaBatches(source, self.replicas, processes, process)
         return {"x": batches, "shuffle": False}  # the source orders the batches
 
-    def broadcast(self, value: int) -> int:
-        """The chief's ``value`` (an integer), on every process.
+    def broadcast(self, values) -> np.ndarray:
+        """The chief's ``values`` (a 1-D array of integers) on every process.
 
-        Every process must call it, in the same order. One process: ``value``.
+        Every process must call it with an array of the same length (only
+        the chief's entries count), as one collective. One process:
+        ``values`` themselves.
         """
+        values = np.asarray(values, dtype=np.int64)
         if self.processes <= 1:
-            return int(value)
-        value = int(value) if self.chief else 0
+            return values
+        if not self.chief:
+            values = np.zeros_like(values)
         if self.engine == "torch.distributed":
             import torch
             import torch.distributed as dist
 
-            tensor = torch.tensor([value], dtype=torch.int64)
+            tensor = torch.from_numpy(values.copy())
             if dist.get_backend() == "nccl":
                 tensor = tensor.cuda()
             dist.broadcast(tensor, src=0)
-            return int(tensor.item())
+            return tensor.cpu().numpy()
         if self.distribution is not None:
             from jax.experimental import multihost_utils
 
-            return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
+            shared = multihost_utils.broadcast_one_to_all(values.astype(np.int32))
+            return np.asarray(shared, dtype=np.int64)
         import tensorflow as tf
 
-        def share():
+        def share():  # the first replica's values, zeros elsewhere, summed
             first = tf.distribute.get_replica_context().replica_id_in_sync_group == 0
-            return tf.where(first, tf.constant(float(value)), tf.constant(0.0))
+            return tf.cast(first, tf.float64) * tf.constant(values, tf.float64)
 
         total = self.strategy.reduce(
             tf.distribute.ReduceOp.SUM, self.strategy.run(share), axis=None
         )
-        return int(round(float(total)))
+        return np.round(total.numpy()).astype(np.int64)
 
 
 class Validation(keras.callbacks.Callback):
