@@ -44,6 +44,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -149,9 +150,12 @@ class Replication:
             yield twin
 
     def prepare(self, model) -> None:
-        """Readies a compiled model (torch: :func:`data_parallel_torch`)."""
+        """Readies a compiled model (torch: :func:`data_parallel_torch`;
+        several TensorFlow workers: :func:`_mend_multi_worker_fit`)."""
         if self.engine == "torch.distributed":
             data_parallel_torch(model)
+        if self.engine == "MultiWorkerMirroredStrategy":
+            _mend_multi_worker_fit(model)
 
     def fit_data(self, data: dict[str, Any], config, seed: int) -> dict[str, Any]:
         """``model.fit``'s data arguments, as :class:`ReplicaBatches`.
@@ -220,6 +224,33 @@ class Replication:
             tf.distribute.ReduceOp.SUM, self.strategy.run(share), axis=None
         )
         return np.round(total.numpy()).astype(np.int64)
+
+
+def _mend_multi_worker_fit(model) -> None:
+    """Works around two defects of Keras 3's TensorFlow ``fit`` under
+    ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585; a plain
+    ``Dense`` model fails the same way):
+
+    - before the first step ``fit`` builds the metrics from the first batch
+      reduced with ``strategy.reduce``, which refuses the batch's ``(x, y)``
+      tuple across workers (``Attempt to convert a value (PerReplica...``):
+      they are built from the model's input and output shapes instead (only
+      the shapes count);
+    - every step's logs are reduced with ``strategy.reduce(..., axis=0)``,
+      which refuses scalars (``Invalid reduction dimension 0 for input with 0
+      dimensions``): the training step returns them as 1-element vectors,
+      which that reduce averages over the replicas into scalars again.
+    """
+    import tensorflow as tf
+
+    build, step = model._maybe_symbolic_build, model.train_step
+    shapes = (model.inputs[0], model.outputs[0])
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: build(
+        data_batch=shapes
+    )
+    model.train_step = lambda data: {
+        name: tf.reshape(value, [1]) for name, value in step(data).items()
+    }
 
 
 class Validation(keras.callbacks.Callback):
@@ -493,13 +524,28 @@ def _jax() -> Replication:
     devices = jax.devices()
     if len(devices) <= 1:
         return Replication(replicas=1)
+    if jax.process_count() > 1 and _keras_version() < (3, 11):
+        raise RuntimeError(
+            "--distribute over several JAX processes needs Keras 3.11 or later "
+            "(earlier Keras' fit takes only a tf.data.Dataset across processes). "
+            f"Received: Keras {keras.__version__}, {jax.process_count()} processes"
+        )
+    # Each process feeds its own share of every global batch (ReplicaBatches).
+    distribution = keras.distribution.DataParallel(
+        devices=devices, auto_shard_dataset=False
+    )
     return Replication(
         "keras.distribution.DataParallel",
         len(devices),
         jax.process_count(),
         jax.process_index() == 0,
-        distribution=keras.distribution.DataParallel(devices=devices),
+        distribution=distribution,
     )
+
+
+def _keras_version() -> tuple[int, int]:
+    major, minor = re.match(r"(\d+)\.(\d+)", keras.__version__).groups()
+    return int(major), int(minor)
 
 
 def _torch() -> Replication:
