@@ -8,12 +8,14 @@ score every fold:
   (else over the logical CPU devices configured), or, when ``TF_CONFIG`` is
   set, ``tf.distribute.MultiWorkerMirroredStrategy`` over every worker's.
   The model is built and compiled in the strategy's scope; Keras' ``fit``
-  splits each global batch across the replicas and sums their gradients.
+  splits each global batch across the replicas and sums their gradients
+  (with several workers after :func:`_mend_multi_worker_fit`).
 - **JAX**: ``keras.distribution.DataParallel`` over ``jax.devices()``, set
   for the fold's building and training only (all processes' devices after
   ``jax.distributed``, which ``keras.distribution.initialize()`` starts from
-  the ``KERAS_DISTRIBUTION_*`` variables). Keras compiles one SPMD program
-  over the sharded global batch.
+  the ``KERAS_DISTRIBUTION_*`` variables; each process then feeds its own
+  share of every global batch). Keras compiles one SPMD program over the
+  sharded global batch.
 - **PyTorch**: Keras' torch ``fit`` has no data parallelism of its own, so
   under ``torchrun`` (``WORLD_SIZE`` above 1; the process group is
   initialised here when it is not yet) :func:`data_parallel_torch` gives the
@@ -582,6 +584,7 @@ def replicate(config, log: Callable[[str], Any] = print) -> Replication:
     Raises:
         ValueError: if the replicas do not divide ``config.batch_size`` (the
             global batch); both are named.
+        RuntimeError: for several JAX processes with Keras before 3.11.
     """
     if not config.distribute:
         return Replication()
