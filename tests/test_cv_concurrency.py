@@ -216,3 +216,27 @@ def test_full_run_beside_a_running_fold_leaves_it_alone(tmp_path, holder):
     assert (result.trained, result.skipped, result.busy) == ([0], [1], [])
     assert not (run_dir / "fold_0" / "partial.txt").exists()
     assert result.complete
+
+
+def test_claims_skip_held_and_finished_folds_until_leave(tmp_path, holder):
+    """A run claims its folds at once: not one another process holds, not
+    one found finished; the claims last until it leaves the run."""
+    config = cv.CVConfig(
+        dataset="folder", images_dir="i", masks_dir="m", folds=3,
+        output_dir=str(tmp_path), name="run",
+    )  # fmt: skip
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True)
+    files.write_json(run_dir / "config.json", config.to_dict())
+    process = holder(run_dir)  # holds fold 0
+    (run_dir / "fold_1").mkdir()
+    files.write_json(run_dir / "fold_1" / "metrics.json", {"fold": 1, "metrics": {}})
+    folder = cv.rundir.RunFolder(config)
+    folder.enter(None, overwrite=False)
+    claimed, busy, finished = folder.claim([0, 1, 2])
+    assert (claimed, list(busy), finished) == ([2], [0], [1])
+    assert busy[0].startswith(f"{process.pid}@")
+    fold_2, fold_1 = folder.fold_lock(2), folder.fold_lock(1)
+    assert fold_2.busy() and not fold_1.busy()
+    folder.leave()
+    assert not fold_2.busy()

@@ -1,11 +1,14 @@
 """``keras-ssr cv --distribute``: a fold on two replicas trains one device's model.
 
-Each backend's session trains fold 0 of a tiny SSR-U-Net run with BN twice:
-on one device, and in a subprocess with
-``--distribute`` on two replicas of its own engine (TensorFlow's
-``MirroredStrategy`` over two logical CPU devices, JAX's
-``keras.distribution.DataParallel`` over two host devices, two ``torchrun``
-processes over gloo). This file is that subprocess's script too.
+Each backend's session trains fold 0 of a tiny SSR-U-Net run with BN on one
+device, and with ``--distribute`` on two replicas of each of its engines, in
+subprocesses: TensorFlow's ``MirroredStrategy`` over two logical CPU devices
+and ``MultiWorkerMirroredStrategy`` over two worker processes (``TF_CONFIG``),
+JAX's ``keras.distribution.DataParallel`` over two host devices and over two
+processes joined by ``jax.distributed`` (the ``KERAS_DISTRIBUTION_*``
+variables), two ``torchrun`` processes over gloo. The worker processes talk
+over loopback and have one CPU device each. This file is the subprocesses'
+script too.
 
 Both runs share the compiler's flags (TensorFlow and JAX run the one-device
 fold in the subprocess too, with XLA's defaults). The comparison is fair by
@@ -17,7 +20,9 @@ over the batch is per replica under TensorFlow and torch, as documented).
 The global batch of 4 splits 2 + 2; the epoch's last batch of 3 and the
 validation batch of 1 do not split, which exercises the uneven paths. The
 reference is the one-device run itself: its saved weights, validation
-losses and held-out scores.
+losses and held-out scores. With several processes the chief's refusal of a
+run (another configuration) must stop the other processes too, not leave
+them waiting for it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import csv
 import dataclasses
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -45,11 +51,6 @@ N, SIZE = 16, 16
 #: Relative to each tensor's largest entry; plus an absolute floor for the
 #: conv biases ahead of BN, whose gradient is zero up to rounding.
 RTOL, ATOL = 1e-5, 1e-7
-ENGINES = {
-    "tensorflow": "MirroredStrategy",
-    "jax": "keras.distribution.DataParallel",
-    "torch": "torch.distributed",
-}
 
 
 #: JAX compiles a step per batch shape, and compiling is most of its time:
@@ -126,6 +127,14 @@ def _command(settings: dict) -> list[str]:
     return [sys.executable, str(SCRIPT), text]
 
 
+def _env(**extra) -> dict[str, str]:
+    """The subprocesses' environment: one thread, XLA's default flags."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(OMP_NUM_THREADS="1", KERAS_BACKEND=BACKEND, TF_CPP_MIN_LOG_LEVEL="2")
+    env.update(extra)
+    return env
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """(one-device run folder, distributed run folder, the subprocess's output)."""
@@ -137,8 +146,7 @@ def runs(tmp_path_factory):
         cv.run_cv(one, folds=[0], verbose=0, log=None)
     else:  # in the subprocess, compiled with the same XLA flags
         references = [json.dumps(_settings(root, "one"))]
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(OMP_NUM_THREADS="1", KERAS_BACKEND=BACKEND, TF_CPP_MIN_LOG_LEVEL="2")
+    env = _env()
     if BACKEND == "jax":
         env.update(
             XLA_FLAGS=f"--xla_force_host_platform_device_count={REPLICAS}",
@@ -155,16 +163,83 @@ def runs(tmp_path_factory):
     return one.run_dir, root / "runs" / "two", proc.stdout
 
 
-def _only(backend: str):
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _worker_envs() -> list[dict[str, str]]:
+    """Each worker's engine variables: two processes on loopback, one CPU
+    device each."""
+    ports = _free_ports(REPLICAS)
+    if BACKEND == "tensorflow":
+        cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+        return [
+            {
+                "TF_CONFIG": json.dumps(
+                    {"cluster": cluster, "task": {"type": "worker", "index": i}}
+                )
+            }
+            for i in range(REPLICAS)
+        ]
+    return [
+        {
+            "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{ports[0]}",
+            "KERAS_DISTRIBUTION_NUM_PROCESSES": str(REPLICAS),
+            "KERAS_DISTRIBUTION_PROCESS_ID": str(i),
+            "JAX_PLATFORMS": "cpu",
+        }
+        for i in range(REPLICAS)
+    ]
+
+
+@pytest.fixture(scope="module")
+def workers(runs):
+    """(one-device run folder, the run folder of two worker processes,
+    their output): TensorFlow's ``MultiWorkerMirroredStrategy`` from
+    ``TF_CONFIG``, JAX's ``jax.distributed`` from the
+    ``KERAS_DISTRIBUTION_*`` variables, as docs/distributed.md launches them."""
+    one = runs[0]
+    root = one.parent.parent
+    settings = json.dumps(_settings(root, "workers", distribute=True))
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(SCRIPT), settings],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(**extra),
+        )
+        for extra in _worker_envs()
+    ]
+    try:
+        outputs = [p.communicate(timeout=600) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+            p.wait()
+    for p, (out, err) in zip(processes, outputs):
+        assert p.returncode == 0, out[-3000:] + err[-6000:]
+    return one, root / "runs" / "workers", "".join(out for out, _ in outputs)
+
+
+def _only(backend: str, engine: str):
     return pytest.mark.skipif(
-        BACKEND != backend,
-        reason=f"{ENGINES[backend]} runs in the {backend} session",
+        BACKEND != backend, reason=f"{engine} runs in the {backend} session"
     )
 
 
-def _check_fold_equals_one_device(runs) -> None:
+def _check_fold_equals_one_device(runs, engine: str, processes: int = 1) -> None:
     one, two, output = runs
-    assert f"--distribute: {ENGINES[BACKEND]}, {REPLICAS} replicas" in output
+    assert (
+        f"--distribute: {engine}, {REPLICAS} replicas in {processes} process(es)"
+        in output
+    )
     record_one = json.loads((one / "fold_0" / "metrics.json").read_text())
     record_two = json.loads((two / "fold_0" / "metrics.json").read_text())
     assert (record_one["replicas"], record_two["replicas"]) == (1, REPLICAS)
@@ -197,21 +272,41 @@ def _check_fold_equals_one_device(runs) -> None:
         f"divisible by the {REPLICAS} replicas"
     ) in output
     assert f"batch_size=3, replicas={REPLICAS}" in output
+    # A chief that stops before training (here: another configuration in a
+    # run folder with a finished fold) still tells the other processes,
+    # which stop too instead of waiting for it.
+    assert "REFUSED: The run folder" in output
+    stopped = "STOPPED: The chief process of --distribute stopped before training"
+    assert output.count(stopped) == processes - 1
 
 
-@_only("tensorflow")
+@_only("tensorflow", "MirroredStrategy")
 def test_tensorflow_mirrored_fold_equals_one_device(runs):
-    _check_fold_equals_one_device(runs)
+    _check_fold_equals_one_device(runs, "MirroredStrategy")
 
 
-@_only("jax")
+@_only("tensorflow", "MultiWorkerMirroredStrategy")
+def test_tensorflow_multi_worker_fold_equals_one_device(workers):
+    _check_fold_equals_one_device(workers, "MultiWorkerMirroredStrategy", REPLICAS)
+
+
+@_only("jax", "keras.distribution.DataParallel")
 def test_jax_data_parallel_fold_equals_one_device(runs):
-    _check_fold_equals_one_device(runs)
+    _check_fold_equals_one_device(runs, "keras.distribution.DataParallel")
 
 
-@_only("torch")
+@_only("jax", "jax.distributed")
+@pytest.mark.skipif(
+    parallel._keras_version() < (3, 11),
+    reason="several JAX processes need Keras 3.11 (the runner refuses them before)",
+)
+def test_jax_multi_process_fold_equals_one_device(workers):
+    _check_fold_equals_one_device(workers, "keras.distribution.DataParallel", REPLICAS)
+
+
+@_only("torch", "torchrun")
 def test_torchrun_fold_equals_one_device(runs):
-    _check_fold_equals_one_device(runs)
+    _check_fold_equals_one_device(runs, "torch.distributed", REPLICAS)
 
 
 def test_one_device_is_a_noop_with_a_note(tmp_path):
@@ -266,7 +361,7 @@ def test_replica_batches_give_every_replica_an_even_share():
 def _main(settings: dict, reference: dict | None = None) -> None:
     """The subprocess: ``--distribute`` on this backend's two replicas, after
     the one-device ``reference`` run when one is given."""
-    if BACKEND == "tensorflow":
+    if BACKEND == "tensorflow" and not os.environ.get("TF_CONFIG"):
         import tensorflow as tf
 
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -282,6 +377,12 @@ def _main(settings: dict, reference: dict | None = None) -> None:
         cv.run_cv(dataclasses.replace(config, batch_size=3), log=None)
     except ValueError as error:
         print(f"REFUSED: {error}")
+    try:
+        cv.run_cv(dataclasses.replace(config, epochs=config.epochs + 1), log=None)
+    except cv.ConfigMismatchError as error:
+        print(f"REFUSED: {error}")
+    except RuntimeError as error:
+        print(f"STOPPED: {error}")
 
 
 if __name__ == "__main__":

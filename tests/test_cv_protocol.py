@@ -136,7 +136,8 @@ def test_followup_protocol_end_to_end(tmp_path):
         settings, protocol="followup", folds=2, epochs=2,
         output_dir=str(tmp_path / "runs"), name="followup",
     )  # fmt: skip
-    result = _run(config)
+    lines = []
+    result = _run(config, log=lines.append)
     assert result.complete and result.diverged == []
     x = np.load(data[0]).transpose(0, 2, 3, 1).astype(np.float32) / 255.0
     y = (np.load(data[1]).transpose(0, 2, 3, 1) >= 128).astype(np.float32)
@@ -161,4 +162,25 @@ def test_followup_protocol_end_to_end(tmp_path):
         )
         iou = np.sum(t & p) / max(np.sum(t | p), 1)
         assert record["metrics"]["binary_io_u"] == pytest.approx(iou, abs=1e-5)
+        # The progress line names the fold as its folder does (0-based) and
+        # shows the per-image Dice just checked (it printed "Dice nan").
+        scores = record["metrics"]
+        done = (
+            f"[fold {k} ({k + 1} of 2)] done: dice_score {scores['dice_score']:.4f}, "
+            f"loss {scores['loss']:.4f}, best epoch {record['best_epoch']};"
+        )
+        assert [line for line in lines if line.startswith(done)], lines
     assert "Dice" in result.table
+
+
+def test_each_metric_set_names_the_dice_progress_lines_show():
+    from keras_ssr import metrics
+    from keras_ssr.cv.config import METRIC_SETS
+
+    sets = {
+        "paper": metrics.SEGMENTATION_METRIC_NAMES,
+        "followup": metrics.FOLLOWUP_METRIC_NAMES,
+    }
+    assert set(cv.build.DICE_METRICS) == set(sets) == set(METRIC_SETS)
+    for name, dice in cv.build.DICE_METRICS.items():
+        assert dice in sets[name]

@@ -30,6 +30,8 @@ __all__ = [
 #: columns (the follow-up's set has ``dice_score``, after these, for
 #: ``dice_coefficient``).
 METRIC_NAMES = ("loss", *metrics.SEGMENTATION_METRIC_NAMES)
+#: Each metric set's Dice (``config.metrics``): the score progress lines show.
+DICE_METRICS = {"paper": "dice_coefficient", "followup": "dice_score"}
 WEIGHTS_FILE = "best.weights.h5"
 LOG_FILE = "log.csv"
 

@@ -8,12 +8,14 @@ score every fold:
   (else over the logical CPU devices configured), or, when ``TF_CONFIG`` is
   set, ``tf.distribute.MultiWorkerMirroredStrategy`` over every worker's.
   The model is built and compiled in the strategy's scope; Keras' ``fit``
-  splits each global batch across the replicas and sums their gradients.
+  splits each global batch across the replicas and sums their gradients
+  (with several workers after :func:`_mend_multi_worker_fit`).
 - **JAX**: ``keras.distribution.DataParallel`` over ``jax.devices()``, set
   for the fold's building and training only (all processes' devices after
   ``jax.distributed``, which ``keras.distribution.initialize()`` starts from
-  the ``KERAS_DISTRIBUTION_*`` variables). Keras compiles one SPMD program
-  over the sharded global batch.
+  the ``KERAS_DISTRIBUTION_*`` variables; each process then feeds its own
+  share of every global batch). Keras compiles one SPMD program over the
+  sharded global batch.
 - **PyTorch**: Keras' torch ``fit`` has no data parallelism of its own, so
   under ``torchrun`` (``WORLD_SIZE`` above 1; the process group is
   initialised here when it is not yet) :func:`data_parallel_torch` gives the
@@ -34,8 +36,8 @@ statistic nor a mean, so the update is still one device's. Validation and
 the held-out scores cover the whole set as without ``--distribute``.
 
 Only the chief (TensorFlow's chief worker, JAX process 0, torch rank 0)
-writes into the run folder; it tells the others which folds to train
-(:meth:`Replication.broadcast`).
+writes into the run folder; it tells the others which folds to train, in
+one :meth:`Replication.broadcast`.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -149,9 +152,12 @@ class Replication:
             yield twin
 
     def prepare(self, model) -> None:
-        """Readies a compiled model (torch: :func:`data_parallel_torch`)."""
+        """Readies a compiled model (torch: :func:`data_parallel_torch`;
+        several TensorFlow workers: :func:`_mend_multi_worker_fit`)."""
         if self.engine == "torch.distributed":
             data_parallel_torch(model)
+        if self.engine == "MultiWorkerMirroredStrategy":
+            _mend_multi_worker_fit(model)
 
     def fit_data(self, data: dict[str, Any], config, seed: int) -> dict[str, Any]:
         """``model.fit``'s data arguments, as :class:`ReplicaBatches`.
@@ -184,37 +190,69 @@ class Replication:
         batches = ReplicaBatches(source, self.replicas, processes, process)
         return {"x": batches, "shuffle": False}  # the source orders the batches
 
-    def broadcast(self, value: int) -> int:
-        """The chief's ``value`` (an integer), on every process.
+    def broadcast(self, values) -> np.ndarray:
+        """The chief's ``values`` (a 1-D array of integers) on every process.
 
-        Every process must call it, in the same order. One process: ``value``.
+        Every process must call it with an array of the same length (only
+        the chief's entries count), as one collective. One process:
+        ``values`` themselves.
         """
+        values = np.asarray(values, dtype=np.int64)
         if self.processes <= 1:
-            return int(value)
-        value = int(value) if self.chief else 0
+            return values
+        if not self.chief:
+            values = np.zeros_like(values)
         if self.engine == "torch.distributed":
             import torch
             import torch.distributed as dist
 
-            tensor = torch.tensor([value], dtype=torch.int64)
+            tensor = torch.from_numpy(values.copy())
             if dist.get_backend() == "nccl":
                 tensor = tensor.cuda()
             dist.broadcast(tensor, src=0)
-            return int(tensor.item())
+            return tensor.cpu().numpy()
         if self.distribution is not None:
             from jax.experimental import multihost_utils
 
-            return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
+            shared = multihost_utils.broadcast_one_to_all(values.astype(np.int32))
+            return np.asarray(shared, dtype=np.int64)
         import tensorflow as tf
 
-        def share():
+        def share():  # the first replica's values, zeros elsewhere, summed
             first = tf.distribute.get_replica_context().replica_id_in_sync_group == 0
-            return tf.where(first, tf.constant(float(value)), tf.constant(0.0))
+            return tf.cast(first, tf.float64) * tf.constant(values, tf.float64)
 
         total = self.strategy.reduce(
             tf.distribute.ReduceOp.SUM, self.strategy.run(share), axis=None
         )
-        return int(round(float(total)))
+        return np.round(total.numpy()).astype(np.int64)
+
+
+def _mend_multi_worker_fit(model) -> None:
+    """Works around two defects of Keras 3's TensorFlow ``fit`` under
+    ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585; a plain
+    ``Dense`` model fails the same way):
+
+    - before the first step ``fit`` builds the metrics from the first batch
+      reduced with ``strategy.reduce``, which refuses the batch's ``(x, y)``
+      tuple across workers (``Attempt to convert a value (PerReplica...``):
+      they are built from the model's input and output shapes instead (only
+      the shapes count);
+    - every step's logs are reduced with ``strategy.reduce(..., axis=0)``,
+      which refuses scalars (``Invalid reduction dimension 0 for input with 0
+      dimensions``): the training step returns them as 1-element vectors,
+      which that reduce averages over the replicas into scalars again.
+    """
+    import tensorflow as tf
+
+    build, step = model._maybe_symbolic_build, model.train_step
+    shapes = (model.inputs[0], model.outputs[0])
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: build(
+        data_batch=shapes
+    )
+    model.train_step = lambda data: {
+        name: tf.reshape(value, [1]) for name, value in step(data).items()
+    }
 
 
 class Validation(keras.callbacks.Callback):
@@ -488,13 +526,28 @@ def _jax() -> Replication:
     devices = jax.devices()
     if len(devices) <= 1:
         return Replication(replicas=1)
+    if jax.process_count() > 1 and _keras_version() < (3, 11):
+        raise RuntimeError(
+            "--distribute over several JAX processes needs Keras 3.11 or later "
+            "(earlier Keras' fit takes only a tf.data.Dataset across processes). "
+            f"Received: Keras {keras.__version__}, {jax.process_count()} processes"
+        )
+    # Each process feeds its own share of every global batch (ReplicaBatches).
+    distribution = keras.distribution.DataParallel(
+        devices=devices, auto_shard_dataset=False
+    )
     return Replication(
         "keras.distribution.DataParallel",
         len(devices),
         jax.process_count(),
         jax.process_index() == 0,
-        distribution=keras.distribution.DataParallel(devices=devices),
+        distribution=distribution,
     )
+
+
+def _keras_version() -> tuple[int, int]:
+    major, minor = re.match(r"(\d+)\.(\d+)", keras.__version__).groups()
+    return int(major), int(minor)
 
 
 def _torch() -> Replication:
@@ -531,6 +584,7 @@ def replicate(config, log: Callable[[str], Any] = print) -> Replication:
     Raises:
         ValueError: if the replicas do not divide ``config.batch_size`` (the
             global batch); both are named.
+        RuntimeError: for several JAX processes with Keras before 3.11.
     """
     if not config.distribute:
         return Replication()

@@ -33,6 +33,7 @@ from keras_ssr.cv.results import (
     RUN_FILE,
     SUMMARY_CSV,
     SUMMARY_JSON,
+    finished,
 )
 
 __all__ = ["ConfigMismatchError", "RunFolder"]
@@ -86,6 +87,7 @@ class RunFolder:
         self.path = config.run_dir
         self.log = log
         self._run_lock = FileLock(self.path / LOCK_DIR / "run.lock")
+        self._fold_locks: dict[int, FileLock] = {}
 
     # -- checks that write nothing ---------------------------------------
 
@@ -196,7 +198,11 @@ class RunFolder:
             raise
 
     def leave(self) -> None:
-        """Ends this process's share of the run (releases the run lock)."""
+        """Ends this process's share of the run: releases the locks of the
+        folds it claimed, then the run lock."""
+        for lock in self._fold_locks.values():
+            lock.release()
+        self._fold_locks.clear()
         self._run_lock.release()
 
     def _clear(self) -> None:
@@ -249,3 +255,27 @@ class RunFolder:
     def fold_lock(self, k: int) -> FileLock:
         """The lock of fold ``k`` (not yet taken)."""
         return FileLock(self.path / LOCK_DIR / f"fold_{k}.lock")
+
+    def claim(self, folds) -> tuple[list[int], dict[int, str], list[int]]:
+        """Takes the locks of ``folds`` that this process is to train; they
+        are held until :meth:`leave`. Call it between :meth:`enter` and
+        :meth:`leave`.
+
+        Returns:
+            ``(claimed, busy, finished)``: the folds whose locks it took;
+            those another live process holds, with that process's
+            ``pid@host``; those finished meanwhile (found finished once
+            their lock was taken, which is then released).
+        """
+        claimed, busy, done = [], {}, []
+        for k in folds:
+            lock = self.fold_lock(k)
+            if not lock.acquire(blocking=False):
+                busy[k] = lock.owner()
+            elif finished(self.path, k) is not None:
+                lock.release()
+                done.append(k)
+            else:
+                self._fold_locks[k] = lock
+                claimed.append(k)
+        return claimed, busy, done

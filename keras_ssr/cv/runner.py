@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import numbers
 import os
 import shutil
@@ -33,6 +35,10 @@ def _check_fold_selection(folds, total: int) -> list[int]:
             f"[0, {total - 1}]. Received: folds={folds!r}"
         )
     return sorted({_checks.check_int("folds", k, 0, total - 1) for k in folds})
+
+
+def _quiet(*_) -> None:
+    """A ``log`` that says nothing."""
 
 
 def _duration(seconds: float) -> str:
@@ -178,36 +184,10 @@ def _train_fold(
     return record
 
 
-def _follow(
-    config: CVConfig,
-    replication: parallel.Replication,
-    selected: Sequence[int],
-    run_eagerly: bool,
-    extra: Sequence,
-) -> results.CVResult:
-    """A non-chief process of ``--distribute``: trains the folds the chief
-    names, in step with it, into a temporary folder that is then deleted.
-
-    Returns the temporary run's result (its folds' records).
-    """
-    data = None
-    trained = []
-    with tempfile.TemporaryDirectory(prefix="keras-ssr-cv-") as scratch:
-        for k in selected:
-            if not replication.broadcast(0):
-                continue
-            if data is None:
-                x, y, labels = build.load_data(config, return_labels=True)
-                data = x, y, build.splits(config, len(x), labels)
-            x, y, splits = data
-            _train_fold(
-                config, k, x, y, splits[k], Path(scratch), 0, run_eagerly,
-                lambda *_: None, extra, replication,
-            )  # fmt: skip
-            trained.append(k)
-        result = results.write_summary(config, Path(scratch))
-    result.trained, result.skipped, result.busy = trained, [], []
-    return result
+def _load(config: CVConfig) -> tuple[np.ndarray, np.ndarray, list]:
+    """The data ``(x, y)`` and the folds' splits."""
+    x, y, labels = build.load_data(config, return_labels=True)
+    return x, y, build.splits(config, len(x), labels)
 
 
 def _check_model(config: CVConfig, input_shape) -> None:
@@ -216,6 +196,93 @@ def _check_model(config: CVConfig, input_shape) -> None:
 
     build.build_model(config, input_shape)
     keras.backend.clear_session()
+
+
+@dataclasses.dataclass
+class _Claim:
+    """The chief's share of a run: the folds it trains (their locks held
+    until ``folder.leave()``), the folds it leaves, and the data."""
+
+    folder: RunFolder
+    folds: list[int]
+    skipped: list[int]  # finished already
+    busy: list[int]  # trained by another live process
+    data: tuple | None = None  # _load's, when there are folds to train
+
+
+def _claim(config: CVConfig, selected, overwrite: bool, log) -> _Claim:
+    """Checks everything, joins the run folder, takes the selected folds
+    that are neither finished nor held by another process."""
+    folder = RunFolder(config, log)
+    folder.check(overwrite)  # before any work
+    run_dir = folder.path
+    done = [] if overwrite else [k for k in selected if results.finished(run_dir, k)]
+    if done:
+        log(f"Resuming '{run_dir}': fold(s) {done} already finished, skipped.")
+    pending = [k for k in selected if k not in done]
+    if not pending:  # nothing to train: the data are not even loaded
+        return _Claim(folder, [], done, [])
+    import keras
+
+    data = x, y, _ = _load(config)
+    _check_model(config, x.shape[1:])
+    folder.enter(build.fingerprint(x, y), overwrite)
+    try:
+        folds, busy, meanwhile = folder.claim(pending)
+    except BaseException:
+        folder.leave()
+        raise
+    log(
+        f"{config.model} on {config.dataset}: {len(x)} samples of shape "
+        f"{tuple(x.shape[1:])}, {config.folds} folds, {config.epochs} epochs; "
+        f"Keras {keras.__version__} on {keras.backend.backend()}; results in "
+        f"'{run_dir}'"
+    )
+    for k, owner in busy.items():
+        log(f"[fold {k}] trained by another process ({owner}): skipped and left alone.")
+    return _Claim(folder, folds, sorted(done + meanwhile), list(busy), data)
+
+
+def _tell(replication: parallel.Replication, folds, total: int) -> list[int] | None:
+    """The chief's ``folds`` on every process, in one broadcast (``None``:
+    the chief stopped before training)."""
+    word = np.zeros(total + 1, np.int64)
+    if folds is not None:
+        word[[0, *(k + 1 for k in folds)]] = 1
+    word = replication.broadcast(word)
+    return [k for k in range(total) if word[k + 1]] if word[0] else None
+
+
+def _scores(config: CVConfig, record: Mapping[str, Any]) -> str:
+    """A progress line's scores: the metric set's Dice and the loss."""
+    scores = record["metrics"]
+    if not scores:
+        return "no scores (no weights kept)"
+    dice = build.DICE_METRICS[config.metrics]
+    return f"{dice} {scores[dice]:.4f}, loss {scores['loss']:.4f}"
+
+
+def _report(result: results.CVResult, log) -> None:
+    """The summary's printed part."""
+    status = (
+        "all folds"
+        if result.complete
+        else f"{len(result.folds)} of {result.config.folds} folds"
+    )
+    averaged = len(result.folds) - len(result.diverged)
+    log(
+        f"\nHeld-out scores ({status}; mean and std over {averaged} fold(s), ddof=0):\n"
+    )
+    log(result.table)
+    if result.busy:
+        log(
+            f"\nFold(s) {result.busy} are being trained by other processes; once "
+            f"they end, `keras-ssr cv summarize {result.run_dir}` updates the summary."
+        )
+    log(
+        f"\nWritten to '{result.run_dir}' ({results.SUMMARY_CSV}, "
+        f"{results.SUMMARY_JSON})."
+    )
 
 
 def run_cv(
@@ -234,7 +301,8 @@ def run_cv(
     Finished folds (``fold_<k>/metrics.json`` present) are skipped; a fold
     without it restarts from scratch, unless another live process holds it,
     in which case it is skipped and left alone. The configuration, the data
-    and the model are all checked before anything is written. The summary
+    and the model are all checked before anything is written; then the run
+    claims (locks) every fold it is to train, until it ends. The summary
     (``summary.csv``, ``summary.json``, the printed table) covers every
     finished fold, so several processes may run different ``folds`` into one
     folder at once.
@@ -281,7 +349,7 @@ def run_cv(
             f"`config` must be a CVConfig. Received: config={config!r} "
             f"(of type {type(config).__name__})"
         )
-    log = log or (lambda *_: None)
+    log = log or _quiet
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
     elif verbose not in (0, 1, 2) or isinstance(verbose, bool):
@@ -292,110 +360,58 @@ def run_cv(
     selected = _check_fold_selection(folds, config.folds)
     extra = list(callbacks or ())
     replication = parallel.replicate(config, log)
-    if not replication.chief:
-        return _follow(config, replication, selected, run_eagerly, extra)
+    if not replication.chief:  # the chief alone speaks and writes the run
+        log, verbose = _quiet, 0
 
-    folder = RunFolder(config, log)
-    folder.check(overwrite)  # before any work
-    run_dir = folder.path
-    done = {} if overwrite else {k: results.finished(run_dir, k) for k in selected}
-    skipped = [k for k in selected if done.get(k) is not None]
-    pending = [k for k in selected if k not in skipped]
-    if skipped:
-        log(f"Resuming '{run_dir}': fold(s) {skipped} already finished, skipped.")
-    trained, busy = [], []
-    if not pending:
-        for _ in selected:  # the other processes of --distribute wait for word
-            replication.broadcast(0)
-    else:
-        import keras
-
-        x, y, labels = build.load_data(config, return_labels=True)
-        splits = build.splits(config, len(x), labels)
-        _check_model(config, x.shape[1:])
-        folder.enter(build.fingerprint(x, y), overwrite)
-        try:
-            log(
-                f"{config.model} on {config.dataset}: {len(x)} samples of shape "
-                f"{tuple(x.shape[1:])}, {config.folds} folds, {config.epochs} "
-                f"epochs; Keras {keras.__version__} on {keras.backend.backend()}; "
-                f"results in '{run_dir}'"
-            )
-            started = time.perf_counter()
-            for k in selected:
-                if k not in pending:
-                    replication.broadcast(0)
-                    continue
-                index = pending.index(k)
-                lock = folder.fold_lock(k)
-                if not lock.acquire(blocking=False):
-                    replication.broadcast(0)
-                    busy.append(k)
-                    log(
-                        f"[fold {k + 1}/{config.folds}] trained by another process "
-                        f"({lock.owner()}): skipped and left alone."
-                    )
-                    continue
-                try:
-                    if results.finished(run_dir, k) is not None:
-                        replication.broadcast(0)
-                        skipped.append(k)  # finished meanwhile by another process
-                        continue
-                    replication.broadcast(1)
-                    split = splits[k]
-                    log(
-                        f"\n[fold {k + 1}/{config.folds}] fit {len(split['fit'])}, "
-                        f"validate {len(split['val'])}, test {len(split['test'])} "
-                        f"samples (test indices {split['test'][0]}.."
-                        f"{split['test'][-1]})"
-                    )
-                    record = _train_fold(
-                        config,
-                        k,
-                        x,
-                        y,
-                        split,
-                        run_dir,
-                        verbose,
-                        run_eagerly,
-                        log,
-                        extra,
-                        replication,
-                    )
-                finally:
-                    lock.release()
-                trained.append(k)
-                elapsed = time.perf_counter() - started
-                left = len(pending) - index - 1
-                per_fold = elapsed / len(trained)
-                eta = f"; about {_duration(per_fold * left)} left" if left > 0 else ""
-                scores = record["metrics"]
-                state = "diverged" if record.get("diverged") else "done"
-                log(
-                    f"[fold {k + 1}/{config.folds}] {state}: Dice "
-                    f"{scores.get('dice_coefficient', float('nan')):.4f}, loss "
-                    f"{scores.get('loss', float('nan')):.4f}, best epoch "
-                    f"{record.get('best_epoch')}; {_duration(elapsed)} elapsed{eta}"
-                )
-        finally:
-            folder.leave()
-
-    result = results.write_summary(config, run_dir)
-    result.trained, result.skipped, result.busy = trained, sorted(skipped), busy
-    status = (
-        "all folds"
-        if result.complete
-        else f"{len(result.folds)} of {config.folds} folds"
-    )
-    averaged = len(result.folds) - len(result.diverged)
-    log(
-        f"\nHeld-out scores ({status}; mean and std over {averaged} fold(s), ddof=0):\n"
-    )
-    log(result.table)
-    if busy:
-        log(
-            f"\nFold(s) {busy} are being trained by other processes; once they end, "
-            f"`keras-ssr cv summarize {run_dir}` updates the summary."
+    # 1. The chief claims its folds and tells the other processes, once.
+    claim = None
+    try:
+        if replication.chief:
+            claim = _claim(config, selected, overwrite, log)
+    finally:  # the others wait for this word whatever happens to the chief
+        folds = _tell(replication, None if claim is None else claim.folds, config.folds)
+    if folds is None:
+        raise RuntimeError(
+            "The chief process of --distribute stopped before training (its "
+            "error says why); this process trained nothing."
         )
-    log(f"\nWritten to '{run_dir}' ({results.SUMMARY_CSV}, {results.SUMMARY_JSON}).")
+
+    # 2. Every process trains them: the chief into the run folder, the
+    # others in step into a scratch folder that is deleted afterwards.
+    with contextlib.ExitStack() as stack:
+        if claim is None:
+            run_dir = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="keras-ssr-cv-"))
+            )
+            x, y, splits = _load(config) if folds else (None, None, None)
+        else:
+            stack.callback(claim.folder.leave)
+            run_dir = claim.folder.path
+            x, y, splits = claim.data or (None, None, None)
+        started = time.perf_counter()
+        for i, k in enumerate(folds):
+            split, fold = splits[k], f"[fold {k} ({i + 1} of {len(folds)})]"
+            log(
+                f"\n{fold} fit {len(split['fit'])}, validate {len(split['val'])}, "
+                f"test {len(split['test'])} samples (test indices "
+                f"{split['test'][0]}..{split['test'][-1]})"
+            )
+            record = _train_fold(
+                config, k, x, y, split, run_dir, verbose, run_eagerly, log, extra,
+                replication,
+            )  # fmt: skip
+            elapsed = time.perf_counter() - started
+            left = (len(folds) - i - 1) * elapsed / (i + 1)
+            log(
+                f"{fold} {'diverged' if record.get('diverged') else 'done'}: "
+                f"{_scores(config, record)}, best epoch {record.get('best_epoch')}; "
+                f"{_duration(elapsed)} elapsed"
+                + (f"; about {_duration(left)} left" if left else "")
+            )
+        # 3. The chief summarises (every process its own folder).
+        result = results.write_summary(config, run_dir)
+    result.trained = folds
+    if claim is not None:
+        result.skipped, result.busy = claim.skipped, claim.busy
+    _report(result, log)
     return result
