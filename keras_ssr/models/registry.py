@@ -201,12 +201,16 @@ def _resolve_attention(attention, attention_kwargs):
     return factory, kwargs
 
 
-def _make_attention(factory, kwargs, name, data_format, spatial_rank, attention):
+def _make_attention(
+    factory, kwargs, name, data_format, spatial_rank, attention, dtype=None
+):
     call_kwargs = dict(kwargs)
     if _accepts(factory, "data_format"):
         call_kwargs["data_format"] = data_format
     if _accepts(factory, "name"):
         call_kwargs["name"] = name
+    if dtype is not None and "dtype" not in call_kwargs and _accepts(factory, "dtype"):
+        call_kwargs["dtype"] = dtype
     layer = factory(**call_kwargs)
     if not isinstance(layer, keras.layers.Layer):
         raise TypeError(
