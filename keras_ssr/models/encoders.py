@@ -120,7 +120,8 @@ def adapt_input_channels(kernel, in_channels: int, axis: int = -2) -> np.ndarray
     if in_channels == 1:
         return kernel.sum(axis=axis, keepdims=True)
     order = np.arange(in_channels) % RGB
-    return (np.take(kernel, order, axis=axis) * (RGB / in_channels)).astype(kernel.dtype)
+    repeated = np.take(kernel, order, axis=axis) * (RGB / in_channels)
+    return repeated.astype(kernel.dtype)
 
 
 @contextlib.contextmanager
@@ -235,7 +236,8 @@ def build_encoder(
             f"Unknown encoder {encoder!r}. Known names: {encoder_names()}; or pass "
             f"a keras.Model. Received: encoder={encoder!r}"
         )
-    reserved = sorted({"include_top", "weights", "input_shape", "input_tensor"} & set(kwargs))
+    reserved = {"include_top", "weights", "input_shape", "input_tensor"}
+    reserved = sorted(reserved & set(kwargs))
     if reserved:
         raise ValueError(
             f"`encoder_kwargs` must not set {reserved}: build_unet sets them. "

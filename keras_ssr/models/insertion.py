@@ -483,7 +483,7 @@ def _insert(model, attention, after, attention_kwargs, share_layers, name):
             source = _producer(model, tensor).name
             levels[key] = (rewriter.inserted.get(source, source), new)
         new_model = FeaturePyramidModel(
-            clone.inputs,
+            clone.inputs[0] if len(clone.inputs) == 1 else clone.inputs,
             outputs[0] if n == 1 else outputs,
             pyramid_layers={k: v[0] for k, v in levels.items()},
             name=name or model.name,

@@ -10,12 +10,12 @@ import keras
 from keras_ssr import _checks
 from keras_ssr.distributed import SynchronizedBatchNormalization
 from keras_ssr.layers._base import BN_EPSILON, BN_MOMENTUM
+from keras_ssr.models.insertion import _has_parameter, wide_reduction_ratio
 from keras_ssr.models.registry import (
     AttentionFactory,
     _make_attention,
     _resolve_attention,
 )
-from keras_ssr.models.insertion import _has_parameter, wide_reduction_ratio
 from keras_ssr.models.upsampling import TrilinearUpSampling3D
 
 
@@ -47,7 +47,6 @@ def _check_input_shape(input_shape, data_format: str, levels: int) -> tuple:
     return shape
 
 
-
 class _Parts:
     """The U-Net's building blocks for one rank and data format, shared by
     the plain U-Net and the encoder U-Net."""
@@ -67,10 +66,10 @@ class _Parts:
         else:
             self.conv, self.pool = keras.layers.Conv3D, keras.layers.MaxPooling3D
 
-    def upsample(self, name: str, factor: int = 2):
+    def upsample(self, name: str):
         if self.spatial_rank == 2:
             return keras.layers.UpSampling2D(
-                factor, data_format=self.data_format, interpolation="bilinear", name=name
+                2, data_format=self.data_format, interpolation="bilinear", name=name
             )
         return TrilinearUpSampling3D(data_format=self.data_format, name=name)
 
