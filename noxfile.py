@@ -30,10 +30,20 @@ BACKENDS = {
 }
 
 
+#: keras-hub for the FeaturePyramidBackbone tests (tests/test_insertion.py,
+#: tests/test_encoder_unet.py), without its tensorflow-text dependency, which
+#: pulls the full tensorflow next to tensorflow-cpu (or into a torch or JAX
+#: session); its vision backbones never import it. keras_hub imports regex
+#: and tokenizers at import time (tokenizers' own dependencies, the Hugging
+#: Face hub client, only for downloads); Keras brings the rest.
+KERAS_HUB = ["keras-hub==0.32.0", "regex", "tokenizers"]
+
+
 def install_backend(session: nox.Session, backend: str) -> None:
     session.install(BACKENDS[backend])
     # export-<backend>: the ONNX converter Keras uses there (tests/test_export.py).
     session.install("-e", f".[test,export-{backend}]")
+    session.install("--no-deps", *KERAS_HUB)
 
 
 def pytest_workers() -> list[str]:
@@ -61,7 +71,9 @@ def _tests_session(backend: str):
     @nox.session(name=f"tests-{backend}", python=PYTHON)
     def tests(session: nox.Session) -> None:
         install_backend(session, backend)
-        session.run("pytest", *pytest_workers(), *session.posargs, env=test_env(backend))
+        session.run(
+            "pytest", *pytest_workers(), *session.posargs, env=test_env(backend)
+        )
 
     tests.__doc__ = f"Runs the test suite on the {backend} backend."
     return tests

@@ -129,7 +129,8 @@ def test_export(unet, tmp_path):
         import tensorflow as tf
 
         unet.export(str(tmp_path / "saved"), verbose=False)
-        actual = tf.saved_model.load(str(tmp_path / "saved")).serve(x).numpy()
+        reloaded = tf.saved_model.load(str(tmp_path / "saved"))  # keep it alive
+        actual = reloaded.serve(x).numpy()
     elif BACKEND == "torch":
         import torch
 

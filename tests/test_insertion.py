@@ -95,7 +95,9 @@ def _se_parameters(channels: int) -> int:
 @functools.cache
 def _application(name):
     keras.utils.set_random_seed(0)
-    return APPLICATIONS[name](include_top=False, weights=None, input_shape=(SIZE, SIZE, 3))
+    return APPLICATIONS[name](
+        include_top=False, weights=None, input_shape=(SIZE, SIZE, 3)
+    )
 
 
 @pytest.fixture(scope="module", params=list(APPLICATIONS))
@@ -339,7 +341,9 @@ def test_keras_hub_backbone_keeps_pyramid_outputs(hub_backbone, tmp_path):
     before = _weights(base)
     model = models.insert_attention(base, "se")
     assert isinstance(model, models.FeaturePyramidModel)
-    assert list(model.pyramid_outputs) == list(base.pyramid_outputs) == ["P2", "P3", "P4"]
+    assert (
+        list(model.pyramid_outputs) == list(base.pyramid_outputs) == ["P2", "P3", "P4"]
+    )
     inserted = []
     for level, tensor in model.pyramid_outputs.items():
         layer = model.get_layer(model.pyramid_layers[level])

@@ -102,7 +102,7 @@ def adapt_input_channels(kernel, in_channels: int, axis: int = -2) -> np.ndarray
 
     Example:
         >>> kernel = np.ones((3, 3, 3, 8), "float32")
-        >>> adapt_input_channels(kernel, 1)[..., 0, 0].max()
+        >>> float(adapt_input_channels(kernel, 1)[0, 0, 0, 0])
         3.0
         >>> adapt_input_channels(kernel, 6).shape
         (3, 3, 6, 8)

@@ -250,8 +250,8 @@ def build_unet(
         >>> model = build_unet(input_shape=(32, 32, 1), encoder="mobilenetv2",
         ...                    attention="ssr", decoder_attention="scse",
         ...                    encoder_kwargs={"alpha": 0.35})
-        >>> model.get_layer("block_1_expand_relu_attention").r
-        2
+        >>> model.get_layer("block_1_expand_relu_attention").r  # 48 channels
+        6
         >>> model.output.shape
         (None, 32, 32, 1)
     """
