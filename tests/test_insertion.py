@@ -275,6 +275,17 @@ def test_policy_and_data_format_follow_the_anchor():
     assert tuple(model.output.shape) == (None, 16, 14, 14)
 
 
+def test_stages_skip_a_squeeze_and_excitation_branch():
+    """EfficientNet's SE branches pool to 1x1: 64x64 inputs made one a stage."""
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="conv")(inputs)
+    squeezed = keras.layers.GlobalAveragePooling2D(keepdims=True, name="squeeze")(x)
+    gate = keras.layers.Conv2D(8, 1, activation="sigmoid", name="excite")(squeezed)
+    x = keras.layers.Multiply(name="scale")([x, gate])
+    stages = models.stage_layers(keras.Model(inputs, x))
+    assert {s: layer.name for s, layer in stages.items()} == {2: "scale"}
+
+
 def test_wide_reduction_ratio():
     assert [models.wide_reduction_ratio(c) for c in (1, 8, 16, 64, 128, 2048)] == [
         1,

@@ -197,7 +197,9 @@ def stage_layers(model: keras.Model, data_format: str | None = None) -> dict:
     order, the last one whose output is a feature map ``2**k`` times smaller
     than the input on every spatial axis (``ceil`` division, so "same"
     padding on odd sizes counts; padding layers, which change the size by a
-    pixel, do not). A stride counts only if some layer at it has trainable
+    pixel, do not), and no smaller than the model's output if that is a
+    feature map (a squeeze-and-excitation branch's pooled 1x1 map is no
+    stage). A stride counts only if some layer at it has trainable
     weights, which leaves out preprocessing (``Rescaling``,
     ``Normalization``) at the input's resolution. For keras.applications'
     ResNet50 these are ``conv1_relu`` (stride 2) and ``conv{2..5}_block*_out``;
@@ -245,7 +247,16 @@ def stage_layers(model: keras.Model, data_format: str | None = None) -> dict:
         last[stride] = layer
         if layer.trainable_weights:
             weighted.add(stride)
-    return {s: last[s] for s in sorted(last) if s in weighted}
+    # A squeeze-and-excitation branch's pooled (1x1) map is no stage: no
+    # stride beyond the output's counts when the output is a feature map.
+    deepest = max(
+        (s for s, layer in last.items() if layer is model.layers[-1]), default=None
+    )
+    return {
+        s: last[s]
+        for s in sorted(last)
+        if s in weighted and (deepest is None or s <= deepest)
+    }
 
 
 def _pyramid(model) -> dict | None:
