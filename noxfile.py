@@ -30,10 +30,20 @@ BACKENDS = {
 }
 
 
+#: keras-hub for the FeaturePyramidBackbone tests (tests/test_insertion.py,
+#: tests/test_encoder_unet.py), without its tensorflow-text dependency, which
+#: pulls the full tensorflow next to tensorflow-cpu (or into a torch or JAX
+#: session); its vision backbones never import it. keras_hub imports regex
+#: and tokenizers at import time (tokenizers' own dependencies, the Hugging
+#: Face hub client, only for downloads); Keras brings the rest.
+KERAS_HUB = ["keras-hub==0.32.0", "regex", "tokenizers"]
+
+
 def install_backend(session: nox.Session, backend: str) -> None:
     session.install(BACKENDS[backend])
     # export-<backend>: the ONNX converter Keras uses there (tests/test_export.py).
     session.install("-e", f".[test,export-{backend}]")
+    session.install("--no-deps", *KERAS_HUB)
 
 
 def pytest_workers() -> list[str]:

@@ -27,6 +27,11 @@ Level ``i`` counts from the full-resolution level ``0``; decoder level ``i``
 has ``channels_per_level[i]`` filters and runs after decoder level ``i + 1``.
 """
 
+from keras_ssr.models.encoders import (
+    ENCODERS,
+    adapt_input_channels,
+    encoder_names,
+)
 from keras_ssr.models.followup import (
     get_fca_encoder_unet,
     get_monofractal_unet,
@@ -34,6 +39,12 @@ from keras_ssr.models.followup import (
     get_sc_encoder_unet,
     get_se_unet,
     get_srm_encoder_unet,
+)
+from keras_ssr.models.insertion import (
+    FeaturePyramidModel,
+    insert_attention,
+    stage_layers,
+    wide_reduction_ratio,
 )
 from keras_ssr.models.registry import (
     AttentionFactory,
@@ -55,12 +66,16 @@ from keras_ssr.models.upsampling import TrilinearUpSampling3D
 __all__ = [
     "BN_EPSILON",
     "BN_MOMENTUM",
+    "ENCODERS",
     "AttentionFactory",
+    "FeaturePyramidModel",
     "TrilinearUpSampling3D",
+    "adapt_input_channels",
     "attention_names",
     "attention_options",
     "attention_reference",
     "build_unet",
+    "encoder_names",
     "get_attention",
     "get_fca_encoder_unet",
     "get_monofractal_unet",
@@ -70,5 +85,8 @@ __all__ = [
     "get_srm_encoder_unet",
     "get_ssr_unet",
     "get_unet",
+    "insert_attention",
     "register_attention",
+    "stage_layers",
+    "wide_reduction_ratio",
 ]

@@ -343,15 +343,19 @@ def _resolve_attention(attention, attention_kwargs):
     return factory, kwargs
 
 
-def _make_attention(factory, kwargs, name, data_format, spatial_rank, attention):
-    """``factory(**kwargs)`` with ``data_format`` and ``name`` where it takes
-    them (``None`` leaves them out), checked to be a layer for
+def _make_attention(
+    factory, kwargs, name, data_format, spatial_rank, attention, dtype=None
+):
+    """``factory(**kwargs)`` with ``data_format``, ``name`` and ``dtype``
+    where it takes them (``None`` leaves them out), checked to be a layer for
     ``spatial_rank``-D inputs (``None``: any)."""
     call_kwargs = dict(kwargs)
     if data_format is not None and _accepts(factory, "data_format"):
         call_kwargs["data_format"] = data_format
     if name is not None and _accepts(factory, "name"):
         call_kwargs["name"] = name
+    if dtype is not None and "dtype" not in call_kwargs and _accepts(factory, "dtype"):
+        call_kwargs["dtype"] = dtype
     layer = factory(**call_kwargs)
     if not isinstance(layer, keras.layers.Layer):
         raise TypeError(

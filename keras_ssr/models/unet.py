@@ -10,6 +10,7 @@ import keras
 from keras_ssr import _checks
 from keras_ssr.distributed import SynchronizedBatchNormalization
 from keras_ssr.layers._base import BN_EPSILON, BN_MOMENTUM
+from keras_ssr.models.insertion import _has_parameter, wide_reduction_ratio
 from keras_ssr.models.registry import (
     AttentionFactory,
     _make_attention,
@@ -46,9 +47,74 @@ def _check_input_shape(input_shape, data_format: str, levels: int) -> tuple:
     return shape
 
 
+class _Parts:
+    """The U-Net's building blocks for one rank and data format, shared by
+    the plain U-Net and the encoder U-Net."""
+
+    def __init__(
+        self, spatial_rank, data_format, with_bn, batch_norm, bn_momentum, bn_epsilon
+    ):
+        self.spatial_rank = spatial_rank
+        self.data_format = data_format
+        self.channel_axis = -1 if data_format == "channels_last" else 1
+        self.with_bn = with_bn
+        self.batch_norm = batch_norm
+        self.bn_momentum = bn_momentum
+        self.bn_epsilon = bn_epsilon
+        if spatial_rank == 2:
+            self.conv, self.pool = keras.layers.Conv2D, keras.layers.MaxPooling2D
+        else:
+            self.conv, self.pool = keras.layers.Conv3D, keras.layers.MaxPooling3D
+
+    def upsample(self, name: str):
+        if self.spatial_rank == 2:
+            return keras.layers.UpSampling2D(
+                2, data_format=self.data_format, interpolation="bilinear", name=name
+            )
+        return TrilinearUpSampling3D(data_format=self.data_format, name=name)
+
+    def concat(self, level: int):
+        return keras.layers.Concatenate(
+            axis=self.channel_axis, name=f"decoder_{level}_concat"
+        )
+
+    def block(self, x, filters: int, prefix: str):
+        for j in range(2):
+            x = self.conv(
+                filters,
+                3,
+                padding="same",
+                data_format=self.data_format,
+                kernel_initializer="he_normal",
+                name=f"{prefix}_conv_{j}",
+            )(x)
+            if self.with_bn:
+                x = self.batch_norm(
+                    axis=self.channel_axis,
+                    momentum=self.bn_momentum,
+                    epsilon=self.bn_epsilon,
+                    name=f"{prefix}_bn_{j}",
+                )(x)
+            x = keras.layers.ReLU(name=f"{prefix}_relu_{j}")(x)
+        return x
+
+    def head(self, x, n_classes: int):
+        out_channels = 1 if n_classes <= 2 else n_classes
+        x = self.conv(out_channels, 1, data_format=self.data_format, name="head")(x)
+        if out_channels == 1:
+            final = keras.layers.Activation(
+                "sigmoid", name="head_activation", dtype="float32"
+            )
+        else:
+            final = keras.layers.Softmax(
+                axis=self.channel_axis, name="head_activation", dtype="float32"
+            )
+        return final(x)
+
+
 def build_unet(
-    channels_per_level: Sequence[int] = (32, 64, 128, 256),
-    input_shape: Sequence[int | None] = (224, 224, 3),
+    channels_per_level: Sequence[int] | None = None,
+    input_shape: Sequence[int | None] | None = None,
     n_classes: int = 2,
     with_bn: bool = True,
     attention: str | AttentionFactory | None = None,
@@ -58,8 +124,18 @@ def build_unet(
     synchronized_bn: bool = False,
     bn_momentum: float = BN_MOMENTUM,
     bn_epsilon: float = BN_EPSILON,
+    *,
+    encoder: str | keras.Model | None = None,
+    encoder_weights: str | None = None,
+    encoder_kwargs: Mapping[str, Any] | None = None,
+    skips: Sequence[str] | None = None,
+    decoder_attention: str | AttentionFactory | None = None,
+    decoder_attention_kwargs: Mapping[str, Any] | None = None,
 ) -> keras.Model:
     """A U-Net, optionally with channel attention after each encoder block.
+
+    Without ``encoder``, the original's U-Net (below). With ``encoder``, a
+    U-Net decoder on a standard encoder (see "Encoder U-Net").
 
     The original's architecture: for each level but the last, an encoder
     block (two 3x3 "same" convolutions with bias and He-normal
@@ -74,14 +150,40 @@ def build_unet(
     :class:`TrilinearUpSampling3D`). See the module docstring for the layer
     names.
 
+    Encoder U-Net: the encoder's features at strides 2, 4, 8, 16 (those it
+    has) are the skips, its output (stride 32 for keras.applications) the
+    deepest feature. For each level ``i`` from the deepest, a decoder block
+    upsamples 2x (bilinear; trilinear in 3-D), concatenates the skip of
+    stride ``2**i`` if there is one (``decoder_{i}_concat``), applies
+    ``decoder_attention`` there (``decoder_{i}_attention``, as
+    segmentation_models.pytorch's ``decoder_attention_type``), and runs two
+    3x3 convolutions (``decoder_{i}_conv_{j}``, BN, ReLU); the head is the
+    plain U-Net's. The model is one flat functional graph: the encoder's
+    layers, then the decoder's. Skips come from the encoder's
+    ``pyramid_outputs`` (keras-hub), the table of known keras.applications
+    layer names (:data:`keras_ssr.models.encoders.ENCODERS`), the stride
+    rule (:func:`stage_layers`), or ``skips``. ``attention`` goes into the
+    encoder through :func:`insert_attention`, after each skip layer and the
+    output. Inserted and decoder attention layers take
+    :func:`wide_reduction_ratio` of their channels as ``r`` unless their
+    kwargs set ``r``. Input channels other than 3 with pretrained
+    ``encoder_weights`` adapt the first convolution
+    (:func:`adapt_input_channels`).
+
     Args:
         channels_per_level: filters per level, at least 2 positive integers;
-            the last is the bottleneck's.
+            the last is the bottleneck's. ``None``: ``(32, 64, 128, 256)``.
+            With ``encoder``: the decoder's filters from full resolution
+            (level 0) to the level below the deepest feature, one per 2x
+            upsampling (5 for stride 32); ``None``: ``16 * 2**i`` at level
+            ``i`` (segmentation_models.pytorch's ``(256, 128, 64, 32, 16)``).
         input_shape: the input shape without the batch axis, in
             ``data_format`` order: ``(height, width, channels)`` or
             ``(depth, height, width, channels)`` for channels last. Spatial
             sizes may be ``None``; known ones must be divisible by
-            ``2 ** (len(channels_per_level) - 1)``.
+            ``2 ** (len(channels_per_level) - 1)`` (by the deepest stride
+            with an encoder). ``None``: ``(224, 224, 3)``, or a model
+            encoder's input shape.
         n_classes: number of classes, at least 1.
         with_bn: whether each convolution is followed by BatchNormalization.
         attention: ``None``/``"none"``, a registered name (``"se"``:
@@ -113,6 +215,22 @@ def build_unet(
             run wants less, e.g. 0.9). The attention layers keep their own.
         bn_epsilon: the blocks' BatchNormalization epsilon, ``> 0`` (the
             original's 1e-3).
+        encoder: ``None`` (the original's U-Net), a keras.applications name
+            (:func:`encoder_names`: ``"resnet50"``, ``"mobilenetv2"``,
+            ``"efficientnetb0"``, ``"convnexttiny"``, ...), or a built
+            functional or Sequential ``keras.Model`` (a keras-hub backbone,
+            your own 2-D or 3-D encoder), whose layers the U-Net then shares
+            unless ``attention`` is inserted (which copies them).
+        encoder_weights: passed to the keras.applications constructor:
+            ``None`` (random), ``"imagenet"`` (downloaded by Keras) or a
+            weights file path.
+        encoder_kwargs: further arguments of the keras.applications
+            constructor (``{"alpha": 0.35}`` for MobileNetV2, ...).
+        skips: the encoder layers whose outputs are the skips, by name
+            (strides from their shapes); ``None`` finds them.
+        decoder_attention: like ``attention``, after each skip concatenation
+            of the encoder U-Net's decoder.
+        decoder_attention_kwargs: its keyword arguments.
 
     Returns:
         A functional ``keras.Model`` mapping a batch of inputs
@@ -129,7 +247,51 @@ def build_unet(
         >>> model = build_unet((4, 8, 16), (32, 32, 3), attention="ssr")
         >>> model(keras.random.uniform((2, 32, 32, 3))).shape
         (2, 32, 32, 1)
+        >>> model = build_unet(input_shape=(32, 32, 1), encoder="mobilenetv2",
+        ...                    attention="ssr", decoder_attention="scse",
+        ...                    encoder_kwargs={"alpha": 0.35})
+        >>> model.get_layer("block_1_expand_relu_attention").r  # 48 channels
+        6
+        >>> model.output.shape
+        (None, 32, 32, 1)
     """
+    if encoder is not None:
+        return _build_encoder_unet(
+            channels_per_level,
+            input_shape,
+            n_classes,
+            with_bn,
+            attention,
+            attention_kwargs,
+            data_format,
+            name,
+            synchronized_bn,
+            bn_momentum,
+            bn_epsilon,
+            encoder,
+            encoder_weights,
+            encoder_kwargs,
+            skips,
+            decoder_attention,
+            decoder_attention_kwargs,
+        )
+    extra = {
+        "encoder_weights": encoder_weights,
+        "encoder_kwargs": encoder_kwargs,
+        "skips": skips,
+        "decoder_attention": decoder_attention,
+        "decoder_attention_kwargs": decoder_attention_kwargs,
+    }
+    given = sorted(k for k, v in extra.items() if v is not None)
+    if given:
+        raise ValueError(
+            f"{given} need an `encoder`. Received: encoder=None, "
+            + ", ".join(f"{k}={extra[k]!r}" for k in given)
+        )
+    if channels_per_level is None:
+        channels_per_level = (32, 64, 128, 256)
+    if input_shape is None:
+        input_shape = (224, 224, 3)
     channels = _checks.check_int_sequence(
         "channels_per_level", channels_per_level, 1, min_length=2,
         what="positive integers (encoder levels and the bottleneck)",
@@ -150,76 +312,32 @@ def build_unet(
         raise TypeError(f"`name` must be a string or None. Received: name={name!r}")
     factory, kwargs = _resolve_attention(attention, attention_kwargs)
 
-    spatial_rank = len(shape) - 1
-    channel_axis = -1 if data_format == "channels_last" else 1
-    if spatial_rank == 2:
-        conv, pool = keras.layers.Conv2D, keras.layers.MaxPooling2D
-
-        def upsample(layer_name):
-            return keras.layers.UpSampling2D(
-                2, data_format=data_format, interpolation="bilinear", name=layer_name
-            )
-    else:
-        conv, pool = keras.layers.Conv3D, keras.layers.MaxPooling3D
-
-        def upsample(layer_name):
-            return TrilinearUpSampling3D(data_format=data_format, name=layer_name)
-
-    def block(x, filters: int, prefix: str):
-        for j in range(2):
-            x = conv(
-                filters,
-                3,
-                padding="same",
-                data_format=data_format,
-                kernel_initializer="he_normal",
-                name=f"{prefix}_conv_{j}",
-            )(x)
-            if with_bn:
-                x = batch_norm(
-                    axis=channel_axis,
-                    momentum=bn_momentum,
-                    epsilon=bn_epsilon,
-                    name=f"{prefix}_bn_{j}",
-                )(x)
-            x = keras.layers.ReLU(name=f"{prefix}_relu_{j}")(x)
-        return x
-
+    parts = _Parts(
+        len(shape) - 1, data_format, with_bn, batch_norm, bn_momentum, bn_epsilon
+    )
     inputs = keras.Input(shape=shape, name="input")
     x = inputs
     skips = []
     for level, filters in enumerate(channels[:-1]):
-        x = block(x, filters, f"encoder_{level}")
+        x = parts.block(x, filters, f"encoder_{level}")
         if factory is not None:
             layer = _make_attention(
                 factory,
                 kwargs,
                 f"encoder_{level}_attention",
                 data_format,
-                spatial_rank,
+                parts.spatial_rank,
                 attention,
             )
             x = layer(x)
         skips.append(x)
-        x = pool(2, data_format=data_format, name=f"encoder_{level}_pool")(x)
-    x = block(x, channels[-1], "bottleneck")
+        x = parts.pool(2, data_format=data_format, name=f"encoder_{level}_pool")(x)
+    x = parts.block(x, channels[-1], "bottleneck")
     for level in reversed(range(len(channels) - 1)):
-        x = upsample(f"decoder_{level}_upsample")(x)
-        x = keras.layers.Concatenate(axis=channel_axis, name=f"decoder_{level}_concat")(
-            [x, skips[level]]
-        )
-        x = block(x, channels[level], f"decoder_{level}")
-    out_channels = 1 if n_classes <= 2 else n_classes
-    x = conv(out_channels, 1, data_format=data_format, name="head")(x)
-    if out_channels == 1:
-        final = keras.layers.Activation(
-            "sigmoid", name="head_activation", dtype="float32"
-        )
-    else:
-        final = keras.layers.Softmax(
-            axis=channel_axis, name="head_activation", dtype="float32"
-        )
-    outputs = final(x)
+        x = parts.upsample(f"decoder_{level}_upsample")(x)
+        x = parts.concat(level)([x, skips[level]])
+        x = parts.block(x, channels[level], f"decoder_{level}")
+    outputs = parts.head(x, n_classes)
     return keras.Model(inputs, outputs, name=name or "unet")
 
 
@@ -346,3 +464,102 @@ def get_ssr_unet(
     args = (channels_per_level, input_shape, n_classes, with_bn)
     kwargs = {"r": r, "max_scale": max_scale}
     return build_named_unet("ssr_unet", "ssr", kwargs, args, options)
+
+
+def _build_encoder_unet(
+    channels_per_level,
+    input_shape,
+    n_classes,
+    with_bn,
+    attention,
+    attention_kwargs,
+    data_format,
+    name,
+    synchronized_bn,
+    bn_momentum,
+    bn_epsilon,
+    encoder,
+    encoder_weights,
+    encoder_kwargs,
+    skips,
+    decoder_attention,
+    decoder_attention_kwargs,
+) -> keras.Model:
+    """:func:`build_unet` with an ``encoder``: a U-Net decoder on it."""
+    from keras_ssr.models import encoders
+
+    if isinstance(encoder, keras.Model) and data_format is None:
+        data_format = encoders.data_format_of(encoder)
+    data_format = _checks.standardize_data_format(data_format)
+    n_classes = _checks.check_int("n_classes", n_classes, 1)
+    with_bn = _checks.check_bool("with_bn", with_bn)
+    synchronized_bn = _checks.check_bool("synchronized_bn", synchronized_bn)
+    bn_momentum = _checks.check_real("bn_momentum", bn_momentum, 0.0, 1.0)
+    bn_epsilon = _checks.check_real("bn_epsilon", bn_epsilon, 0.0, open_minimum=True)
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"`name` must be a string or None. Received: name={name!r}")
+    if input_shape is not None:
+        input_shape = _check_input_shape(input_shape, data_format, 1)
+    elif not isinstance(encoder, keras.Model):
+        input_shape = (224, 224, 3) if data_format == "channels_last" else (3, 224, 224)
+    # Validate the attention arguments before building anything large.
+    _resolve_attention(attention, attention_kwargs)
+    decoder_factory, decoder_kwargs = _resolve_attention(
+        decoder_attention, decoder_attention_kwargs
+    )
+    key = encoder.strip().lower() if isinstance(encoder, str) else None
+    model = encoders.build_encoder(
+        encoder, input_shape, data_format, encoder_weights, encoder_kwargs
+    )
+    model, x, skip_features, deepest = encoders.encoder_features(
+        model,
+        key,
+        skips,
+        data_format,
+        None if _resolve_attention(attention, None)[0] is None else attention,
+        attention_kwargs,
+    )
+    levels = int(deepest).bit_length() - 1
+    if channels_per_level is None:
+        channels_per_level = tuple(16 * 2**i for i in range(levels))
+    channels = _checks.check_int_sequence(
+        "channels_per_level", channels_per_level, 1, length=levels,
+        what=f"positive integers (one per decoder level: {levels} for an "
+        f"encoder of stride {deepest})",
+    )  # fmt: skip
+    inputs = model.inputs[0]
+    _check_input_shape(tuple(inputs.shape[1:]), data_format, levels + 1)
+    batch_norm = (
+        SynchronizedBatchNormalization
+        if synchronized_bn
+        else keras.layers.BatchNormalization
+    )
+    parts = _Parts(
+        len(inputs.shape) - 2,
+        data_format,
+        with_bn,
+        batch_norm,
+        bn_momentum,
+        bn_epsilon,
+    )
+    user_r = "r" in (decoder_attention_kwargs or {})
+    for level in reversed(range(levels)):
+        x = parts.upsample(f"decoder_{level}_upsample")(x)
+        skip = skip_features.get(2**level)
+        if skip is not None:
+            x = parts.concat(level)([x, skip])
+            if decoder_factory is not None:
+                kwargs = dict(decoder_kwargs)
+                if not user_r and _has_parameter(decoder_factory, "r"):
+                    kwargs["r"] = wide_reduction_ratio(x.shape[parts.channel_axis])
+                x = _make_attention(
+                    decoder_factory,
+                    kwargs,
+                    f"decoder_{level}_attention",
+                    data_format,
+                    parts.spatial_rank,
+                    decoder_attention,
+                )(x)
+        x = parts.block(x, channels[level], f"decoder_{level}")
+    outputs = parts.head(x, n_classes)
+    return keras.Model(inputs, outputs, name=name or f"{model.name}_unet")

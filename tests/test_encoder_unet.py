@@ -1,0 +1,286 @@
+"""build_unet(encoder=...): a U-Net decoder on standard encoders.
+
+One small encoder U-Net (MobileNetV2, alpha 0.35, 1-channel 32x32 inputs,
+SSR in the encoder, scSE in the decoder, 3 classes) is built once per module
+and trained, saved, run in mixed precision and exported; every listed
+encoder is built once for its wiring.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from keras_ssr import layers, models
+
+BACKEND = keras.backend.backend()
+SIZE = 32
+MOBILENET = {"alpha": 0.35}
+
+
+def _numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def _images(batch=2, channels=1, seed=0, size=SIZE):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 1, (batch, size, size, channels)).astype("float32")
+
+
+def _unet(**overrides):
+    keras.utils.set_random_seed(0)
+    kwargs = {
+        "input_shape": (SIZE, SIZE, 1),
+        "n_classes": 3,
+        "encoder": "mobilenetv2",
+        "encoder_kwargs": MOBILENET,
+        "attention": "ssr",
+        "decoder_attention": "scse",
+        "bn_momentum": 0.9,
+    }
+    return models.build_unet(**{**kwargs, **overrides})
+
+
+@pytest.fixture(scope="module")
+def unet():
+    return _unet()
+
+
+def test_decoder_wiring(unet):
+    skips = models.ENCODERS["mobilenetv2"][1]
+    for level, skip in zip(range(1, 5), skips):
+        concat = unet.get_layer(f"decoder_{level}_concat")
+        encoder_side = unet.get_layer(f"{skip}_attention")
+        assert concat.input[1] is encoder_side.output
+        assert isinstance(encoder_side, layers.SingularityStrengthRecalibration)
+        attention = unet.get_layer(f"decoder_{level}_attention")
+        assert isinstance(attention, layers.SpatialSqueezeExcite)
+        assert attention.input is concat.output
+        assert attention.r == models.wide_reduction_ratio(concat.output.shape[-1])
+    # Level 0 (full resolution) has no skip; the deepest feature is the output.
+    assert "decoder_0_concat" not in [layer.name for layer in unet.layers]
+    assert unet.get_layer("decoder_4_upsample").input is (
+        unet.get_layer("out_relu_attention").output
+    )
+    assert [unet.get_layer(f"decoder_{i}_conv_1").filters for i in range(5)] == [
+        16,
+        32,
+        64,
+        128,
+        256,
+    ]
+    assert tuple(unet.output.shape) == (None, SIZE, SIZE, 3)
+
+
+def test_trains_one_step(unet, tmp_path):
+    """fit (jit-compiled on TensorFlow and JAX), then .keras save/reload."""
+    model = _unet()
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss="categorical_crossentropy",
+        jit_compile=BACKEND != "torch",
+    )
+    x = _images(2)
+    labels = np.random.default_rng(1).integers(0, 3, (2, SIZE, SIZE))
+    y = keras.utils.to_categorical(labels, 3)
+    # Not on the 1x1 deepest map (32 / 32): a single pixel has no local
+    # singularity structure, SSR's map is constant there and its BN gets no
+    # gradient (at 224x224 that map is 7x7).
+    attention = [
+        v for layer in model.layers if "attention" in layer.name
+        and layer.input.shape[1] > 1 for v in layer.trainable_variables
+    ]  # fmt: skip
+    before = [_numpy(v) for v in attention]
+    history = model.fit(x, y, batch_size=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    for variable, old in zip(attention, before):
+        assert not np.array_equal(_numpy(variable), old), variable.path
+
+    path = tmp_path / "unet.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(
+        _numpy(reloaded(x, training=False)), _numpy(model(x, training=False))
+    )
+
+
+@pytest.fixture
+def mixed_policy():
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    yield
+    keras.config.set_dtype_policy(policy)
+
+
+def test_mixed_precision(mixed_policy):
+    model = _unet(attention="se")
+    assert model.get_layer("block_1_expand_relu_attention").compute_dtype == "bfloat16"
+    out = _numpy(model(_images(2), training=False))
+    assert out.dtype == np.float32 and np.all(np.isfinite(out))
+    np.testing.assert_allclose(out.sum(axis=-1), 1.0, atol=1e-5)
+
+
+def test_export(unet, tmp_path):
+    """One export per backend: SavedModel (TF), torch.export, ONNX (JAX)."""
+    x = _images(2, seed=3)
+    expected = _numpy(unet(x, training=False))
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        unet.export(str(tmp_path / "saved"), verbose=False)
+        reloaded = tf.saved_model.load(str(tmp_path / "saved"))  # keep it alive
+        actual = reloaded.serve(x).numpy()
+    elif BACKEND == "torch":
+        import torch
+
+        unet.export(
+            str(tmp_path / "unet.pt2"),
+            format="torch",
+            verbose=False,
+            input_signature=[keras.InputSpec(shape=x.shape, dtype="float32")],
+        )
+        module = torch.export.load(str(tmp_path / "unet.pt2")).module()
+        with torch.no_grad():
+            actual = module(torch.from_numpy(x)).numpy()
+    else:
+        ort = pytest.importorskip("onnxruntime")
+        pytest.importorskip("jax2onnx")
+        unet.export(
+            str(tmp_path / "unet.onnx"),
+            format="onnx",
+            verbose=False,
+            input_signature=[keras.InputSpec(shape=x.shape, dtype="float32")],
+        )
+        session = ort.InferenceSession(
+            str(tmp_path / "unet.onnx"), providers=["CPUExecutionProvider"]
+        )
+        actual = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("encoder", ["resnet50", "efficientnetb0", "convnexttiny"])
+def test_other_encoders(encoder):
+    model = _unet(encoder=encoder, encoder_kwargs=None, attention="se")
+    names = [layer.name for layer in model.layers]
+    table = models.ENCODERS[encoder][1]
+    for level, skip in zip(range(1, 5), table):
+        if skip is None:  # ConvNeXt's stem has stride 4: no stride-2 skip
+            assert f"decoder_{level}_concat" not in names
+            continue
+        concat = model.get_layer(f"decoder_{level}_concat")
+        assert concat.input[1] is model.get_layer(f"{skip}_attention").output
+    assert tuple(model.output.shape) == (None, SIZE, SIZE, 3)
+    print(f"{encoder} U-Net: {model.count_params()} parameters")
+
+
+def test_keras_hub_encoder():
+    keras_hub = pytest.importorskip("keras_hub")
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[7],
+        stackwise_num_filters=[64, 64, 64],
+        stackwise_num_blocks=[1, 1, 1],
+        stackwise_num_strides=[1, 2, 2],
+        block_type="basic_block",
+        image_shape=(SIZE, SIZE, 3),
+    )
+    model = models.build_unet(encoder=backbone, attention="se", n_classes=1)
+    # P2, P3 are skips at strides 4 and 8; P4 (stride 16) the deepest.
+    assert model.get_layer("decoder_3_concat").input[1] is (
+        model.get_layer("stack1_block0_out_attention").output
+    )
+    assert model.get_layer("decoder_3_upsample").input is (
+        model.get_layer("stack2_block0_out_attention").output
+    )
+    assert tuple(model(_images(1, 3)).shape) == (1, SIZE, SIZE, 1)
+
+
+def test_volumetric_encoder():
+    """A 3-D encoder of your own: skips by the stride rule, 3-D decoder."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 8, 2))
+    x = inputs
+    for i, filters in enumerate((8, 16, 32)):
+        x = keras.layers.Conv3D(filters, 3, strides=2, padding="same", name=f"c{i}")(x)
+        x = keras.layers.ReLU(name=f"r{i}")(x)
+    encoder = keras.Model(inputs, x)
+    model = models.build_unet(
+        encoder=encoder, attention="se", decoder_attention="se", n_classes=1
+    )
+    assert model.get_layer("decoder_1_concat").input[1] is (
+        model.get_layer("r0_attention").output
+    )
+    assert [model.get_layer(f"decoder_{i}_conv_0").filters for i in range(3)] == [
+        16,
+        32,
+        64,
+    ]
+    out = model(np.random.default_rng(0).uniform(size=(1, 8, 8, 8, 2)))
+    assert tuple(out.shape) == (1, 8, 8, 8, 1)
+
+
+def _adapt_reference(kernel, channels):
+    """segmentation_models.pytorch's patch_first_conv, in plain loops."""
+    if channels == 1:
+        return kernel.sum(axis=2, keepdims=True)
+    out = np.zeros(kernel.shape[:2] + (channels,) + kernel.shape[3:], kernel.dtype)
+    for i in range(channels):
+        out[:, :, i] = kernel[:, :, i % 3] * 3 / channels
+    return out
+
+
+@pytest.mark.parametrize("channels", [1, 2, 4, 6])
+def test_adapt_input_channels(channels):
+    rng = np.random.default_rng(channels)
+    kernel = rng.normal(size=(3, 3, 3, 5)).astype("float32")
+    adapted = models.adapt_input_channels(kernel, channels)
+    np.testing.assert_allclose(adapted, _adapt_reference(kernel, channels), rtol=1e-6)
+    # What it is for: replicated grey (or RGB) input gives the RGB response.
+    rgb = rng.uniform(size=(3,)).astype("float32")
+    if channels == 1:
+        rgb[:] = rgb[0]
+    if channels in (1, 6):
+        image = np.resize(rgb, channels)
+        np.testing.assert_allclose(
+            np.einsum("hwio,i->hwo", adapted, image),
+            np.einsum("hwio,i->hwo", kernel, rgb),
+            rtol=1e-5,
+        )
+
+
+def test_pretrained_weights_reach_a_one_channel_encoder(tmp_path):
+    """``encoder_weights`` (a file here; "imagenet" the same way) with one input
+    channel: the first kernel adapted, every other weight as stored."""
+    keras.utils.set_random_seed(0)
+    rgb = keras.applications.MobileNetV2(
+        include_top=False, weights=None, input_shape=(SIZE, SIZE, 3), **MOBILENET
+    )
+    path = tmp_path / "rgb.weights.h5"
+    rgb.save_weights(path)
+    model = _unet(attention=None, decoder_attention=None, encoder_weights=str(path))
+    kernel = _numpy(rgb.get_layer("Conv1").kernel)
+    np.testing.assert_allclose(
+        _numpy(model.get_layer("Conv1").kernel), kernel.sum(axis=2, keepdims=True)
+    )
+    for layer in rgb.layers[2:]:
+        for stored, weight in zip(layer.weights, model.get_layer(layer.name).weights):
+            np.testing.assert_array_equal(_numpy(weight), _numpy(stored))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"encoder": "resnet5"}, ValueError, "Unknown encoder 'resnet5'"),
+        ({"encoder": 3}, TypeError, "`encoder` must be"),
+        ({"channels_per_level": (8, 16)}, ValueError, "channels_per_level"),
+        ({"input_shape": (36, 36, 1)}, ValueError, "divisible by"),
+        ({"encoder_kwargs": {"weights": None}}, ValueError, "must not set"),
+        ({"skips": ["nope"]}, ValueError, "no layer named 'nope'"),
+        ({"encoder": None, "skips": ["a"]}, ValueError, "need an `encoder`"),
+    ],
+)
+def test_errors(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        _unet(attention=None, decoder_attention=None, **kwargs)
