@@ -2,7 +2,8 @@
 
 Each probe damages a copy of a recorded weight file of model_ssr_unet_2 (the
 original's TF 2.14 ``.h5`` file, or its TF checkpoint rebuilt from the
-format's specification) and loads it into a U-Net of that architecture. It
+format's specification; two probes use the follow-up's multifractal U-Net)
+and loads it into a U-Net of that architecture. It
 must raise a ValueError naming the file, and the variable where there is
 one, and leave every weight of the model as it was. The probes that claim
 huge arrays must keep the loader's allocations within 1 MiB (the model's
@@ -20,6 +21,7 @@ import sys
 import tracemalloc
 
 import fixtures as fx
+import fixtures_mfr as mfr
 import h5py
 import keras
 import numpy as np
@@ -318,6 +320,37 @@ def test_negative_dimension_in_a_subprocess(tmp_path, tensors):
     assert "WeightFileError: " in last, last
     assert str(tmp_path / _INDEX) in last and KEY_BIAS in last
     assert "negative dimension" in last
+
+
+# --------------------------------------------------------------------------
+# The follow-up's files: a weight of an attention layer
+# --------------------------------------------------------------------------
+
+MFR = mfr.DATA / "checkpoints"
+#: The soft-histogram widths of the second multifractal recalibration.
+MFR_WIDTHS = {
+    "h5": "multifractal_recalibration_1/soft_histogram_layer_1/membership_weights:0",
+    "tf": "layer_with_weights-3/soft_histogram/membership_weights/.ATTRIBUTES/"
+    "VARIABLE_VALUE",
+}
+
+
+@pytest.mark.parametrize("kind", ["h5", "tf"])
+def test_followup_attention_weight(tmp_path, kind):
+    case = mfr.CASES["model_multifractal_unet_5"]
+    model = getattr(models, case["builder"])(**case["kwargs"])
+    name = MFR_WIDTHS[kind]
+    if kind == "h5":
+        value = np.full((1, 16), np.nan, "float32")
+        source = wf.h5_with(MFR / "multifractal_unet.h5", tmp_path / "w.h5", name,
+                            data=value)  # fmt: skip
+        match = "16 NaN or infinite"
+    else:
+        recorded = porting.read_checkpoint_weights(MFR / "multifractal_unet_tf_format")
+        value = np.ones((1, 16), "complex64")
+        wf.write_bundle(tmp_path / "w", {**recorded, name: value})
+        source, match = tmp_path / "w", "dtype complex64"
+    _refused(model, source, source, name, match=match)
 
 
 # --------------------------------------------------------------------------
