@@ -10,12 +10,12 @@ keys, several data blocks and the features the reader declines.
 from __future__ import annotations
 
 import importlib.util
-import struct
 import sys
 
 import fixtures as fx
 import numpy as np
 import pytest
+import weight_files as wf
 
 from keras_ssr import porting
 from keras_ssr.porting import tensorbundle
@@ -90,74 +90,6 @@ def test_every_dtype_tensorflow_writes(tmp_path):
 # -- bundles assembled from the specification ------------------------------------
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(number: int, value) -> bytes:
-    """A protobuf field: varint (wire 0) for ints, length-delimited (2) for bytes."""
-    if isinstance(value, int):
-        return _varint(number << 3) + _varint(value)
-    return _varint(number << 3 | 2) + _varint(len(value)) + value
-
-
-def _block(entries, restart_interval=2, compression=0) -> bytes:
-    """A LevelDB block: prefix-compressed entries, restart points, trailer."""
-    out, restarts, previous = bytearray(), [], b""
-    for i, (key, value) in enumerate(entries):
-        shared = 0
-        if i % restart_interval:
-            while shared < min(len(key), len(previous)) and (
-                key[shared] == previous[shared]
-            ):
-                shared += 1
-        else:
-            restarts.append(len(out))
-        out += _varint(shared) + _varint(len(key) - shared) + _varint(len(value))
-        out += key[shared:] + value
-        previous = key
-    for offset in restarts:
-        out += struct.pack("<I", offset)
-    out += struct.pack("<I", len(restarts))
-    return bytes(out) + bytes([compression]) + b"\0\0\0\0"  # type, (unchecked) crc
-
-
-_DTYPES = {"float32": 1, "float64": 2, "int32": 3, "int64": 9, "float16": 19}
-
-
-def _write_bundle(prefix, tensors, *, per_block=2, header=None, entry_extra=b""):
-    """``prefix.index`` / ``.data-00000-of-00001`` holding ``tensors``."""
-    data, entries = bytearray(), []
-    for key in sorted(tensors):
-        array = np.asarray(tensors[key])
-        raw = array.astype(array.dtype.newbyteorder("<")).tobytes()
-        shape = b"".join(_field(2, _field(1, d)) for d in array.shape)
-        entry = _field(1, _DTYPES[array.dtype.name]) + _field(2, shape)
-        entry += _field(4, len(data)) + _field(5, len(raw)) + entry_extra
-        entries.append((key.encode(), entry))
-        data += raw
-    header = _field(1, 1) + _field(3, _field(1, 1)) if header is None else header
-    rows = [(b"", header), *entries]
-    index, handles = bytearray(), []
-    for start in range(0, len(rows), per_block):
-        chunk = rows[start : start + per_block]
-        block = _block(chunk)
-        handles.append((chunk[-1][0], _varint(len(index)) + _varint(len(block) - 5)))
-        index += block
-    index_block = _block(handles, restart_interval=1)
-    index_handle = _varint(len(index)) + _varint(len(index_block) - 5)
-    index += index_block
-    footer = (_varint(0) + _varint(0) + index_handle).ljust(40, b"\0")
-    index += footer + bytes.fromhex("57fb808b247547db")
-    (prefix.parent / (prefix.name + ".index")).write_bytes(bytes(index))
-    (prefix.parent / (prefix.name + ".data-00000-of-00001")).write_bytes(bytes(data))
-
-
 _TENSORS = {
     "layer/kernel/.ATTRIBUTES/VARIABLE_VALUE": np.arange(12.0, dtype="float32").reshape(
         3, 4
@@ -171,7 +103,7 @@ _TENSORS = {
 
 @pytest.mark.parametrize("per_block", [1, 2, 10])
 def test_a_bundle_built_from_the_specification(tmp_path, per_block):
-    _write_bundle(tmp_path / "w", _TENSORS, per_block=per_block)
+    wf.write_bundle(tmp_path / "w", _TENSORS, per_block=per_block)
     read = porting.read_checkpoint_weights(tmp_path / "w")
     assert sorted(read) == sorted(_TENSORS)
     for key, value in _TENSORS.items():
@@ -179,30 +111,70 @@ def test_a_bundle_built_from_the_specification(tmp_path, per_block):
         np.testing.assert_array_equal(read[key], value, err_msg=key)
 
 
-def _reader_declines(tmp_path, match, **bundle):
-    _write_bundle(tmp_path / "w", _TENSORS, **bundle)
-    with pytest.raises(tensorbundle.UnsupportedCheckpoint, match=match):
-        tensorbundle.read_tensor_bundle(str(tmp_path / "w"))
+@pytest.mark.skipif(not HAS_TF, reason="needs TensorFlow as the reference reader")
+def test_tensorflow_reads_the_bundles_built_here(tmp_path):
+    wf.write_bundle(tmp_path / "w", _TENSORS, per_block=3)
+    _assert_same(_tensorflow_reads(tmp_path / "w"), _TENSORS)
 
 
-def test_what_the_reader_declines(tmp_path):
-    _reader_declines(tmp_path, "big-endian", header=_field(1, 1) + _field(2, 1))
-    _reader_declines(tmp_path, "partitioned", entry_extra=_field(7, b"\x0a\x00"))
-    _write_bundle(tmp_path / "w", _TENSORS)
-    index = tmp_path / "w.index"
-    raw = bytearray(index.read_bytes())
-    raw[-1] ^= 1  # the magic number
-    index.write_bytes(bytes(raw))
-    with pytest.raises(tensorbundle.UnsupportedCheckpoint, match="not an SSTable"):
-        tensorbundle.read_tensor_bundle(str(tmp_path / "w"))
+def _full_slice(key, entry):
+    """Marks ``layer/kernel`` partitioned: one slice covering it all."""
+    if key.startswith("layer/kernel"):
+        extents = b"".join(wf.field(1, wf.field(2, d)) for d in entry["shape"])
+        entry["extra"] = wf.field(7, extents)
 
 
-def test_compressed_block_is_declined(tmp_path, monkeypatch):
-    real = _block
-    monkeypatch.setitem(
-        globals(), "_block", lambda e, restart_interval=2: real(e, restart_interval, 1)
+def test_what_the_reader_leaves_to_tensorflow(tmp_path):
+    # Checked first, then declined: TensorFlow reads these.
+    big_endian = wf.field(1, 1) + wf.field(2, 1)
+    for bundle, match in [
+        ({"header": big_endian}, "big-endian"),
+        ({"edit": _full_slice}, "partitioned"),
+    ]:
+        wf.write_bundle(tmp_path / "w", _TENSORS, **bundle)
+        with pytest.raises(tensorbundle.UnsupportedCheckpoint, match=match):
+            tensorbundle.bundle_arrays(str(tmp_path / "w"))
+
+
+def _refused(prefix, file, match):
+    with pytest.raises(ValueError, match=match) as info:
+        porting.read_checkpoint_weights(prefix)
+    assert repr(str(file)) in str(info.value)
+
+
+def test_what_the_reader_refuses_without_tensorflow(tmp_path, monkeypatch):
+    # Compressed blocks cannot be checked before TensorFlow would read them.
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # TensorFlow is not asked
+    wf.write_bundle(tmp_path / "w", _TENSORS, compression=1)
+    _refused(tmp_path / "w", tmp_path / "w.index", r"compressed \(Snappy\)")
+
+    # A partitioned variable whose slice leaves its shape.
+    def outside(key, entry):
+        _full_slice(key, entry)
+        if key.startswith("layer/kernel"):
+            entry["extra"] = wf.field(7, wf.field(1, wf.field(1, 2)) * 2)
+
+    wf.write_bundle(tmp_path / "w", _TENSORS, edit=outside)
+    _refused(tmp_path / "w", tmp_path / "w.index", r"layer/kernel.*slice \[2, \+3\)")
+
+
+@pytest.mark.skipif(not HAS_TF, reason="the fallback reads with TensorFlow")
+def test_a_partitioned_variable_tensorflow_writes(tmp_path):
+    import tensorflow as tf
+
+    full = np.arange(12, dtype="float32").reshape(4, 3)
+    prefix = str(tmp_path / "sliced")
+    tf.raw_ops.SaveV2(
+        prefix=prefix,
+        tensor_names=["v", "v", "w"],
+        shape_and_slices=["4 3 0,2:-", "4 3 2,2:-", ""],
+        tensors=[full[:2], full[2:], np.float64(0.5)],
     )
-    _reader_declines(tmp_path, "compressed SSTable block")
+    with pytest.raises(tensorbundle.UnsupportedCheckpoint, match="partitioned"):
+        tensorbundle.bundle_arrays(prefix)
+    read = porting.read_checkpoint_weights(prefix)
+    assert sorted(read) == ["v", "w"]
+    np.testing.assert_array_equal(read["v"], full)
 
 
 @pytest.mark.skipif(not HAS_TF, reason="the fallback reads with TensorFlow")
@@ -211,17 +183,17 @@ def test_fallback_to_tensorflow(monkeypatch):
         raise tensorbundle.UnsupportedCheckpoint("compressed SSTable block")
 
     expected = porting.read_checkpoint_weights(TF_FORMAT)
-    monkeypatch.setattr(tensorbundle, "read_tensor_bundle", unsupported)
+    monkeypatch.setattr(tensorbundle, "bundle_arrays", unsupported)
     _assert_same(porting.read_checkpoint_weights(TF_FORMAT), expected)
 
 
 def test_needing_tensorflow_without_it(monkeypatch):
     def unsupported(prefix):
-        raise tensorbundle.UnsupportedCheckpoint("compressed SSTable block")
+        raise tensorbundle.UnsupportedCheckpoint("a big-endian bundle")
 
-    monkeypatch.setattr(tensorbundle, "read_tensor_bundle", unsupported)
+    monkeypatch.setattr(tensorbundle, "bundle_arrays", unsupported)
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # import fails
-    with pytest.raises(ImportError, match="compressed SSTable block.*tensorflow"):
+    with pytest.raises(ImportError, match="big-endian bundle.*tensorflow"):
         porting.read_checkpoint_weights(TF_FORMAT)
 
 

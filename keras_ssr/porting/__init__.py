@@ -11,7 +11,9 @@
   :mod:`keras_ssr.models` U-Net, by name (:mod:`~keras_ssr.porting.loading`).
 - The readers, without TensorFlow: :func:`read_h5_weights` (``h5py``) and
   :func:`read_checkpoint_weights` (a self-contained TensorBundle / SSTable /
-  protobuf reader, :mod:`~keras_ssr.porting.tensorbundle`).
+  protobuf reader, :mod:`~keras_ssr.porting.tensorbundle`). Both check what
+  a file claims before they read it, and raise a :class:`WeightFileError`
+  (a ``ValueError``) naming the file for a damaged one.
 - The name parsers (:mod:`~keras_ssr.porting.keras_names`,
   :mod:`~keras_ssr.porting.checkpoint_keys`) and the registry of the
   original's attention scopes they consult
@@ -22,6 +24,7 @@ See ``docs/porting.md`` for the name table and a walk-through.
 
 # followup registers the follow-up's attention scopes with the parsers.
 from keras_ssr.porting import followup as _followup  # noqa: F401
+from keras_ssr.porting._source import WeightFileError
 from keras_ssr.porting.h5 import read_h5_weights
 from keras_ssr.porting.loading import load_weights
 from keras_ssr.porting.names import (
@@ -40,6 +43,7 @@ from keras_ssr.porting.tensorbundle import read_checkpoint_weights
 __all__ = [
     "AttentionScope",
     "SemanticLayer",
+    "WeightFileError",
     "attention_scopes",
     "get_layer_weights",
     "layer_weight_names",

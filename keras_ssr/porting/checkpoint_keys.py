@@ -15,9 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-import numpy as np
-
-from keras_ssr.porting._source import SourceWeight, unplaceable
+from keras_ssr.porting._source import SourceWeight, StoredArray, unplaceable
 from keras_ssr.porting.scopes import BN_VARIABLES, CONV_VARIABLES, attention_scopes
 
 _SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -57,7 +55,7 @@ def _block_name(path: tuple[str, ...]) -> str | None:
     return None
 
 
-def parse_checkpoint_keys(weights: Mapping[str, np.ndarray]) -> list[SourceWeight]:
+def parse_checkpoint_keys(weights: Mapping[str, StoredArray]) -> list[SourceWeight]:
     """The slots of the original's TF checkpoint entries.
 
     Keys outside ``layer_with_weights-*`` (the object graph, the optimizer
@@ -67,7 +65,7 @@ def parse_checkpoint_keys(weights: Mapping[str, np.ndarray]) -> list[SourceWeigh
         ValueError: for a checkpoint without model variables, or naming the
             first entry with no place in a U-Net.
     """
-    groups: dict[int, list[tuple[str, tuple[str, ...], np.ndarray]]] = {}
+    groups: dict[int, list[tuple[str, tuple[str, ...], StoredArray]]] = {}
     for key, value in weights.items():
         match = re.fullmatch(r"layer_with_weights-(\d+)/(.+)", key)
         if match is None or not key.endswith(_SUFFIX) or ".OPTIMIZER_SLOT" in key:
@@ -124,5 +122,5 @@ def parse_checkpoint_keys(weights: Mapping[str, np.ndarray]) -> list[SourceWeigh
                 slot = None if name is None else f"{prefixes[k]}/{name}"
             if slot is None:
                 raise unplaceable(key, "unknown variable path")
-            result.append(SourceWeight(key, slot, np.asarray(value)))
+            result.append(SourceWeight(key, slot, value))
     return result

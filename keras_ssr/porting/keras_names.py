@@ -15,9 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-import numpy as np
-
-from keras_ssr.porting._source import SourceWeight, unplaceable
+from keras_ssr.porting._source import SourceWeight, StoredArray, unplaceable
 from keras_ssr.porting.scopes import (
     BN_VARIABLES,
     CONV_VARIABLES,
@@ -94,7 +92,7 @@ def _block_slot(origin, prefix, parts, rank) -> str:
     return f"{prefix}_{short}_{index}/{variable}"
 
 
-def parse_variable_names(weights: Mapping[str, np.ndarray]) -> list[SourceWeight]:
+def parse_variable_names(weights: Mapping[str, StoredArray]) -> list[SourceWeight]:
     """The slots of weights named as the original's variables.
 
     Raises:
@@ -110,7 +108,7 @@ def parse_variable_names(weights: Mapping[str, np.ndarray]) -> list[SourceWeight
             )
         parts = re.sub(r":\d+$", "", origin).split("/")
         kind, number = _classify(origin, parts)
-        parsed.append((origin, kind, number, parts, np.asarray(value)))
+        parsed.append((origin, kind, number, parts, value))
 
     heads = sorted({n for _, k, n, _, _ in parsed if k == "head"})
     if len(heads) > 1:

@@ -1,11 +1,14 @@
 """Loading the original's weights into a keras_ssr U-Net: :func:`load_weights`.
 
 The source (an ``.h5`` file, a TF checkpoint or a dict of variable names)
-is read (:mod:`~keras_ssr.porting.h5`, :mod:`~keras_ssr.porting.tensorbundle`)
-and parsed into slots (:mod:`~keras_ssr.porting.keras_names`,
+is listed by name, shape and dtype (:mod:`~keras_ssr.porting.h5`,
+:mod:`~keras_ssr.porting.tensorbundle`) and parsed into slots
+(:mod:`~keras_ssr.porting.keras_names`,
 :mod:`~keras_ssr.porting.checkpoint_keys`); the model's side is its layers'
 names and its attention layers' semantic variables
-(:mod:`~keras_ssr.porting.names`). Everything is checked before anything is
+(:mod:`~keras_ssr.porting.names`). The steps, each finished before the next
+begins: names, shapes and dtypes checked against the model (nothing read);
+every array read, converted and checked finite; only then anything
 assigned.
 """
 
@@ -13,25 +16,44 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import keras
 import numpy as np
 
-from keras_ssr.porting._source import SourceWeight
+from keras_ssr.porting._source import (
+    SourceWeight,
+    StoredArray,
+    WeightFileError,
+    as_weight,
+    check_float_dtype,
+)
 from keras_ssr.porting.checkpoint_keys import parse_checkpoint_keys
-from keras_ssr.porting.h5 import read_h5_weights
+from keras_ssr.porting.h5 import h5_arrays
 from keras_ssr.porting.keras_names import parse_variable_names
 from keras_ssr.porting.names import semantic_variables, set_layer_weights
 from keras_ssr.porting.scopes import BN_VARIABLES, CONV_VARIABLES
-from keras_ssr.porting.tensorbundle import checkpoint_prefix, read_checkpoint_weights
+from keras_ssr.porting.tensorbundle import checkpoint_arrays, checkpoint_prefix
 
 _BOX_SLOT = re.compile(r"^(encoder_\d+_attention)/alpha\.box_(\d+)\.(kernel|bias)$")
 
 
-def _read_source(source) -> list[SourceWeight]:
+def _in_memory(source: Mapping) -> dict:
+    arrays = {}
+    for name, value in source.items():
+        try:
+            arrays[name] = StoredArray.in_memory(np.asarray(value))
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"`source`'s value for {name!r} is not an array ({error})."
+            ) from None
+    return arrays
+
+
+def _open_source(source) -> tuple[dict, Callable, str | None]:
+    """``(arrays by name, the parser of the names, the file)``; nothing read."""
     if isinstance(source, Mapping):
-        return parse_variable_names(source)
+        return _in_memory(source), parse_variable_names, None
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(
             "`source` must be a path (a Keras 2 .h5 weights file or a TF checkpoint "
@@ -43,13 +65,14 @@ def _read_source(source) -> list[SourceWeight]:
         import h5py
 
         if h5py.is_hdf5(path):
-            return parse_variable_names(read_h5_weights(path))
+            return h5_arrays(path), parse_variable_names, path
         raise ValueError(
             "`source` is a file but not an HDF5 (.h5) weights file; for a TF "
             f"checkpoint pass its prefix (without '.index'). Received: source={path!r}"
         )
-    if checkpoint_prefix(path) is not None:
-        return parse_checkpoint_keys(read_checkpoint_weights(path))
+    prefix = checkpoint_prefix(path)
+    if prefix is not None:
+        return checkpoint_arrays(prefix), parse_checkpoint_keys, prefix
     raise ValueError(
         "`source` names neither an .h5 weights file nor a TF checkpoint "
         f"(prefix with a '.index' file, or its directory). Received: source={path!r}"
@@ -142,13 +165,91 @@ def _check_box_sum(weight: SourceWeight, match, attention: dict) -> tuple:
             f"{scale}) has shape {tuple(weight.value.shape)}; expected "
             f"{expected_shape} for {layer_name!r}."
         )
-    if not np.all(weight.value == expected_value):
+    return layer_name, scale, part, expected_value
+
+
+def _check_slot(weight: SourceWeight, placed: dict, slots: dict, attention: dict):
+    """Checks that ``weight`` has a free slot of its shape in the model."""
+    if weight.slot in placed:
         raise ValueError(
-            f"The source's weight {weight.origin!r} must be the constant box-sum "
-            f"{part} (all {expected_value:g}); it is not, so the source was not "
-            "made by the original's LocalSingularityStrength."
+            f"The source's weights {placed[weight.slot].origin!r} and "
+            f"{weight.origin!r} both map to the model's {weight.slot!r}."
         )
-    return layer_name, scale, part
+    if weight.slot not in slots:
+        layer_name = weight.slot.split("/")[0]
+        layer = attention.get(layer_name)
+        if layer_name in attention or layer_name.startswith("encoder_"):
+            hint = (
+                f" (the model's layer {_describe(layer)})"
+                if layer is not None
+                else f" (the model has no layer {layer_name!r})"
+            )
+        else:
+            hint = ""
+        raise ValueError(
+            f"The source's weight {weight.origin!r} maps to {weight.slot!r}, "
+            f"which the model does not have{hint}: the architectures differ."
+        )
+    expected = tuple(slots[weight.slot].shape)
+    if tuple(weight.value.shape) != expected:
+        raise ValueError(
+            f"The source's weight {weight.origin!r} has shape "
+            f"{tuple(weight.value.shape)}; the model's {weight.slot!r} expects "
+            f"{expected}: the architectures differ."
+        )
+
+
+def _place(weights: list[SourceWeight], slots: dict, attention: dict) -> tuple:
+    """Checks names, shapes and dtypes, reading nothing.
+
+    Returns ``({slot: weight}, [(box-sum weight, part, constant value)])``.
+    """
+    placed: dict[str, SourceWeight] = {}
+    boxes, found = [], {}
+    for weight in weights:
+        box = _BOX_SLOT.match(weight.slot)
+        if box is not None:
+            layer_name, scale, part, value = _check_box_sum(weight, box, attention)
+            found.setdefault(layer_name, set()).add((scale, part))
+            boxes.append((weight, part, value))
+        else:
+            _check_slot(weight, placed, slots, attention)
+            placed[weight.slot] = weight
+        check_float_dtype(f"The source's weight {weight.origin!r}", weight.value.dtype)
+    for slot, variable in slots.items():
+        if slot not in placed:
+            raise ValueError(
+                f"The model's weight {slot!r} (shape {tuple(variable.shape)}) has no "
+                "counterpart in the source: the architectures differ."
+            )
+    for layer_name, present in found.items():
+        max_scale = attention[layer_name].max_scale
+        wanted = {(s, p) for s in range(1, max_scale + 1) for p in ("kernel", "bias")}
+        if present != wanted:
+            scale, part = min(wanted - present)
+            raise ValueError(
+                f"The source has box-sum kernels for {layer_name!r} but lacks the "
+                f"box-sum {part} of scale {scale}: the model's max_scale is "
+                f"{max_scale}."
+            )
+    return placed, boxes
+
+
+def _read_checked(placed: dict, boxes: list, slots: dict) -> dict[str, np.ndarray]:
+    """``{slot: array}``: every weight read, converted to its variable's dtype
+    and checked finite; every box-sum kernel read and checked constant."""
+    values = {}
+    for slot, weight in placed.items():
+        what = f"The source's weight {weight.origin!r} (the model's {slot!r})"
+        values[slot] = as_weight(what, weight.value.read(), slots[slot].dtype)
+    for weight, part, expected in boxes:
+        if not np.all(weight.value.read() == expected):
+            raise ValueError(
+                f"The source's weight {weight.origin!r} must be the constant box-sum "
+                f"{part} (all {expected:g}); it is not, so the source was not "
+                "made by the original's LocalSingularityStrength."
+            )
+    return values
 
 
 def load_weights(model, source) -> dict[str, str]:
@@ -179,7 +280,19 @@ def load_weights(model, source) -> dict[str, str]:
     depthwise_kernel`` and ``bias``) are checked (all ones of shape
     ``(2**k, 2**k, C, 1)``, zero bias, every scale up to the model's
     ``max_scale``) but not stored: keras_ssr computes box sums without
-    weights. Everything is checked before anything is assigned.
+    weights.
+
+    All or nothing, and never more memory than the model: every name, shape
+    and dtype is checked against the model from the file's metadata before
+    any data is read (so a file claiming a huge array is refused without
+    reading it); then every array is read, converted to its variable's
+    dtype and checked finite; only then is anything assigned. If anything
+    fails, no weight of the model has changed. Weights must be
+    floating-point and finite: integer, boolean, complex and string weights,
+    NaN and infinities (also float64 values beyond float32) are refused by
+    name. The readers check every dimension, offset and size a file claims
+    before using it, so a damaged or inconsistent file raises an error
+    naming it rather than crashing the process.
 
     Args:
         model: a keras_ssr U-Net (layers ``encoder_0_conv_0``, ...,
@@ -191,7 +304,8 @@ def load_weights(model, source) -> dict[str, str]:
             - the original's TF checkpoint: the prefix passed to
               ``model.save_weights("dir/weights")`` (TF format), its
               ``.index`` file or its directory; read in pure Python (falls
-              back to TensorFlow for bundles that need it);
+              back to TensorFlow for partitioned or big-endian bundles,
+              once their index has been checked);
             - a mapping from the original's variable names
               (``"contracting_layer_1/conv2d_3/kernel:0"``, ...) to arrays.
 
@@ -203,12 +317,19 @@ def load_weights(model, source) -> dict[str, str]:
         ValueError: naming the first weight that does not fit (a source
             weight with no place in the model, a wrong shape, a wrong
             box-sum kernel, SE vs SSR, a model weight missing from the
-            source) and what was expected; nothing is assigned then. Also
-            for a ``source`` path that is neither format.
+            source, a weight that is not floating-point or not finite) and
+            what was expected, and the file; or naming the file, and the
+            weight where there is one, for a damaged or inconsistent file (a
+            truncated or malformed file or index, a negative or overflowing
+            dimension, a size that does not match the shape, a byte range
+            beyond the data file, a dataset that stores less than it
+            claims). Nothing is assigned then. Also for a ``source`` path
+            that is neither format.
         TypeError: for a ``model`` that is not a ``keras.Model`` or a
             ``source`` of another type.
-        ImportError: for a TF checkpoint that needs TensorFlow when it is not
-            installed.
+        OSError: for a TF checkpoint whose data file is missing.
+        ImportError: for a TF checkpoint that needs TensorFlow (a
+            partitioned or big-endian one) when it is not installed.
 
     Example:
         >>> model = keras_ssr.models.get_ssr_unet([4, 8, 16], input_shape=[32, 32, 3])
@@ -217,71 +338,25 @@ def load_weights(model, source) -> dict[str, str]:
         'encoder_0_conv_0/kernel'
     """
     slots, attention = _model_slots(model)
-    weights = _read_source(source)
+    arrays, parse, path = _open_source(source)
+    try:
+        placed, boxes = _place(parse(arrays), slots, attention)
+        values = _read_checked(placed, boxes, slots)
+    except WeightFileError:
+        raise  # names the file already
+    except ValueError as error:
+        if path is None:
+            raise
+        raise ValueError(f"{error} Source: {path!r}.") from None
 
-    placed: dict[str, SourceWeight] = {}
-    boxes: dict[str, set] = {}
-    for weight in weights:
-        box = _BOX_SLOT.match(weight.slot)
-        if box is not None:
-            layer_name, scale, part = _check_box_sum(weight, box, attention)
-            boxes.setdefault(layer_name, set()).add((scale, part))
-            continue
-        if weight.slot in placed:
-            raise ValueError(
-                f"The source's weights {placed[weight.slot].origin!r} and "
-                f"{weight.origin!r} both map to the model's {weight.slot!r}."
-            )
-        if weight.slot not in slots:
-            layer_name = weight.slot.split("/")[0]
-            layer = attention.get(layer_name)
-            if layer_name in attention or layer_name.startswith("encoder_"):
-                hint = (
-                    f" (the model's layer {_describe(layer)})"
-                    if layer is not None
-                    else f" (the model has no layer {layer_name!r})"
-                )
-            else:
-                hint = ""
-            raise ValueError(
-                f"The source's weight {weight.origin!r} maps to {weight.slot!r}, "
-                f"which the model does not have{hint}: the architectures differ."
-            )
-        expected = tuple(slots[weight.slot].shape)
-        if tuple(weight.value.shape) != expected:
-            raise ValueError(
-                f"The source's weight {weight.origin!r} has shape "
-                f"{tuple(weight.value.shape)}; the model's {weight.slot!r} expects "
-                f"{expected}: the architectures differ."
-            )
-        placed[weight.slot] = weight
-    for slot, variable in slots.items():
-        if slot not in placed:
-            raise ValueError(
-                f"The model's weight {slot!r} (shape {tuple(variable.shape)}) has no "
-                "counterpart in the source: the architectures differ."
-            )
-    for layer_name, found in boxes.items():
-        max_scale = attention[layer_name].max_scale
-        wanted = {(s, p) for s in range(1, max_scale + 1) for p in ("kernel", "bias")}
-        if found != wanted:
-            scale, part = min(wanted - found)
-            raise ValueError(
-                f"The source has box-sum kernels for {layer_name!r} but lacks the "
-                f"box-sum {part} of scale {scale}: the model's max_scale is "
-                f"{max_scale}."
-            )
-
-    mapping = {}
+    # Everything is read and checked: only now is anything assigned.
     per_layer: dict[str, dict[str, np.ndarray]] = {}
-    for slot, weight in placed.items():
+    for slot, value in values.items():
         layer_name, name = slot.split("/", 1)
         if layer_name in attention:
-            per_layer.setdefault(layer_name, {})[name] = weight.value
+            per_layer.setdefault(layer_name, {})[name] = value
         else:
-            variable = slots[slot]
-            variable.assign(weight.value.astype(variable.dtype))
-        mapping[weight.origin] = slot
-    for layer_name, arrays in per_layer.items():
-        set_layer_weights(attention[layer_name], arrays)
-    return mapping
+            slots[slot].assign(value)
+    for layer_name, layer_values in per_layer.items():
+        set_layer_weights(attention[layer_name], layer_values)
+    return {weight.origin: slot for slot, weight in placed.items()}

@@ -31,6 +31,8 @@ from typing import Protocol, runtime_checkable
 import keras
 import numpy as np
 
+from keras_ssr.porting._source import as_weight
+
 
 @runtime_checkable
 class SemanticLayer(Protocol):
@@ -91,7 +93,8 @@ def set_layer_weights(layer, arrays: Mapping[str, np.ndarray]) -> None:
 
     Raises:
         ValueError: listing unknown names, missing names and wrong shapes,
-            all at once; nothing is assigned then.
+            all at once, or naming a weight that is not floating-point or
+            holds NaN or infinite values; nothing is assigned then.
         TypeError: if ``layer`` has no semantic names.
     """
     variables = semantic_variables(layer)
@@ -117,5 +120,9 @@ def set_layer_weights(layer, arrays: Mapping[str, np.ndarray]) -> None:
             f"{layer.name!r}: {', '.join(problems)}. Expected names: "
             f"{sorted(variables)}"
         )
+    converted = {
+        name: as_weight(f"The weight {name!r} of {layer.name!r}", arrays[name], v.dtype)
+        for name, v in variables.items()
+    }
     for name, variable in variables.items():
-        variable.assign(arrays[name].astype(variable.dtype))
+        variable.assign(converted[name])
