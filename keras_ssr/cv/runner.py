@@ -382,16 +382,7 @@ def run_cv(
 
     result = results.write_summary(config, run_dir)
     result.trained, result.skipped, result.busy = trained, sorted(skipped), busy
-    status = (
-        "all folds"
-        if result.complete
-        else f"{len(result.folds)} of {config.folds} folds"
-    )
-    averaged = len(result.folds) - len(result.diverged)
-    log(
-        f"\nHeld-out scores ({status}; mean and std over {averaged} fold(s), ddof=0):\n"
-    )
-    log(result.table)
+    log("\n" + results.report(result))
     if busy:
         log(
             f"\nFold(s) {busy} are being trained by other processes; once they end, "
