@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from keras_ssr import _checks
+from keras_ssr._checks import LOSS_NAMES, MAX_SCALE_LIMIT
 from keras_ssr.cv.fields import SECTIONS, check_field, setting, shown
-from keras_ssr.losses import LOSS_NAMES
-from keras_ssr.ops import MAX_SCALE_LIMIT
 
 __all__ = [
     "DATASETS",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from keras_ssr._checks import check_int, check_real
+from keras_ssr._checks import MAX_SCALE_LIMIT, check_int, check_real
 from keras_ssr.demo import data as datasets
 
 __all__ = ["DEFAULTS", "QUICK", "DemoConfig", "model_label"]
@@ -69,7 +69,7 @@ class DemoConfig:
     seed: int = 0
     r: int = 2
     max_scale: int = 3
-    models: tuple[str, ...] = ("none", "ssr")
+    models: tuple[str, ...] = ("none", "ssr")  # built-ins: see _check_models
 
     def __post_init__(self):
         _validate(self)
@@ -80,6 +80,10 @@ def _integer(config, name, minimum, maximum=None):
 
 
 def _check_models(models) -> None:
+    if models == DemoConfig.models:
+        # Built-in names, always registered: looking them up would load Keras
+        # when this module makes DEFAULTS (and `keras-ssr demo --help` reads it).
+        return
     from keras_ssr.models import attention_names
 
     known = attention_names()
@@ -110,7 +114,7 @@ def _validate(config: DemoConfig) -> None:
     for name in ("samples", "test_samples", "epochs", "batch_size", "r"):
         _integer(config, name, 1)
     _integer(config, "seed", 0)
-    _integer(config, "max_scale", 2, 16)
+    _integer(config, "max_scale", 2, MAX_SCALE_LIMIT)
     channels = config.channels
     if (
         not isinstance(channels, tuple)
