@@ -24,7 +24,6 @@ from test_cv import SIZE, _config, _run, _write_arrays
 
 from keras_ssr import cv
 from keras_ssr.cv import files, locks
-from keras_ssr.cv.rundir import RunFolder
 
 pytestmark = pytest.mark.skipif(not locks.LOCKING, reason="needs fcntl (POSIX)")
 
@@ -262,7 +261,7 @@ def test_stale_temporaries_are_removed_but_not_a_live_writers(tmp_path):
     cv.write_summary(config, run_dir)
     left = {p.name for p in run_dir.iterdir()}
     assert left.isdisjoint(stale[:2]) and set(stale[2:] + others) <= left
-    folder = RunFolder(config, log=lambda *_: None)
+    folder = cv.rundir.RunFolder(config, log=lambda *_: None)
     folder.enter(None, overwrite=False)  # alone: the run lock is exclusive
     folder.leave()
     left = {p.name for p in run_dir.iterdir()}

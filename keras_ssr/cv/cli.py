@@ -10,8 +10,8 @@ adds its flag. Flags default to "not given", so that they override a
     keras-ssr cv summarize RUN [--format F] aggregate the finished folds of RUN
     keras-ssr cv compare RUN_A RUN_B ...    paired t-tests of runs over their folds
 
-Parsing (``--help``, a wrong flag) loads no backend: the runner, the model
-and the tables are imported when a command runs.
+Parsing (``--help``, a wrong flag) loads no backend: the runner and the
+model are imported when a command runs.
 """
 
 from __future__ import annotations
@@ -20,12 +20,9 @@ import argparse
 import dataclasses
 import sys
 
-from keras_ssr.cv import files
+from keras_ssr.cv import files, results, tables
 from keras_ssr.cv.config import PROTOCOLS, CVConfig
 from keras_ssr.cv.fields import SECTIONS, choices_of, shown
-
-#: ``--format`` of ``summarize`` and ``compare`` (keras_ssr.cv.tables.FORMATS).
-FORMATS = ("text", "markdown", "latex", "csv")
 
 __all__ = ["add_arguments", "config_from_args", "run_from_args"]
 
@@ -140,7 +137,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for sub in (summary, comparison):
         sub.add_argument(
             "--format",
-            choices=FORMATS,
+            choices=tables.FORMATS,
             default="text",
             help="text (default), or the table as markdown, latex (a tabular) or csv",
         )
@@ -230,7 +227,7 @@ def _dry_run(config: CVConfig) -> None:
     """Everything a run checks before it writes: config, data, splits, model."""
     import keras
 
-    from keras_ssr.cv import build, results
+    from keras_ssr.cv import build
 
     if config.dataset == "busi":
         x, _, labels = build.load_data(config, return_labels=True)
@@ -254,8 +251,6 @@ def _dry_run(config: CVConfig) -> None:
 
 
 def _summarize(args: argparse.Namespace) -> None:
-    from keras_ssr.cv import results
-
     if args.format == "text" and args.columns is not None:
         raise ValueError(
             "--columns chooses the columns of --format markdown, latex or csv; "
@@ -266,14 +261,10 @@ def _summarize(args: argparse.Namespace) -> None:
     if args.format == "text":
         print(results.report(result))
         return
-    from keras_ssr.cv import tables
-
     print(tables.score_table([result], args.format, args.columns), end="")
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from keras_ssr.cv import tables
-
     comparison = tables.compare(args.run_dirs)
     print(comparison.table(args.format, args.columns), end="")
 

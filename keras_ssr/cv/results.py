@@ -198,7 +198,7 @@ def summarize(
 
     Example:
         >>> summarize([{"dice": 0.5}, {"dice": 0.7}])
-        ({'dice': 0.6}, {'dice': 0.1414213562373095})
+        ({'dice': 0.6}, {'dice': 0.14142135623730948})
         >>> summarize([{"dice": 0.5}])
         ({'dice': 0.5}, {})
     """
