@@ -332,14 +332,16 @@ def _colour_bar(figure, image, axis, values: np.ndarray) -> None:
         pad=0.03,
         extend=extend.get((below, above), "neither"),
     )
-    # Few short labels; no offset text (an almost constant map, such as an
-    # untrained gate, would get a long "1e-6+7.3e-1" over its neighbour).
-    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
+    # Few labels, each with the digits that tell it from the next (gates
+    # may span 0.586-0.588), written out: an offset such as "+5.86e-1" above
+    # the bar would run into the neighbouring panel.
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
     bar.locator = MaxNLocator(nbins=4)
-    bar.formatter = FormatStrFormatter("%.3g")
-    if finite.size and np.ptp(finite) < 1e-3 * max(1.0, abs(lo)):
-        bar.set_ticks([float(np.median(finite))])  # constant to 3 digits: one label
+    bar.formatter = ScalarFormatter(useOffset=False)
+    if finite.size and np.ptp(finite) <= 1e-6 * max(1.0, abs(lo)):
+        value = float(np.median(finite))  # a constant map: its one value
+        bar.set_ticks([value], labels=[f"{value:.4g}"])
     bar.ax.tick_params(labelsize=6)
 
 

@@ -61,7 +61,45 @@ def _panels(figure, rows: int, columns: int) -> np.ndarray:
                 (False, False): "neither",
             }[(bool(below), bool(above))]
         )
+    # Each bar's labels can be told apart (a narrow range gets more digits).
+    figure.canvas.draw()
+    for bar in bars:
+        labels = [t.get_text() for t in bar.get_yticklabels() if t.get_text()]
+        assert labels and len(set(labels)) == len(labels), labels
     return grid
+
+
+def _bar_labels(axis) -> list[str]:
+    axis.figure.canvas.draw()
+    ticks = axis.images[0].colorbar.ax.get_yticklabels()
+    return [t.get_text().replace("\N{MINUS SIGN}", "-") for t in ticks if t.get_text()]
+
+
+def test_colour_bars_of_narrow_and_constant_maps():
+    def model(scale):
+        return keras.Sequential(
+            [
+                keras.Input(SHAPE),
+                keras.layers.Conv2D(
+                    1,
+                    3,
+                    padding="same",
+                    kernel_initializer=keras.initializers.Constant(scale),
+                    bias_initializer=keras.initializers.Constant(0.5),
+                    name="a",
+                ),
+            ]
+        )
+
+    ramp = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(SHAPE)
+    # Features 0.5 + 9 * 1e-4 * (local mean): a range of about 0.001.
+    figure = plot.singularity_maps(model(1e-4), ramp, layer_names=["a"])
+    labels = _bar_labels(_panels(figure, 2, 2)[0, 1])
+    values = [float(label) for label in labels]
+    assert len(values) >= 2 and all(0.5 <= v <= 0.501 for v in values)
+    # A constant map: one label, its value.
+    figure = plot.singularity_maps(model(0.0), ramp, layer_names=["a"])
+    assert _bar_labels(_panels(figure, 2, 2)[0, 1]) == ["0.5"]
 
 
 def test_ssr_model_shows_the_inputs_of_its_ssr_layers(image):
