@@ -48,7 +48,8 @@ def _panels(figure, rows: int, columns: int) -> np.ndarray:
         image = axis.images[0]
         assert image.colorbar.mappable is image
         low, high = image.get_clim()
-        assert (image.colorbar.vmin, image.colorbar.vmax) == (low, high)
+        bar = image.colorbar
+        assert (bar.vmin, bar.vmax) == pytest.approx((low, high), rel=1e-12)
         # The colour bar ends in a triangle where values lie beyond its range.
         values = np.asarray(image.get_array(), dtype=np.float64)
         below, above = np.any(values < low), np.any(values > high)
