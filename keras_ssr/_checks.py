@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import math
 import numbers
+import unicodedata
 from collections.abc import Sequence
 
-import keras
+# Keras is imported inside the checks that need it, so that modules which use
+# only the plain checks (the command lines' configurations) load no backend.
 
 DATA_FORMATS = ("channels_last", "channels_first")
 SCALINGS = ("batch", "sample")
+#: The names of :func:`keras_ssr.losses.get_loss` (here, with the other
+#: choices, so that a configuration is checked without loading Keras).
+LOSS_NAMES = ("ce", "dice", "weighted")
+#: Largest ``max_scale`` accepted: boxes up to 65536 cells a side
+#: (:data:`keras_ssr.ops.MAX_SCALE_LIMIT`).
+MAX_SCALE_LIMIT = 16
 
 
 def check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
@@ -99,8 +107,14 @@ def check_real(
     maximum: float | None = None,
     *,
     open_minimum: bool = False,
+    open_maximum: bool = False,
 ) -> float:
-    """Returns ``value`` as a finite ``float`` within the given bounds."""
+    """Returns ``value`` as a finite ``float`` within the given bounds.
+
+    ``None`` bounds are unbounded; ``open_minimum``/``open_maximum`` exclude
+    the bound itself. NaN and the infinities are always refused, and the
+    message writes the accepted interval exactly (``(0.0, inf)``).
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
             f"`{name}` must be a real number. Received: {name}={value!r} "
@@ -110,11 +124,61 @@ def check_real(
     too_low = minimum is not None and (
         value <= minimum if open_minimum else value < minimum
     )
-    too_high = maximum is not None and value > maximum
+    too_high = maximum is not None and (
+        value >= maximum if open_maximum else value > maximum
+    )
     if not math.isfinite(value) or too_low or too_high:
-        low = "(" if open_minimum else "["
-        bounds = f"{low}{minimum}, {maximum if maximum is not None else 'inf'}]"
-        raise ValueError(f"`{name}` must be in {bounds}. Received: {name}={value!r}")
+        raise ValueError(
+            f"`{name}` must be in "
+            f"{interval(minimum, maximum, open_minimum, open_maximum)}. "
+            f"Received: {name}={value!r}"
+        )
+    return value
+
+
+def interval(
+    minimum: float | None,
+    maximum: float | None,
+    open_minimum: bool = False,
+    open_maximum: bool = False,
+) -> str:
+    """The finite reals between two bounds, written as an interval.
+
+    Example:
+        >>> interval(0.0, None, open_minimum=True)
+        '(0.0, inf)'
+        >>> interval(0.0, 1.0)
+        '[0.0, 1.0]'
+    """
+    low = "(-inf" if minimum is None else ("(" if open_minimum else "[") + f"{minimum}"
+    high = "inf)" if maximum is None else f"{maximum}" + (")" if open_maximum else "]")
+    return f"{low}, {high}"
+
+
+def check_text(name: str, value, *, control: bool = True) -> str:
+    """Returns ``value`` if it is a string that a file name can hold.
+
+    A NUL character is always refused (no file system takes it; ``open``
+    would fail with ``embedded null byte``, naming nothing). With
+    ``control``, every other control character (a newline, a tab, an escape
+    sequence: Unicode category ``Cc``) is refused as well.
+
+    Raises:
+        TypeError: if ``value`` is not a string.
+        ValueError: for such a character, naming it and its position.
+    """
+    if not isinstance(value, str):
+        raise TypeError(
+            f"`{name}` must be a string. Received: {name}={value!r} "
+            f"(of type {type(value).__name__})"
+        )
+    for position, character in enumerate(value):
+        if character == "\0" or (control and unicodedata.category(character) == "Cc"):
+            what = "a NUL character" if character == "\0" else "a control character"
+            raise ValueError(
+                f"`{name}` must not contain {what} ({character!r} at position "
+                f"{position}). Received: {name}={value!r}"
+            )
     return value
 
 
@@ -131,6 +195,8 @@ def check_choice(name: str, value, choices: Sequence[str]) -> str:
 def standardize_data_format(data_format) -> str:
     """Resolves ``None`` to ``keras.config.image_data_format()`` and checks."""
     if data_format is None:
+        import keras
+
         data_format = keras.config.image_data_format()
     return check_choice("data_format", data_format, DATA_FORMATS)
 
@@ -141,6 +207,8 @@ def check_scaling(scaling) -> str:
 
 def check_float(name: str, x) -> None:
     """Raises ``TypeError`` unless ``x`` has a floating-point dtype."""
+    import keras
+
     dtype = keras.backend.standardize_dtype(x.dtype)
     if not keras.backend.is_float_dtype(dtype):
         raise TypeError(
@@ -184,6 +252,8 @@ def wide_float(dtype) -> str:
     (Not ``keras.backend.result_type``, which gives float32 for float64 on
     the torch and JAX backends.)
     """
+    import keras
+
     return (
         "float64" if keras.backend.standardize_dtype(dtype) == "float64" else "float32"
     )

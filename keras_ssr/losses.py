@@ -21,6 +21,7 @@ import keras
 from keras import ops
 
 from keras_ssr import _checks
+from keras_ssr._checks import LOSS_NAMES
 from keras_ssr._serialization import register
 
 __all__ = [
@@ -32,7 +33,6 @@ __all__ = [
 ]
 
 DEFAULT_EPSILON = 1e-12
-LOSS_NAMES = ("ce", "dice", "weighted")
 
 
 def check_positive_float(name: str, value) -> float:

@@ -315,6 +315,36 @@ def display_image(image: np.ndarray) -> tuple[np.ndarray, str | None]:
     return shown, (None if shown.ndim == 3 else "gray")
 
 
+def _colour_bar(figure, image, axis, values: np.ndarray) -> None:
+    """A colour bar beside ``axis`` for ``image``, the map of ``values``.
+
+    It ends in a triangle on each side where finite values lie beyond the
+    image's colour range (the clipped percentiles of a singularity map).
+    """
+    lo, hi = image.get_clim()
+    finite = values[np.isfinite(values)]
+    below, above = bool(np.any(finite < lo)), bool(np.any(finite > hi))
+    extend = {(True, True): "both", (True, False): "min", (False, True): "max"}
+    bar = figure.colorbar(
+        image,
+        ax=axis,
+        fraction=0.046,
+        pad=0.03,
+        extend=extend.get((below, above), "neither"),
+    )
+    # Few labels, each with the digits that tell it from the next (gates
+    # may span 0.586-0.588), written out: an offset such as "+5.86e-1" above
+    # the bar would run into the neighbouring panel.
+    from matplotlib.ticker import MaxNLocator, ScalarFormatter
+
+    bar.locator = MaxNLocator(nbins=4)
+    bar.formatter = ScalarFormatter(useOffset=False)
+    if finite.size and np.ptp(finite) <= 1e-6 * max(1.0, abs(lo)):
+        value = float(np.median(finite))  # a constant map: its one value
+        bar.set_ticks([value], labels=[f"{value:.4g}"])
+    bar.ax.tick_params(labelsize=6)
+
+
 def singularity_maps(
     model: keras.Model,
     image,
@@ -341,9 +371,11 @@ def singularity_maps(
     computed by
     :func:`keras_ssr.ops.singularity_strength` (per-sample scaling) or, with
     ``alpha="model"``, by the SSR layer's own ``alpha`` sub-layer (batch
-    normalised, inference mode). Each panel has its own colour scale; the
-    singularity maps are clipped to their 1st-99th percentiles so that
-    border pixels do not wash out the rest. For a model with per-pixel gate
+    normalised, inference mode). Each map has its own colour scale, drawn as
+    a colour bar beside it, so that its values can be read off; the
+    singularity maps (and gates) are clipped to their 1st-99th percentiles
+    so that border pixels do not wash out the rest, and their colour bars
+    end in a triangle where values lie beyond. For a model with per-pixel gate
     layers (:class:`~keras_ssr.layers.MultifractalRecalibration`), whose
     inputs are then the maps shown, a third row shows each channel's gates
     ``sigmoid(sum_k relu(h_k))`` in inference mode (the layer adds them to its
@@ -369,8 +401,10 @@ def singularity_maps(
         dpi: resolution of the saved PNG, ``>= 10``.
 
     Returns:
-        The ``matplotlib.figure.Figure`` (``rows * (1 + depths *
-        channels_per_depth)`` axes, fewer where a depth has fewer channels).
+        The ``matplotlib.figure.Figure``. Its first ``rows * (1 + depths *
+        channels_per_depth)`` axes are the panels, row by row (fewer where a
+        depth has fewer channels), then one colour-bar axis per map panel
+        (every panel but the input and the mask).
 
     Raises:
         ImportError: if matplotlib is not installed.
@@ -381,8 +415,8 @@ def singularity_maps(
         >>> from keras_ssr.models import get_ssr_unet
         >>> model = get_ssr_unet([4, 8, 16], input_shape=[32, 32, 1])
         >>> figure = singularity_maps(model, np.random.rand(32, 32, 1))
-        >>> len(figure.axes)
-        10
+        >>> len(figure.axes)  # 2 x 5 panels, 8 of them maps with a colour bar
+        18
     """
     channels_per_depth = _checks.check_int("channels_per_depth", channels_per_depth, 1)
     if max_scale is not None:
@@ -454,7 +488,7 @@ def singularity_maps(
     Figure, FigureCanvasAgg = import_matplotlib()
     columns = 1 + len(panels)
     figure = Figure(
-        figsize=(2.3 * columns, 2.5 * rows + (0.3 if title else 0.0)),
+        figsize=(2.4 * columns, 2.4 * rows + (0.3 if title else 0.0)),
         layout="constrained",
     )
     FigureCanvasAgg(figure)
@@ -465,7 +499,8 @@ def singularity_maps(
     grid[1, 0].imshow(bottom, cmap="gray", interpolation="nearest")
     grid[1, 0].set_title(bottom_title, fontsize=8)
     for column, (label, features, alpha_map, gate_map) in enumerate(panels, start=1):
-        grid[0, column].imshow(features, cmap=cmap, interpolation="nearest")
+        shown = grid[0, column].imshow(features, cmap=cmap, interpolation="nearest")
+        _colour_bar(figure, shown, grid[0, column], features)
         grid[0, column].set_title(label, fontsize=7)
         lower = [(alpha_map, "singularity strength"), (gate_map, "per-pixel gate")]
         for row, (values, name) in enumerate(lower[: rows - 1], start=1):
@@ -474,13 +509,14 @@ def singularity_maps(
                 continue
             finite = values[np.isfinite(values)]
             lo, hi = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
-            grid[row, column].imshow(
+            shown = grid[row, column].imshow(
                 values,
                 cmap=cmap,
                 vmin=lo,
                 vmax=max(hi, lo + 1e-6),
                 interpolation="nearest",
             )
+            _colour_bar(figure, shown, grid[row, column], values)
             grid[row, column].set_title(name, fontsize=7)
     if rows == 3:
         grid[2, 0].set_axis_off()

@@ -39,18 +39,21 @@ BACKEND = keras.backend.backend()
 #: same on every backend, and each backend is still exercised through them
 #: elsewhere. The benchmark harness drives every backend through its own
 #: subprocesses (TensorFlow). The cv runner's configuration, run folder,
-#: resume, faults and protocols, and processes sharing a run folder, are
-#: file-system logic; tests/test_cv_distribute.py trains a fold through the
+#: resume, faults, protocols and tables, and processes sharing a run folder,
+#: are file-system logic, and the command line's imports are checked in fresh
+#: interpreters; tests/test_cv_distribute.py trains a fold through the
 #: runner on every backend (torch: the fastest to train tiny models). The
 #: demo end to end, on the backend `nox -s demo` uses (TensorFlow).
 ONE_SESSION = {
     "test_benchmarks.py": "tensorflow",
+    "test_cli.py": "torch",
     "test_cv.py": "torch",
     "test_cv_busi.py": "torch",
     "test_cv_concurrency.py": "torch",
     "test_cv_faults.py": "torch",
     "test_cv_options.py": "torch",
     "test_cv_protocol.py": "torch",
+    "test_cv_tables.py": "torch",
     "test_demo.py": "tensorflow",
 }
 collect_ignore = [name for name, backend in ONE_SESSION.items() if backend != BACKEND]

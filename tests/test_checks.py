@@ -41,3 +41,45 @@ def test_check_int_sequence():
         )
     with pytest.raises(ValueError, match="at least 2 channels"):
         _checks.check_int_sequence("c", [4], min_length=2, what="channels")
+
+
+def test_check_real_writes_the_interval_it_accepts():
+    # The infinities and NaN are never accepted, so no bound is written "inf]".
+    cases = [
+        ((0.0, None), {"open_minimum": True}, float("inf"), r"\(0\.0, inf\)"),
+        ((0.0, None), {}, -1.0, r"\[0\.0, inf\)"),
+        ((0.0, 1.0), {}, 1.5, r"\[0\.0, 1\.0\]"),
+        (
+            (0.0, 1.0),
+            {"open_minimum": True, "open_maximum": True},
+            1.0,
+            r"\(0\.0, 1\.0\)",
+        ),
+        ((None, None), {}, float("nan"), r"\(-inf, inf\)"),
+        ((None, 2.0), {}, float("-inf"), r"\(-inf, 2\.0\]"),
+    ]
+    for (low, high), flags, value, interval in cases:
+        with pytest.raises(ValueError, match=f"`x` must be in {interval}. Received"):
+            _checks.check_real("x", value, low, high, **flags)
+    # The bounds themselves, open and closed.
+    assert _checks.check_real("x", 1.0, 0.0, 1.0) == 1.0
+    assert _checks.check_real("x", 0.0, 0.0, 1.0, open_maximum=True) == 0.0
+    with pytest.raises(ValueError, match=r"\(0\.0, 1\.0\)"):
+        _checks.check_real("x", 0.0, 0.0, 1.0, open_minimum=True, open_maximum=True)
+
+
+def test_check_text_names_the_argument_and_the_character():
+    assert _checks.check_text("name", "ssr-kvasir 2") == "ssr-kvasir 2"
+    assert _checks.check_text("path", "a\nb", control=False) == "a\nb"
+    for value, control, what in [
+        ("a\x00b", True, r"a NUL character \('\\x00' at position 1\)"),
+        ("a\x00b", False, "a NUL character"),
+        ("run\n", True, r"a control character \('\\n' at position 3\)"),
+        ("x\ty", True, "a control character"),
+        ("\x1b[31m", True, "a control character"),
+    ]:
+        with pytest.raises(ValueError, match=f"`name` must not contain {what}"):
+            _checks.check_text("name", value, control=control)
+    kt.check_bad_argument(
+        lambda: _checks.check_text("name", 3), "name", 3, error=TypeError
+    )

@@ -4,7 +4,7 @@ The runs are tiny (20 images of 32x32, 2 folds, channels [4, 8], 2 epochs,
 run eagerly) and reuse one module-scoped run where they can. Held-out scores
 are checked against NumPy recomputations from the saved best weights, the
 splits against explicit index lists, the summary against ``numpy.mean`` and
-``numpy.std`` of the folds' files.
+``numpy.std(..., ddof=1)`` of the folds' files.
 """
 
 from __future__ import annotations
@@ -231,7 +231,8 @@ def test_summary_is_numpy_mean_and_std_of_the_folds(finished):
         for got in (summary["mean"][name], float(rows["mean"][name])):
             assert got == pytest.approx(np.mean(values), rel=1e-12)
         for got in (summary["std"][name], float(rows["std"][name])):
-            assert got == pytest.approx(np.std(values), rel=1e-12, abs=1e-15)
+            expected = np.std(values, ddof=1)
+            assert got == pytest.approx(expected, rel=1e-12, abs=1e-15)
         np.testing.assert_array_equal(result.metric(name), values)
         assert result.mean[name] == pytest.approx(np.mean(values), rel=1e-12)
     assert (
@@ -254,7 +255,9 @@ def test_summary_is_numpy_mean_and_std_of_the_folds(finished):
 
 def test_summarize_and_its_errors():
     mean, std = cv.summarize([{"a": 1.0, "b": 2.0}, {"a": 3.0, "b": 2.0}])
-    assert mean == {"a": 2.0, "b": 2.0} and std == {"a": 1.0, "b": 0.0}
+    # The sample std: sqrt(((1 - 2)**2 + (3 - 2)**2) / (2 - 1)).
+    assert mean == {"a": 2.0, "b": 2.0} and std == {"a": 2.0**0.5, "b": 0.0}
+    assert cv.summarize([{"a": 0.25}]) == ({"a": 0.25}, {})  # no std of one
     assert cv.summarize([]) == ({}, {})
     with pytest.raises(ValueError, match="same metrics"):
         cv.summarize([{"a": 1.0}, {"b": 1.0}])
@@ -421,6 +424,13 @@ def test_defaults_are_the_papers_protocol():
         ({"batch_size": 0}, ValueError, "batch_size=0"),
         ({"learning_rate": 0}, ValueError, "learning_rate=0"),
         ({"learning_rate": float("nan")}, ValueError, "learning_rate=nan"),
+        # inf is refused, and the message says so: (0.0, inf), not (0.0, inf].
+        (
+            {"learning_rate": float("inf")},
+            ValueError,
+            r"`learning_rate` must be in \(0\.0, inf\)\. Received: learning_rate=inf",
+        ),
+        ({"plateau_min_lr": float("inf")}, ValueError, r"must be in \[0\.0, inf\)"),
         ({"dataset": "coco"}, ValueError, "'kvasir', 'isic', 'folder'.*dataset='coco'"),
         ({"model": "resnet"}, ValueError, "'ssr_unet', 'unet'.*'se'.*model='resnet'"),
         ({"channels_per_level": (4,)}, ValueError, r"channels_per_level=\(4,\)"),
@@ -428,7 +438,7 @@ def test_defaults_are_the_papers_protocol():
         ({"target_size": (33, 32), "channels_per_level": (4, 8)}, ValueError, "divis"),
         ({"target_size": (32,)}, ValueError, r"target_size=\(32,\)"),
         ({"val_fraction": 0.0}, ValueError, "val_fraction=0.0"),
-        ({"val_fraction": 1}, ValueError, "val_fraction=1"),
+        ({"val_fraction": 1}, ValueError, r"in \(0\.0, 1\.0\)\. .*val_fraction=1"),
         ({"loss": "focal"}, ValueError, "loss='focal'"),
         ({"optimizer": "rmsprop"}, ValueError, "optimizer='rmsprop'"),
         ({"loss_alpha": 1.5}, ValueError, "loss_alpha=1.5"),
@@ -443,6 +453,10 @@ def test_defaults_are_the_papers_protocol():
         ({"model": "unet", "attention_options": {"r": 2}}, ValueError, "no attention"),
         ({"max_samples": 5}, ValueError, "max_samples=5"),  # < folds
         ({"name": "a/b"}, ValueError, "name='a/b'"),
+        ({"name": "run\n2"}, ValueError, "`name` must not contain a control character"),
+        ({"name": "a\x00b"}, ValueError, "`name` must not contain a NUL character"),
+        ({"images_dir": "i\x00"}, ValueError, "`images_dir` must not contain a NUL"),
+        ({"output_dir": "o\x00"}, ValueError, "`output_dir` must not contain a NUL"),
         ({"masks_dir": None}, ValueError, "needs `masks_dir`.*masks_dir=None"),
         ({"x_path": "x.npy"}, ValueError, "belongs to dataset='isic'"),
     ],
@@ -679,6 +693,13 @@ def test_cli_print_config_dry_run_and_errors(finished, tmp_path, capsys):
         cli.main(["cv", "--channels-per-level", "4,x"])
     with pytest.raises(ValueError, match="needs `x_path`"):
         cli.main(["cv", "--dataset", "isic", "--traceback"])
+    # A NUL from a config file: the field is named, not "embedded null byte".
+    bad = tmp_path / "nul.toml"
+    bad.write_text('name = "a\\u0000b"\n' + path.read_text())  # top level
+    assert cli.main(["cv", "-c", str(bad), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "`name` must not contain a NUL character" in err
+    assert "embedded null byte" not in err
 
 
 # --------------------------------------------------------------------------

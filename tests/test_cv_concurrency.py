@@ -27,12 +27,18 @@ from keras_ssr.cv import files, locks
 
 pytestmark = pytest.mark.skipif(not locks.LOCKING, reason="needs fcntl (POSIX)")
 
-HOLDER = """
+#: The start of a helper process's script: keras_ssr/cv/locks.py alone
+#: (argv[1]) and the run folder (argv[2]).
+LOAD_LOCKS = """
 import importlib.util, sys, pathlib
 spec = importlib.util.spec_from_file_location("locks", sys.argv[1])
 locks = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(locks)
 run_dir = pathlib.Path(sys.argv[2])
+"""
+HOLDER = (
+    LOAD_LOCKS
+    + """
 run = locks.FileLock(run_dir / locks.LOCK_DIR / "run.lock")
 assert run.acquire(shared=True)
 fold = locks.FileLock(run_dir / locks.LOCK_DIR / "fold_0.lock")
@@ -42,6 +48,7 @@ assert fold.acquire(blocking=False)
 print("holding", flush=True)
 sys.stdin.read()
 """
+)
 
 
 def _snapshot(folder: Path) -> dict:
@@ -240,3 +247,69 @@ def test_claims_skip_held_and_finished_folds_until_leave(tmp_path, holder):
     assert fold_2.busy() and not fold_1.busy()
     folder.leave()
     assert not fold_2.busy()
+
+
+SUMMARY_WRITER = (
+    LOAD_LOCKS
+    + """
+lock = locks.FileLock(run_dir / locks.LOCK_DIR / "summary.lock")
+assert lock.acquire()  # exclusive, as write_summary holds it while writing
+(run_dir / ".summary.live0000.tmp.csv").write_text("fold,loss\\n0,")
+print("writing", flush=True)
+sys.stdin.read()
+"""
+)
+
+
+def test_stale_temporaries_are_removed_but_not_a_live_writers(tmp_path):
+    """A writer killed before its rename leaves ``.summary.<random>.tmp.csv``
+    (and the like for summary.json, config.json, run.json); the next writer
+    of that file removes it under the lock all its writers hold, so that a
+    temporary of a writer still at work is never touched."""
+    config = cv.CVConfig(
+        dataset="folder", images_dir="i", masks_dir="m", folds=2,
+        output_dir=str(tmp_path / "runs"), name="run",
+    )  # fmt: skip
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True)
+    stale = [
+        ".summary.k1ll3d00.tmp.csv",
+        ".summary.k1ll3d01.tmp.json",
+        ".config.k1ll3d02.tmp.json",
+        ".run.k1ll3d03.tmp.json",
+    ]
+    others = ["notes.tmp.csv", ".summary.csv.bak", "fold_0.tmp.json"]
+    for name in stale + others:
+        (run_dir / name).write_text("partial")
+
+    cv.write_summary(config, run_dir)
+    left = {p.name for p in run_dir.iterdir()}
+    assert left.isdisjoint(stale[:2]) and set(stale[2:] + others) <= left
+    folder = cv.rundir.RunFolder(config, log=lambda *_: None)
+    folder.enter(None, overwrite=False)  # alone: the run lock is exclusive
+    folder.leave()
+    left = {p.name for p in run_dir.iterdir()}
+    assert left.isdisjoint(stale) and set(others) <= left
+
+    # A live writer holds the summary lock: its temporary stays while it works.
+    writer = subprocess.Popen(
+        [sys.executable, "-c", SUMMARY_WRITER, locks.__file__, str(run_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout.readline().strip() == "writing"
+        live = run_dir / ".summary.live0000.tmp.csv"
+        summarizer = threading.Thread(target=cv.write_summary, args=(config, run_dir))
+        summarizer.start()
+        summarizer.join(timeout=1.0)
+        assert summarizer.is_alive() and live.exists()  # waits for the lock
+        writer.kill()  # killed before its rename: the kernel drops its lock
+        writer.wait()
+        summarizer.join(timeout=60)
+        assert not summarizer.is_alive() and not live.exists()
+    finally:
+        writer.kill()
+        writer.wait()
+    assert (run_dir / "summary.json").is_file()

@@ -78,7 +78,10 @@ def test_nan_in_epoch_1_and_later_checkpoint_and_record_agree(tmp_path):
     assert summary["finished"] == [0, 1] and summary["averaged"] == [1]
     assert [(d["fold"], d["epoch"]) for d in summary["diverged"]] == [(0, 1)]
     assert summary["mean"] == pytest.approx(other["metrics"], rel=1e-12)
-    assert set(summary["std"].values()) == {0.0}
+    # One averaged fold: its mean, and no standard deviation.
+    assert summary["std"] == {} and summary["n_averaged"] == 1
+    std_row = next(line for line in result.table.splitlines() if line[:3] == "std")
+    assert set(std_row.split()[2:]) == {"-"}  # "std (ddof=1)  -  -  ..."
     assert "* fold 0 diverged at epoch 1" in result.table
     assert "not in the mean" in result.table
     with open(config.run_dir / "summary.csv", newline="") as handle:

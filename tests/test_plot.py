@@ -29,6 +29,80 @@ def _outputs(model, names, image):
     return [keras.ops.convert_to_numpy(o)[0] for o in probe(image[None])]
 
 
+def _panels(figure, rows: int, columns: int) -> np.ndarray:
+    """The figure's panels as a grid, once every map has its colour bar.
+
+    The panels come first in ``figure.axes``, then one colour bar per map
+    panel (all but the input and mask column, and panels left empty), each
+    drawn for that panel's image with its colour range.
+    """
+    grid = np.asarray(figure.axes[: rows * columns]).reshape(rows, columns)
+    bars = figure.axes[rows * columns :]
+    maps = [a for a in grid[:, 1:].ravel() if a.images]
+    assert len(bars) == len(maps) > 0
+    for axis in grid[:, 0]:
+        assert all(image.colorbar is None for image in axis.images)
+    assert all(axis.images[0].colorbar is not None for axis in maps)
+    assert {id(a.images[0].colorbar.ax) for a in maps} == set(map(id, bars))
+    for axis in maps:
+        image = axis.images[0]
+        assert image.colorbar.mappable is image
+        low, high = image.get_clim()
+        bar = image.colorbar
+        assert (bar.vmin, bar.vmax) == pytest.approx((low, high), rel=1e-12)
+        # The colour bar ends in a triangle where values lie beyond its range.
+        values = np.asarray(image.get_array(), dtype=np.float64)
+        below, above = np.any(values < low), np.any(values > high)
+        assert (
+            image.colorbar.extend
+            == {
+                (True, True): "both",
+                (True, False): "min",
+                (False, True): "max",
+                (False, False): "neither",
+            }[(bool(below), bool(above))]
+        )
+    # Each bar's labels can be told apart (a narrow range gets more digits).
+    figure.canvas.draw()
+    for bar in bars:
+        labels = [t.get_text() for t in bar.get_yticklabels() if t.get_text()]
+        assert labels and len(set(labels)) == len(labels), labels
+    return grid
+
+
+def _bar_labels(axis) -> list[str]:
+    axis.figure.canvas.draw()
+    ticks = axis.images[0].colorbar.ax.get_yticklabels()
+    return [t.get_text().replace("\N{MINUS SIGN}", "-") for t in ticks if t.get_text()]
+
+
+def test_colour_bars_of_narrow_and_constant_maps():
+    def model(scale):
+        return keras.Sequential(
+            [
+                keras.Input(SHAPE),
+                keras.layers.Conv2D(
+                    1,
+                    3,
+                    padding="same",
+                    kernel_initializer=keras.initializers.Constant(scale),
+                    bias_initializer=keras.initializers.Constant(0.5),
+                    name="a",
+                ),
+            ]
+        )
+
+    ramp = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(SHAPE)
+    # Features 0.5 + 9 * 1e-4 * (local mean): a range of about 0.001.
+    figure = plot.singularity_maps(model(1e-4), ramp, layer_names=["a"])
+    labels = _bar_labels(_panels(figure, 2, 2)[0, 1])
+    values = [float(label) for label in labels]
+    assert len(values) >= 2 and all(0.5 <= v <= 0.501 for v in values)
+    # A constant map: one label, its value.
+    figure = plot.singularity_maps(model(0.0), ramp, layer_names=["a"])
+    assert _bar_labels(_panels(figure, 2, 2)[0, 1]) == ["0.5"]
+
+
 def test_ssr_model_shows_the_inputs_of_its_ssr_layers(image):
     model = get_ssr_unet(CHANNELS, input_shape=list(SHAPE))
     depths = plot.depth_features(model, image)
@@ -72,12 +146,13 @@ def test_figure_panels_values_and_file(tmp_path, image):
     mask = (image[..., 0] > 0.5).astype(np.float32)
     path = tmp_path / "sub" / "maps.png"
     figure = plot.singularity_maps(model, image, mask, channels_per_depth=2, path=path)
-    # 2 rows x (input column + 2 depths x 2 channels).
-    assert len(figure.axes) == 2 * (1 + 2 * 2)
+    # 2 rows x (input column + 2 depths x 2 channels), and a colour bar
+    # beside each of the 8 maps.
+    assert len(figure.axes) == 2 * (1 + 2 * 2) + 8
     with open(path, "rb") as handle:
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
 
-    rows = np.asarray(figure.axes).reshape(2, 5)
+    rows = _panels(figure, 2, 5)
     np.testing.assert_array_equal(rows[1, 0].images[0].get_array(), mask)
     # Top: the channels of largest spread; bottom: their singularity
     # strength, checked against the NumPy reference.
@@ -94,6 +169,16 @@ def test_figure_panels_values_and_file(tmp_path, image):
             np.testing.assert_allclose(shown, depth.features[..., channel], atol=1e-6)
             shown_alpha = rows[1, column].images[0].get_array()
             np.testing.assert_allclose(shown_alpha, alpha[..., k], atol=1e-4)
+            # The colour bars give each map's range: the feature map's own,
+            # the singularity map's 1st-99th percentiles (NumPy's, of the
+            # reference map).
+            bar = rows[0, column].images[0].colorbar
+            assert (bar.vmin, bar.vmax) == pytest.approx(
+                (depth.features[..., channel].min(), depth.features[..., channel].max())
+            )
+            bar = rows[1, column].images[0].colorbar
+            expected = np.percentile(alpha[..., k], [1, 99])
+            np.testing.assert_allclose([bar.vmin, bar.vmax], expected, atol=1e-4)
             column += 1
 
 
@@ -101,14 +186,14 @@ def test_more_channels_than_a_depth_has(image):
     model = get_unet(CHANNELS, input_shape=list(SHAPE))
     figure = plot.singularity_maps(model, image, channels_per_depth=6)
     # depth 1 has 4 channels, depth 2 has 8 (6 shown); no mask: prediction.
-    assert len(figure.axes) == 2 * (1 + 4 + 6)
-    assert figure.axes[1 + 4 + 6].get_title() == "prediction"
+    assert len(figure.axes) == 2 * (1 + 4 + 6) + 2 * (4 + 6)
+    assert _panels(figure, 2, 11)[1, 0].get_title() == "prediction"
 
 
 def test_alpha_from_the_model_layers(image):
     model = get_ssr_unet(CHANNELS, input_shape=list(SHAPE))
     figure = plot.singularity_maps(model, image, alpha="model", channels_per_depth=1)
-    rows = np.asarray(figure.axes).reshape(2, 3)
+    rows = _panels(figure, 2, 3)
     depth = plot.depth_features(model, image)[0]
     layer = depth.ssr_layer
     expected = keras.ops.convert_to_numpy(
@@ -132,7 +217,8 @@ def test_figure_for_each_attention_of_the_family(image, name):
     channels = [16, 32, 64] if name == "fca" else CHANNELS
     model = build_unet(channels, SHAPE, attention=name)
     figure = plot.singularity_maps(model, image, channels_per_depth=1)
-    assert len(figure.axes) == 2 * (1 + 2)
+    assert len(figure.axes) == 2 * (1 + 2) + 4
+    _panels(figure, 2, 3)
     depths = plot.depth_features(model, image)
     if name == "mono":  # SSR under the follow-up's name: its inputs, its layers
         assert [d.ssr_layer.name for d in depths] == [
@@ -161,8 +247,8 @@ def test_multifractal_gates_are_shown_per_pixel(image, tmp_path):
     figure = plot.singularity_maps(
         model, image, channels_per_depth=2, path=tmp_path / "mf.png"
     )
-    assert len(figure.axes) == 3 * (1 + 2 * 2)
-    rows = np.asarray(figure.axes).reshape(3, 5)
+    assert len(figure.axes) == 3 * (1 + 2 * 2) + 3 * 4  # 12 maps with a colour bar
+    rows = _panels(figure, 3, 5)
     assert not rows[2, 0].axison and rows[2, 1].get_title() == "per-pixel gate"
     column = 1
     for depth, before, after in zip(depths, inputs, outputs, strict=True):
@@ -173,6 +259,9 @@ def test_multifractal_gates_are_shown_per_pixel(image, tmp_path):
             gate = rows[2, column].images[0].get_array()
             np.testing.assert_allclose(gate, (after - before)[..., channel], atol=1e-5)
             assert np.all((gate > 0) & (gate < 1))
+            bar = rows[2, column].images[0].colorbar
+            expected = np.percentile((after - before)[..., channel], [1, 99])
+            np.testing.assert_allclose([bar.vmin, bar.vmax], expected, atol=1e-5)
             column += 1
 
 
@@ -185,7 +274,8 @@ def test_channels_first_model(image):
     depths = plot.depth_features(model, chw, data_format="channels_first")
     assert [d.features.shape for d in depths] == [(32, 32, 4), (16, 16, 8)]
     figure = plot.singularity_maps(model, chw, data_format="channels_first")
-    assert len(figure.axes) == 10
+    assert len(figure.axes) == 10 + 8
+    _panels(figure, 2, 5)
 
 
 def test_bad_arguments(image):

@@ -16,12 +16,17 @@ The package, by concern:
 * :mod:`~keras_ssr.cv.splits`: the folds and their validation tails;
 * :mod:`~keras_ssr.cv.build`: data, model, compilation, callbacks;
 * :mod:`~keras_ssr.cv.results`: per-fold records, summary, table;
+* :mod:`~keras_ssr.cv.tables`: a paper's table of runs, runs compared by
+  paired t-tests over their folds;
 * :mod:`~keras_ssr.cv.locks` and :mod:`~keras_ssr.cv.rundir`: the run folder,
   resume, and processes sharing it;
 * :mod:`~keras_ssr.cv.parallel`: ``--distribute``, a fold data-parallel on
   the backend's engine;
 * :mod:`~keras_ssr.cv.runner`: the training loop, :func:`run_cv`;
 * :mod:`~keras_ssr.cv.cli`: the ``keras-ssr cv`` command line.
+
+The names below are imported on first use, so that ``keras-ssr cv --help``
+loads no backend.
 
 Example:
     >>> config = CVConfig(dataset="kvasir", data_root="/data/Kvasir-SEG",
@@ -31,52 +36,53 @@ Example:
     >>> print(result.table)  # doctest: +SKIP
 """
 
-from keras_ssr.cv.build import (
-    METRIC_NAMES,
-    BestCheckpoint,
-    build_model,
-    compile_model,
-    fold_callbacks,
-    load_data,
-)
-from keras_ssr.cv.cli import add_arguments, config_from_args, run_from_args
-from keras_ssr.cv.config import DATASETS, CVConfig, config_reference, model_names
-from keras_ssr.cv.files import config_to_toml, load_config_file
-from keras_ssr.cv.results import (
-    CVResult,
-    format_table,
-    load_result,
-    summarize,
-    write_summary,
-)
-from keras_ssr.cv.rundir import ConfigMismatchError
-from keras_ssr.cv.runner import run_cv
-from keras_ssr.cv.splits import fold_splits, kfold_indices, validation_split
+from keras_ssr._lazy import attach
 
-__all__ = [
-    "DATASETS",
-    "METRIC_NAMES",
-    "BestCheckpoint",
-    "CVConfig",
-    "CVResult",
-    "ConfigMismatchError",
-    "add_arguments",
-    "build_model",
-    "compile_model",
-    "config_from_args",
-    "config_reference",
-    "config_to_toml",
-    "fold_callbacks",
-    "fold_splits",
-    "format_table",
-    "kfold_indices",
-    "load_config_file",
-    "load_data",
-    "load_result",
-    "model_names",
-    "run_cv",
-    "run_from_args",
-    "summarize",
-    "validation_split",
-    "write_summary",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "METRIC_NAMES": "build",
+        "BestCheckpoint": "build",
+        "build_model": "build",
+        "compile_model": "build",
+        "fold_callbacks": "build",
+        "load_data": "build",
+        "add_arguments": "cli",
+        "config_from_args": "cli",
+        "run_from_args": "cli",
+        "DATASETS": "config",
+        "CVConfig": "config",
+        "config_reference": "config",
+        "model_names": "config",
+        "config_to_toml": "files",
+        "load_config_file": "files",
+        "CVResult": "results",
+        "format_table": "results",
+        "load_result": "results",
+        "summarize": "results",
+        "write_summary": "results",
+        "Comparison": "tables",
+        "compare": "tables",
+        "score_table": "tables",
+        "ConfigMismatchError": "rundir",
+        "run_cv": "runner",
+        "fold_splits": "splits",
+        "kfold_indices": "splits",
+        "validation_split": "splits",
+    },
+    submodules=(
+        "augment",
+        "build",
+        "cli",
+        "config",
+        "fields",
+        "files",
+        "locks",
+        "parallel",
+        "results",
+        "rundir",
+        "runner",
+        "splits",
+        "tables",
+    ),
+)

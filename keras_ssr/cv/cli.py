@@ -7,12 +7,16 @@ adds its flag. Flags default to "not given", so that they override a
 ``--config`` file only when present.
 
     keras-ssr cv [--config FILE] [flags]    run or resume a run
-    keras-ssr cv summarize RUN              aggregate the finished folds of RUN
+    keras-ssr cv summarize RUN [--format F] aggregate the finished folds of RUN
+    keras-ssr cv compare RUN_A RUN_B ...    paired t-tests of runs over their folds
 
 ``--attention-option KEY=VALUE`` (repeatable) sets one option of the
 attention layer, the value read as a TOML literal (``k=8``,
 ``per_channel=true``, ``basis=dct``); ``--import MODULE`` imports a module
 first, e.g. one registering an attention of one's own.
+
+Parsing (``--help``, a wrong flag) loads no backend: the runner and the
+model are imported when a command runs.
 """
 
 from __future__ import annotations
@@ -22,10 +26,9 @@ import dataclasses
 import sys
 
 from keras_ssr import _settings
-from keras_ssr.cv import build, files, results
+from keras_ssr.cv import files, results, tables
 from keras_ssr.cv.config import LEGACY_OPTIONS, PROTOCOLS, CVConfig
 from keras_ssr.cv.fields import SECTIONS, choices_of, shown
-from keras_ssr.cv.runner import run_cv
 
 __all__ = ["add_arguments", "config_from_args", "run_from_args"]
 
@@ -56,6 +59,15 @@ def _optional(kind):
 
     parse.__name__ = kind.__name__  # argparse names it in its error message
     return parse
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated names, got {text!r}"
+        )
+    return names
 
 
 def _verbosity(text: str):
@@ -95,8 +107,9 @@ def _flag_options(field: dataclasses.Field) -> tuple[list[str], dict]:
         options["type"] = _optional(parser) if meta["optional"] else parser
     elif meta["optional"]:
         options["type"] = _optional(str)
-    choices = choices_of(field)
-    if choices is not None and field.name != "model":  # model: names may register late
+    # model: names may register late (and listing them would load Keras)
+    choices = None if field.name == "model" else choices_of(field)
+    if choices is not None:
         options["choices"] = choices
     if meta["metavar"]:
         options["metavar"] = meta["metavar"]
@@ -128,19 +141,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the same output folder resumes; several processes may run different "
         "--fold into one folder at once."
     )
-    commands = parser.add_subparsers(dest="cv_command", metavar="{summarize}")
+    commands = parser.add_subparsers(dest="cv_command", metavar="{summarize,compare}")
     _hint_stray_values(parser)
     summary = commands.add_parser(
         "summarize",
         help="aggregate the finished folds of a run folder",
         description="Collects the finished folds of RUN into summary.csv and "
-        "summary.json and prints the table. Trains nothing.",
+        "summary.json and prints their table: per fold (text) or, with "
+        "--format markdown|latex|csv, one row of mean ± sample std over the "
+        "folds, ready for a paper. Trains nothing.",
     )
     summary.add_argument("run_dir", metavar="RUN", help="the run's folder")
-    summary.add_argument(
-        "--traceback", action="store_true", help="show the full traceback of an error"
+    comparison = commands.add_parser(
+        "compare",
+        help="compare runs fold by fold (paired t-tests)",
+        description="One row per run, mean ± sample std over the folds; each "
+        "run after the first is compared with it by a paired t-test "
+        "(scipy.stats.ttest_rel) over the folds, per metric, and marked † "
+        "for p <= 0.05, ‡ for p <= 0.01. The runs must hold the same folds "
+        "(same data, dataset, folds, val_fraction, max_samples, held-out "
+        "samples) and have finished the same ones. Needs SciPy "
+        "(pip install keras-ssr[stats]).",
     )
-    _settings.add_import_argument(summary)
+    comparison.add_argument(
+        "run_dirs",
+        metavar="RUN",
+        nargs="+",
+        help="two or more run folders, the baseline first",
+    )
+    for sub in (summary, comparison):
+        _settings.add_import_argument(sub)
+        sub.add_argument(
+            "--format",
+            choices=tables.FORMATS,
+            default="text",
+            help="text (default), or the table as markdown, latex (a tabular) or csv",
+        )
+        sub.add_argument(
+            "--columns",
+            type=_names,
+            metavar="NAME[,NAME...]",
+            help="the metrics to tabulate, by their logged names (e.g. "
+            "dice_score,binary_io_u); default every score but the loss "
+            "(summarize: with markdown, latex or csv)",
+        )
+        sub.add_argument(
+            "--traceback",
+            action="store_true",
+            help="show the full traceback of an error",
+        )
     parser.add_argument(
         "--config", "-c", metavar="FILE", help="a .toml, .yaml/.yml or .json config"
     )
@@ -224,6 +273,8 @@ def _dry_run(config: CVConfig) -> None:
     """Everything a run checks before it writes: config, data, splits, model."""
     import keras
 
+    from keras_ssr.cv import build
+
     if config.dataset == "busi":
         x, _, labels = build.load_data(config, return_labels=True)
     else:
@@ -245,16 +296,23 @@ def _dry_run(config: CVConfig) -> None:
         )
 
 
-def _summarize(run_dir: str) -> None:
-    config = results.saved_config(run_dir)
-    result = results.write_summary(config, run_dir)
-    status = (
-        "all folds"
-        if result.complete
-        else f"{len(result.folds)} of {config.folds} folds"
-    )
-    print(f"Held-out scores ({status}; mean and std, ddof=0):\n")
-    print(result.table)
+def _summarize(args: argparse.Namespace) -> None:
+    if args.format == "text" and args.columns is not None:
+        raise ValueError(
+            "--columns chooses the columns of --format markdown, latex or csv; "
+            "the text form is the per-fold table of every metric."
+        )
+    config = results.saved_config(args.run_dir)
+    result = results.write_summary(config, args.run_dir)
+    if args.format == "text":
+        print(results.report(result))
+        return
+    print(tables.score_table([result], args.format, args.columns), end="")
+
+
+def _compare(args: argparse.Namespace) -> None:
+    comparison = tables.compare(args.run_dirs)
+    print(comparison.table(args.format, args.columns), end="")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -264,10 +322,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     error and returns 2 (``--traceback`` raises it instead); Ctrl-C returns
     130 with a hint on resuming.
     """
+    commands = {"summarize": _summarize, "compare": _compare}
     try:
         _settings.import_modules(getattr(args, "imports", None))
-        if getattr(args, "cv_command", None) == "summarize":
-            _summarize(args.run_dir)
+        command = commands.get(getattr(args, "cv_command", None))
+        if command is not None:
+            command(args)
             return 0
         config = config_from_args(args)
         if args.print_config:
@@ -279,6 +339,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         folds = None
         if args.run_folds:
             folds = [k for chunk in args.run_folds for k in chunk]
+        from keras_ssr.cv.runner import run_cv
+
         run_cv(
             config,
             folds=folds,

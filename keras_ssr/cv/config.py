@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from keras_ssr import _checks, _settings
+from keras_ssr._checks import LOSS_NAMES
 from keras_ssr.cv.fields import (
     SECTIONS,
     aliases_of,
@@ -25,7 +26,6 @@ from keras_ssr.cv.fields import (
     setting,
     shown,
 )
-from keras_ssr.losses import LOSS_NAMES
 
 __all__ = [
     "DATASETS",

@@ -131,16 +131,7 @@ def _path(name: str, value) -> str:
         raise ValueError(
             f"`{name}` must be a non-empty path. Received: {name}={value!r}"
         )
-    return value
-
-
-def _real(name: str, value, minimum, maximum, open_bounds: bool) -> float:
-    value = _checks.check_real(name, value, minimum, maximum, open_minimum=open_bounds)
-    if open_bounds and maximum is not None and value >= maximum:
-        raise ValueError(
-            f"`{name}` must be in ({minimum}, {maximum}). Received: {name}={value!r}"
-        )
-    return value
+    return _checks.check_text(name, value, control=False)
 
 
 def check_field(field: dataclasses.Field, value):
@@ -151,8 +142,8 @@ def check_field(field: dataclasses.Field, value):
     kind = meta["kind"]
     if kind == "str":
         choices = choices_of(field)
-        if choices is None:
-            return value
+        if choices is None:  # free text, such as a folder name
+            return _checks.check_text(name, value)
         try:
             return _checks.check_choice(name, value, choices)
         except ValueError as error:
@@ -167,7 +158,14 @@ def check_field(field: dataclasses.Field, value):
         minimum = meta["minimum"] if meta["minimum"] is not None else -(2**63)
         return _checks.check_int(name, value, minimum, meta["maximum"])
     if kind == "float":
-        return _real(name, value, meta["minimum"], meta["maximum"], meta["open_bounds"])
+        return _checks.check_real(
+            name,
+            value,
+            meta["minimum"],
+            meta["maximum"],
+            open_minimum=meta["open_bounds"],
+            open_maximum=meta["open_bounds"],
+        )
     if kind == "ints":
         return _checks.check_int_sequence(name, value, 1, min_length=2)
     if kind == "size":

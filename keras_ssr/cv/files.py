@@ -10,6 +10,7 @@ writers never share a temporary file.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 import tempfile
@@ -24,6 +25,7 @@ __all__ = [
     "config_to_toml",
     "load_config_file",
     "read_json",
+    "remove_temporaries",
     "write_json",
     "write_text",
 ]
@@ -140,18 +142,26 @@ def config_to_toml(config) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _temporary_affixes(path: Path) -> tuple[str, str]:
+    """The prefix and suffix of :func:`atomic_path`'s temporaries of ``path``."""
+    suffix = "".join(path.suffixes) or ".tmp"
+    stem = path.name[: len(path.name) - len("".join(path.suffixes))]
+    return f".{stem}.", ".tmp" + suffix
+
+
 def atomic_path(path: Path, write: Callable[[Path], Any]) -> None:
     """Calls ``write(temporary)``, then renames the temporary onto ``path``.
 
     The temporary file is created next to ``path`` (same file system) with a
     unique name that keeps ``path``'s suffixes (Keras needs
-    ``.weights.h5``). It is removed if ``write`` fails.
+    ``.weights.h5``): ``.<stem>.<random>.tmp<suffixes>``. It is removed if
+    ``write`` fails; a process killed before the rename leaves it behind
+    (see :func:`remove_temporaries`).
     """
     path = Path(path)
-    suffix = "".join(path.suffixes) or ".tmp"
-    stem = path.name[: len(path.name) - len("".join(path.suffixes))]
+    prefix, suffix = _temporary_affixes(path)
     descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{stem}.", suffix=".tmp" + suffix
+        dir=path.parent, prefix=prefix, suffix=suffix
     )
     os.close(descriptor)
     temporary = Path(temporary)
@@ -162,6 +172,27 @@ def atomic_path(path: Path, write: Callable[[Path], Any]) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def remove_temporaries(path: Path) -> list[Path]:
+    """Removes the temporaries that :func:`atomic_path` left for ``path``.
+
+    A process killed between writing a temporary and renaming it leaves the
+    temporary behind. Call this only while holding the lock that every
+    writer of ``path`` holds while it writes: then no temporary found can
+    belong to a live writer.
+
+    Returns:
+        The files removed.
+    """
+    path = Path(path)
+    prefix, suffix = _temporary_affixes(path)
+    removed = []
+    for entry in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(suffix)}"):
+        if entry.is_file():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
 
 
 def write_text(path: Path, text: str, newline: str | None = None) -> None:

@@ -170,6 +170,8 @@ class RunFolder:
                 self.check(overwrite, alone=True)
                 if overwrite:
                     self._clear()
+                for name in (CONFIG_FILE, RUN_FILE):  # left by a killed writer
+                    files.remove_temporaries(self.path / name)
                 self._record_data(fingerprint, alone=True)
                 if files.read_json(self.path / CONFIG_FILE) != self.config.to_dict():
                     files.write_json(self.path / CONFIG_FILE, self.config.to_dict())

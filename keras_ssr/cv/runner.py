@@ -264,16 +264,7 @@ def _scores(config: CVConfig, record: Mapping[str, Any]) -> str:
 
 def _report(result: results.CVResult, log) -> None:
     """The summary's printed part."""
-    status = (
-        "all folds"
-        if result.complete
-        else f"{len(result.folds)} of {result.config.folds} folds"
-    )
-    averaged = len(result.folds) - len(result.diverged)
-    log(
-        f"\nHeld-out scores ({status}; mean and std over {averaged} fold(s), ddof=0):\n"
-    )
-    log(result.table)
+    log("\n" + results.report(result))
     if result.busy:
         log(
             f"\nFold(s) {result.busy} are being trained by other processes; once "

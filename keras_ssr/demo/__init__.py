@@ -18,27 +18,28 @@ Run it as ``keras-ssr demo`` (see ``keras-ssr demo --help``) or call
 :func:`run_demo`. The modules: :mod:`~keras_ssr.demo.config` (settings),
 :mod:`~keras_ssr.demo.data` (the data), :mod:`~keras_ssr.demo.training`,
 :mod:`~keras_ssr.demo.scores`, :mod:`~keras_ssr.demo.figures`,
-:mod:`~keras_ssr.demo.runner` and :mod:`~keras_ssr.demo.cli`.
+:mod:`~keras_ssr.demo.runner` and :mod:`~keras_ssr.demo.cli`. The names
+below are imported on first use, so that ``keras-ssr demo --help`` loads no
+backend.
 """
 
-from keras_ssr.demo.cli import add_arguments, config_from_args, run_from_args
-from keras_ssr.demo.config import DEFAULTS, QUICK, DemoConfig, model_label
-from keras_ssr.demo.data import load_demo_data
-from keras_ssr.demo.runner import run_demo
-from keras_ssr.demo.scores import dice_and_iou, format_table
-from keras_ssr.demo.training import build_model
+from keras_ssr._lazy import attach
 
-__all__ = [
-    "DEFAULTS",
-    "QUICK",
-    "DemoConfig",
-    "add_arguments",
-    "build_model",
-    "config_from_args",
-    "dice_and_iou",
-    "format_table",
-    "load_demo_data",
-    "model_label",
-    "run_demo",
-    "run_from_args",
-]
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "add_arguments": "cli",
+        "config_from_args": "cli",
+        "run_from_args": "cli",
+        "DEFAULTS": "config",
+        "QUICK": "config",
+        "DemoConfig": "config",
+        "model_label": "config",
+        "load_demo_data": "data",
+        "run_demo": "runner",
+        "dice_and_iou": "scores",
+        "format_table": "scores",
+        "build_model": "training",
+    },
+    submodules=("cli", "config", "data", "figures", "runner", "scores", "training"),
+)

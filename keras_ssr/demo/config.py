@@ -149,6 +149,10 @@ def _integer(config, name, minimum, maximum=None):
 
 
 def _check_models(models) -> None:
+    if models == DemoConfig.models:
+        # Built-in names, always registered: looking them up would load Keras
+        # when this module makes DEFAULTS (and `keras-ssr demo --help` reads it).
+        return
     from keras_ssr.models import attention_names
 
     known = attention_names()

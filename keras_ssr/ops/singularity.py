@@ -31,7 +31,7 @@ MAXIMUM_VALUE = 256.0
 #: The scaling denominator ``max - min`` is clipped to this range.
 DENOMINATOR_RANGE = (1e-7, 1e9)
 #: Largest ``max_scale`` accepted: boxes up to 65536 cells a side.
-MAX_SCALE_LIMIT = 16
+MAX_SCALE_LIMIT = _checks.MAX_SCALE_LIMIT
 
 
 # --------------------------------------------------------------------------
