@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -58,20 +59,33 @@ def test_parsing_the_command_line_loads_no_backend(argv, status):
         assert process.stdout.startswith("usage: keras-ssr")
 
 
-def test_keras_ssr_imports_its_names_on_first_use():
+def test_the_console_script_loads_no_backend_for_help():
+    """The installed ``keras-ssr`` script (the package's entry point)."""
+    script = Path(sys.executable).with_name("keras-ssr")
+    if not script.exists():
+        pytest.skip(f"no console script beside {sys.executable}")
+    process = _python(str(script), "cv", "--help")
+    assert process.returncode == 0, process.stderr[-2000:]
+    imported = _imported(process.stderr)
+    assert "keras_ssr" in imported
+    assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
+
+
+def test_import_registers_the_layers_and_the_rest_on_first_use():
+    """``import keras_ssr`` registers the layers with Keras' serialisation
+    (``load_model`` needs nothing else); cv, plot and the rest load on use."""
     script = """
 import sys
 import keras_ssr
-heavy = [m for m in sys.modules if m.split(".")[0] in {heavy}]
-assert not heavy, heavy
+import keras
+assert keras.saving.get_registered_object("keras_ssr>SqueezeExcite") is not None
+assert "keras_ssr.cv" not in sys.modules and "keras_ssr.plot" not in sys.modules
 assert keras_ssr.__version__
 names = {names}
 assert sorted(keras_ssr.__all__) == sorted(names), keras_ssr.__all__
 assert set(names) <= set(dir(keras_ssr))
 from keras_ssr import SqueezeExcite
-assert "keras" in sys.modules
 assert SqueezeExcite.__module__.startswith("keras_ssr.layers")
-import keras
 # The layers registered with Keras' serialisation when they were imported.
 assert keras.saving.get_registered_object("keras_ssr>SqueezeExcite") is SqueezeExcite
 assert keras_ssr.layers.SqueezeExcite is keras_ssr.SqueezeExcite is SqueezeExcite
@@ -84,7 +98,6 @@ else:
     raise AssertionError("no AttributeError")
 print("ok")
 """.format(
-        heavy=set(HEAVY),
         names=[
             "FrequencyChannelAttention", "LearnableMeasure",
             "LocalSingularityStrength", "LocalSingularityStrengthXu",

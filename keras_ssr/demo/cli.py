@@ -8,7 +8,7 @@ import sys
 
 from keras_ssr import _settings
 from keras_ssr.demo import data as datasets
-from keras_ssr.demo.config import DEFAULTS, QUICK, DemoConfig
+from keras_ssr.demo.config import QUICK_SETTINGS, DemoConfig
 from keras_ssr.demo.runner import run_demo
 from keras_ssr.demo.training import UnbuildableModelError
 
@@ -77,17 +77,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset",
         choices=datasets.DATASETS,
-        default=DEFAULTS.dataset,
+        default=DemoConfig.dataset,
         help="textures: synthetic, objects differ only in regularity; "
         "ihc: scikit-image's immunohistochemistry slide, DAB masks "
-        f"(default {DEFAULTS.dataset})",
+        f"(default {DemoConfig.dataset})",
     )
     parser.add_argument(
         "--models",
         type=_models,
         help="the U-Nets compared, by attention name, comma-separated, in table "
         "order: none (plain U-Net), se, ssr, ssr_xu, mono, multifractal, scse, "
-        f"srm, fca..., or all (default {','.join(DEFAULTS.models)})",
+        f"srm, fca..., or all (default {','.join(DemoConfig.models)})",
     )
     parser.add_argument(
         "--attention-option",
@@ -102,25 +102,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _settings.add_import_argument(parser)
     parser.add_argument(
-        "--epochs", type=_positive_int, help=f"(default {DEFAULTS.epochs})"
+        "--epochs", type=_positive_int, help=f"(default {DemoConfig.epochs})"
     )
     parser.add_argument(
         "--size",
         type=_positive_int,
-        help=f"image side, divisible by 2**(levels-1) (default {DEFAULTS.size})",
+        help=f"image side, divisible by 2**(levels-1) (default {DemoConfig.size})",
     )
     parser.add_argument(
         "--samples",
         type=_positive_int,
-        help=f"training images (default {DEFAULTS.samples})",
+        help=f"training images (default {DemoConfig.samples})",
     )
     parser.add_argument(
         "--test-samples",
         type=_positive_int,
-        help=f"held-out images (default {DEFAULTS.test_samples})",
+        help=f"held-out images (default {DemoConfig.test_samples})",
     )
     parser.add_argument(
-        "--batch-size", type=_positive_int, help=f"(default {DEFAULTS.batch_size})"
+        "--batch-size", type=_positive_int, help=f"(default {DemoConfig.batch_size})"
     )
     parser.add_argument(
         "--channels-per-level",
@@ -128,25 +128,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="channels_per_level",
         type=_channels,
         help="filters per level, comma-separated "
-        f"(default {','.join(map(str, DEFAULTS.channels_per_level))}; "
+        f"(default {','.join(map(str, DemoConfig.channels_per_level))}; "
         "--channels: its former name)",
     )
     parser.add_argument(
-        "--learning-rate", type=float, help=f"Adam (default {DEFAULTS.learning_rate})"
+        "--learning-rate", type=float, help=f"Adam (default {DemoConfig.learning_rate})"
     )
     parser.add_argument(
         "--seed",
         type=int,
-        default=DEFAULTS.seed,
-        help=f"seed of the data, weights and shuffling (default {DEFAULTS.seed})",
+        default=DemoConfig.seed,
+        help=f"seed of the data, weights and shuffling (default {DemoConfig.seed})",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"tiny everything for smoke tests: {QUICK.size}px, {QUICK.samples} "
-        f"images, {QUICK.epochs} epoch, channels "
-        f"{','.join(map(str, QUICK.channels_per_level))} "
-        "(explicit options still win)",
+        help="tiny everything for smoke tests: {size}px, {samples} images, "
+        "{epochs} epoch, channels {channels} (explicit options still win)".format(
+            **QUICK_SETTINGS,
+            channels=",".join(map(str, QUICK_SETTINGS["channels_per_level"])),
+        ),
     )
     parser.add_argument(
         "--no-figures",
@@ -175,6 +176,7 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         ValueError, TypeError: for an impossible configuration (a model or
             an attention option included).
     """
+    from keras_ssr.demo.config import DEFAULTS, QUICK
     from keras_ssr.models import attention_names
 
     base = QUICK if args.quick else DEFAULTS

@@ -11,7 +11,7 @@ from keras_ssr._checks import check_int, check_real
 from keras_ssr._settings import REGISTER_HINT, legacy_keywords, rename_deprecated
 from keras_ssr.demo import data as datasets
 
-__all__ = ["DEFAULTS", "QUICK", "DemoConfig", "model_label"]
+__all__ = ["DEFAULTS", "QUICK", "QUICK_SETTINGS", "DemoConfig", "model_label"]  # noqa: F822
 
 #: Momentum of every BatchNormalization during the demo. The models' own
 #: 0.99 (the original's) needs thousands of steps before the moving
@@ -115,13 +115,13 @@ def _fold_legacy(values: dict[str, Any]) -> dict[str, Any]:
     """Keywords in today's names: ``channels`` renamed; ``r`` and
     ``max_scale`` set on every model of ``models`` that takes them, as they
     were (options set explicitly win)."""
-    from keras_ssr.models import attention_options
-
     values = rename_deprecated(values, ALIASES, "DemoConfig")
     legacy = {key: values.pop(key) for key in LEGACY_OPTIONS if key in values}
     options = values.get("attention_options", {})
     if not legacy or not isinstance(options, Mapping):
         return values
+    from keras_ssr.models import attention_options
+
     warnings.warn(
         f"DemoConfig: {', '.join(f'`{k}`' for k in legacy)} are deprecated: set "
         "them per model in `attention_options`.",
@@ -246,14 +246,24 @@ def _validate(config: DemoConfig) -> None:
             )
 
 
-#: The default run (timings per backend: docs/demo.md, "Timing").
-DEFAULTS = DemoConfig()
-#: ``--quick``: tiny everything, for tests and smoke checks (seconds).
-QUICK = DemoConfig(
-    size=32,
-    samples=16,
-    test_samples=8,
-    epochs=1,
-    batch_size=8,
-    channels_per_level=(4, 8, 16),
-)
+#: ``--quick``'s settings: tiny everything, for tests and smoke checks (seconds).
+QUICK_SETTINGS = {
+    "size": 32,
+    "samples": 16,
+    "test_samples": 8,
+    "epochs": 1,
+    "batch_size": 8,
+    "channels_per_level": (4, 8, 16),
+}
+
+
+def __getattr__(name: str):
+    """``DEFAULTS`` (the default run; timings per backend: docs/demo.md,
+    "Timing") and ``QUICK`` (``--quick``), made on first use: a
+    :class:`DemoConfig` checks its options against the attention registry,
+    which loads Keras, and ``keras-ssr demo --help`` reads this module."""
+    if name not in ("DEFAULTS", "QUICK"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = DemoConfig() if name == "DEFAULTS" else DemoConfig(**QUICK_SETTINGS)
+    globals()[name] = value
+    return value

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-from keras_ssr.demo.config import DEFAULTS, DEMO_BN_MOMENTUM, THRESHOLD, DemoConfig
+from keras_ssr.demo.config import DEMO_BN_MOMENTUM, THRESHOLD, DemoConfig
 from keras_ssr.demo.data import load_demo_data
 from keras_ssr.demo.figures import predictions_figure, singularity_figures
 from keras_ssr.demo.scores import format_table
@@ -33,7 +33,7 @@ CSV_COLUMNS = (
 
 
 def run_demo(
-    config: DemoConfig = DEFAULTS,
+    config: DemoConfig | None = None,
     output: str | os.PathLike = "keras-ssr-demo",
     *,
     verbose: int | str = "auto",
@@ -48,8 +48,8 @@ def run_demo(
     scored on the held-out images.
 
     Args:
-        config: the run's settings (:data:`DEFAULTS`, :data:`QUICK` or your
-            own :class:`DemoConfig`).
+        config: the run's settings (:data:`DEFAULTS` when ``None``,
+            :data:`QUICK` or your own :class:`DemoConfig`).
         output: folder for ``results.csv``, ``results.json`` and the PNG
             figures (created if needed).
         verbose: ``model.fit``'s verbosity; ``"auto"`` is 1 (progress bars)
@@ -76,6 +76,8 @@ def run_demo(
     import keras
 
     start = time.perf_counter()
+    if config is None:
+        from keras_ssr.demo.config import DEFAULTS as config
     if not isinstance(config, DemoConfig):
         raise TypeError(f"`config` must be a DemoConfig. Received: config={config!r}")
     if verbose == "auto":
