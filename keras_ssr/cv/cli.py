@@ -122,7 +122,7 @@ def _hint_stray_values(parser: argparse.ArgumentParser) -> None:
     error = parser.error
 
     def explained(message: str):
-        if message.startswith("argument {summarize}: invalid choice"):
+        if message.startswith("argument {summarize,compare}: invalid choice"):
             message += (
                 ". A value after an unknown flag? Options of the attention layer "
                 "are set with --attention-option KEY=VALUE (e.g. k=8)"
