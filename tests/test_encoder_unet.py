@@ -303,6 +303,9 @@ def test_pretrained_weights_reach_a_one_channel_encoder(tmp_path):
         ({"channels_per_level": (8, 16)}, ValueError, "channels_per_level"),
         ({"input_shape": (36, 36, 1)}, ValueError, "divisible by"),
         ({"encoder_kwargs": {"weights": None}}, ValueError, "must not set"),
+        # A pooled output, or ConvNeXt's layer-name prefix: not options.
+        ({"encoder_kwargs": {"pooling": "avg"}}, ValueError, "no option 'pooling'"),
+        ({"encoder_kwargs": {"alpha": "big"}}, TypeError, "`alpha` must be a number"),
         ({"skips": ["nope"]}, ValueError, "no layer named 'nope'"),
         ({"encoder": None, "skips": ["a"]}, ValueError, "need an `encoder`"),
     ],
@@ -310,3 +313,28 @@ def test_pretrained_weights_reach_a_one_channel_encoder(tmp_path):
 def test_errors(kwargs, error, match):
     with pytest.raises(error, match=match):
         _unet(attention=None, decoder_attention=None, **kwargs)
+
+
+def test_encoder_options():
+    """The constructor's own arguments, checked without building anything."""
+    assert models.encoder_options("MobileNetV2", {"alpha": 1}) == {"alpha": 1.0}
+    assert models.encoder_options("convnexttiny") == {"include_preprocessing": True}
+    assert models.encoder_options("resnet50") == models.encoder_options(None) == {}
+    with pytest.raises(ValueError, match="no option 'name'; its options are alpha"):
+        models.encoder_options("mobilenetv2", {"name": "x"})
+    with pytest.raises(TypeError, match="`include_preprocessing` must be a bool"):
+        models.encoder_options("convnexttiny", {"include_preprocessing": 1})
+    with pytest.raises(ValueError, match="no encoder"):
+        models.encoder_options(None, {"alpha": 0.5})
+    with pytest.raises(ValueError, match="Unknown encoder 'vgg16'"):
+        models.encoder_options("vgg16")
+    with pytest.raises(TypeError, match="mapping"):
+        models.encoder_options("resnet50", [("alpha", 1)])
+
+
+def test_inserted_attention_options_leave_r_to_each_layer():
+    """Without `r` (chosen per layer), the options build the same layers."""
+    options = models.attention_options("ssr", inserted=True)
+    assert "r" not in options and options["max_scale"] == 3
+    assert models.attention_options("ssr", {"r": 4}, inserted=True)["r"] == 4
+    assert "r" in models.attention_options("ssr")  # the papers' U-Net: r=2
