@@ -103,6 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _settings.add_import_argument(parser)
     parser.add_argument(
         "--encoder",
+        metavar="NAME",
         help="every model an encoder U-Net on this keras.applications encoder "
         "(mobilenetv2, resnet50, efficientnetb0, convnexttiny, ...; "
         "keras_ssr.models.encoder_names lists them), its attention after the "
@@ -128,6 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--decoder-channels",
         type=_channels,
+        metavar="C,...",
         help="with --encoder: the decoder's filters from full resolution, 5 "
         "values (default 16,32,64,128,256)",
     )
