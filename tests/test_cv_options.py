@@ -71,7 +71,7 @@ RUNS = {
             "--attention-option", "per_channel=true",
             "--attention-option", "scaling=sample",
         ],
-        "layer": "MultifractalRecalibration",
+        "layers": ["MultifractalRecalibration"],
         "recorded": {
             "max_scale": 3, "k": 8, "per_channel": True, "scaling": "sample",
             "synchronized": True,
@@ -80,7 +80,7 @@ RUNS = {
     "fca": {
         "toml": '[model]\nmodel = "fca"\n[model.attention_options]\n'
         'low_freq = 2\nbasis = "dct"\n',
-        "layer": "FrequencyChannelAttention",
+        "layers": ["FrequencyChannelAttention"],
         "recorded": {"r": 2, "low_freq": 2, "basis": "dct"},
     },
     "gain": {
@@ -88,8 +88,22 @@ RUNS = {
             "--import", PLUGIN, "--model", "gain_test",
             "--attention-option", "gain=0.5", "--attention-option", "offsets=[3, 4]",
         ],
-        "layer": "Gain",
+        "layers": ["Gain"],
         "recorded": {"gain": 0.5, "offsets": [3, 4]},
+    },
+    # A MobileNetV2 + Multifractal U-Net, scSE in the decoder: one attention
+    # after each of the encoder's 4 skips and its output, one per decoder skip.
+    "encoder": {
+        "flags": [
+            "--model", "multifractal", "--attention-option", "k=8",
+            "--encoder", "mobilenetv2", "--encoder-option", "alpha=0.35",
+            "--decoder-attention", "scse",
+        ],
+        "layers": ["MultifractalRecalibration"] * 5 + ["SpatialSqueezeExcite"] * 4,
+        "recorded": {
+            "max_scale": 3, "k": 8, "per_channel": False, "scaling": "batch",
+            "synchronized": True,
+        },
     },
 }  # fmt: skip
 
@@ -137,10 +151,16 @@ print(json.dumps(report))
 """
 
 
-def _argv(data, root: Path, name: str, *flags) -> list[str]:
+def _argv(data, root: Path, name: str, *flags, encoder=None) -> list[str]:
+    """A tiny run's command line: the papers' U-Net with channels [4, 8],
+    unless there is an encoder (whose decoder keeps its widths): ``encoder``,
+    by default whether ``flags`` name one."""
+    if encoder is None:
+        encoder = "--encoder" in flags
+    widths = [] if encoder else ["--channels-per-level", "4,8"]
     return [
         "cv", "--dataset", "isic", "--x-path", str(data[0]), "--y-path",
-        str(data[1]), "--target-size", str(SIZE), "--channels-per-level", "4,8",
+        str(data[1]), "--target-size", str(SIZE), *widths,
         "-k", "2", "--epochs", "1", "--batch-size", "16", "--verbose", "0",
         "--run-eagerly", "-o", str(root / "runs"), "--name", name, *flags,
     ]  # fmt: skip
@@ -175,7 +195,8 @@ def rebuilt(tmp_path_factory):
             keras.utils.set_random_seed(0)
             model = cv.build_model(config, x.shape[1:])
             here[name] = {
-                "init": [keras.ops.convert_to_numpy(w) for w in model.weights]
+                "init": [keras.ops.convert_to_numpy(w) for w in model.weights],
+                "attention": _attention_configs(model),
             }
             fold = root / "runs" / name / "fold_0"
             model.load_weights(str(fold / "best.weights.h5"))
@@ -197,6 +218,19 @@ def rebuilt(tmp_path_factory):
     return root, here, report
 
 
+def _attention_configs(model) -> list:
+    """``[class name, config]`` of each attention layer, as JSON gives them."""
+    return json.loads(
+        json.dumps(
+            [
+                [type(layer).__name__, layer.get_config()]
+                for layer in model.layers
+                if layer.name.endswith("_attention")
+            ]
+        )
+    )
+
+
 def _check_rebuilt(rebuilt, name: str, expected: dict) -> None:
     """The run ``name`` recorded, and rebuilt in the new process, with
     ``expected`` among its options, the same weights and predictions."""
@@ -206,11 +240,13 @@ def _check_rebuilt(rebuilt, name: str, expected: dict) -> None:
     assert saved["attention_options"] == spec["recorded"]
     assert "r" not in saved and "max_scale" not in saved  # options, not fields
     attention = report[name]["attention"]
-    assert len(attention) == 1  # channels [4, 8]: one encoder level
-    kind, config = attention[0]
-    assert kind == spec["layer"]
-    for key, value in expected.items():
-        assert config[key] == value and type(config[key]) is type(value), key
+    # Channels [4, 8]: one encoder level (an encoder U-Net: spec["layers"]).
+    assert [kind for kind, _ in attention] == spec["layers"]
+    for kind, config in attention:
+        if kind == spec["layers"][0]:
+            for key, value in expected.items():
+                assert config[key] == value and type(config[key]) is type(value), key
+    assert attention == here[name]["attention"]
     with np.load(root / f"{name}_init.npz") as init:
         weights = [init[f"arr_{i}"] for i in range(len(init.files))]
     assert len(weights) == len(here[name]["init"])
@@ -242,6 +278,32 @@ def test_choice_options_rebuild_in_a_new_process(rebuilt):
 
 def test_float_and_list_options_rebuild_in_a_new_process(rebuilt):
     _check_rebuilt(rebuilt, "gain", {"gain": 0.5, "offsets": [3, 4]})
+
+
+def test_encoder_u_net_rebuilds_in_a_new_process(rebuilt):
+    """config.json records the encoder and every option; a new process builds
+    the same MobileNetV2 + Multifractal U-Net from it, and resumes it."""
+    _check_rebuilt(rebuilt, "encoder", {"k": 8})
+    root, _, report = rebuilt
+    saved = json.loads((root / "runs" / "encoder" / "config.json").read_text())
+    assert saved["encoder"] == "mobilenetv2"
+    assert saved["encoder_options"] == {"alpha": 0.35}
+    assert saved["encoder_weights"] is None and saved["decoder_channels"] is None
+    assert saved["decoder_attention"] == "scse"
+    # No `r`: each inserted layer takes wide_reduction_ratio of its channels.
+    assert saved["decoder_attention_options"] == {"combine": "max"}
+    attention = report["encoder"]["attention"]
+    assert [config["name"] for _, config in attention] == [
+        "block_1_expand_relu_attention",
+        "block_3_expand_relu_attention",
+        "block_6_expand_relu_attention",
+        "block_13_expand_relu_attention",
+        "out_relu_attention",
+        *(f"decoder_{level}_attention" for level in (4, 3, 2, 1)),
+    ]
+    # The decoder's concatenations at alpha 0.35: 1280 + 192, 256 + 96,
+    # 128 + 48 and 64 + 48 channels; r = max(1, min(16, channels // 8)).
+    assert [config["r"] for _, config in attention[5:]] == [16, 16, 16, 14]
 
 
 def test_an_unregistered_attention_is_a_clear_error_in_a_new_process(rebuilt):
@@ -351,6 +413,87 @@ def test_a_changed_option_is_a_configuration_mismatch(rebuilt, capsys):
     err = capsys.readouterr().err
     assert "attention_options.k: saved 8, now 4" in err
     assert not (root / "runs" / "multi" / "fold_1").exists()
+
+
+def test_a_changed_encoder_option_is_a_configuration_mismatch(rebuilt, capsys):
+    root, _, _ = rebuilt
+    data = (root / "data" / "x.npy", root / "data" / "y.npy")
+    argv = _argv(data, root, "encoder", *RUNS["encoder"]["flags"], "--fold", "1")
+    argv[argv.index("alpha=0.35")] = "alpha=0.5"
+    assert cli.main(argv) == 2
+    assert "encoder_options.alpha: saved 0.35, now 0.5" in capsys.readouterr().err
+    assert not (root / "runs" / "encoder" / "fold_1").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--encoder", "resnet50", "--encoder-option", "alpha=1"],
+         "'resnet50' (keras.applications.ResNet50) takes no option 'alpha'"),
+        (["--encoder", "mobilenetv2", "--encoder-option", "alpha=true"],
+         "`alpha` must be a number"),
+        (["--encoder-weights", "imagenet"], "`encoder_weights` belongs to an encoder"),
+        (["--decoder-attention", "se"], "set `encoder`"),
+        (["--encoder", "mobilenet"], "`encoder` must be one of"),
+        # The papers' U-Net's widths with an encoder.
+        (["--channels-per-level", "4,8", "--encoder", "resnet50"],
+         "the widths of an encoder U-Net's decoder are `decoder_channels`"),
+        (["--encoder", "resnet50", "--decoder-channels", "8,16"], "needs 5 values"),
+        (["--encoder", "resnet50", "--decoder-attention", "none",
+          "--decoder-attention-option", "r=4"], "`decoder_attention` is none"),
+    ],
+)  # fmt: skip
+def test_bad_encoder_settings_are_refused_before_any_file(
+    data, tmp_path, capsys, flags, message
+):
+    argv = _argv(data, tmp_path, "bad", *flags)
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_encoder_flags_join_the_files_options_and_a_new_encoder_drops_them(
+    data, tmp_path
+):
+    path = tmp_path / "cv.toml"
+    path.write_text(
+        '[model]\nmodel = "se"\nencoder = "mobilenetv2"\n'
+        "[model.encoder_options]\nalpha = 0.5\n"
+    )
+    parser = cli.build_parser()
+
+    def config(*flags):
+        argv = _argv(data, tmp_path, "x", "--config", str(path), *flags, encoder=True)
+        return cv.config_from_args(parser.parse_args(argv))
+
+    assert config().encoder_options == {"alpha": 0.5}
+    assert config().attention_kwargs == {}  # SE's r: chosen per layer
+    assert config("--encoder-option", "alpha=0.35").encoder_options == {"alpha": 0.35}
+    other = config("--encoder", "convnexttiny")
+    assert other.encoder_options == {}
+    assert other.effective_options("encoder_options") == {"include_preprocessing": True}
+    assert config("--attention-option", "r=4").attention_kwargs == {"r": 4}
+
+
+def test_encoder_weights_reach_the_encoder(tmp_path):
+    """encoder_weights (a file here; "imagenet" the same way) is passed on."""
+    keras.utils.set_random_seed(1)
+    stored = keras.applications.MobileNetV2(
+        include_top=False, weights=None, input_shape=(SIZE, SIZE, 3), alpha=0.35
+    )
+    path = tmp_path / "encoder.weights.h5"
+    stored.save_weights(path)
+    config = cv.CVConfig(
+        dataset="folder", images_dir="i", masks_dir="m", target_size=(SIZE, SIZE),
+        model="unet", encoder="mobilenetv2", encoder_options={"alpha": 0.35},
+        encoder_weights=str(path),
+    )  # fmt: skip
+    model = cv.build_model(config, (SIZE, SIZE, 3))
+    for name in ("Conv1", "block_16_project"):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(model.get_layer(name).kernel),
+            keras.ops.convert_to_numpy(stored.get_layer(name).kernel),
+        )
 
 
 def test_differences_compare_option_by_option():

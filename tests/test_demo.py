@@ -233,6 +233,51 @@ def test_import_registers_a_models_attention(tmp_path, capsys, monkeypatch):
         sys.modules.pop("demo_plugin", None)
 
 
+def test_an_encoder_from_the_command_line():
+    """--encoder makes every model an encoder U-Net; its options recorded."""
+    argv = ["--quick", "--models", "none,multifractal,ssr", "--encoder", "MobileNetV2"]
+    argv += ["--encoder-option", "alpha=0.35", "--attention-option", "multifractal.k=8"]
+    config = demo.config_from_args(_parser().parse_args(argv))
+    assert (config.encoder, config.encoder_options) == ("mobilenetv2", {"alpha": 0.35})
+    recorded = config.to_dict()
+    assert recorded["encoder_options"] == {"alpha": 0.35}
+    assert recorded["encoder_weights"] is None
+    # SSR's r is chosen per layer in an encoder U-Net: not an option then.
+    assert recorded["attention_options"]["ssr"] == {
+        "max_scale": 3, "scaling": "batch", "synchronized": True
+    }  # fmt: skip
+    model = demo.build_model("multifractal", config, (32, 32, 1))
+    assert model.get_layer("block_1_expand_relu_attention").k == 8
+    # alpha 0.35: MobileNetV2's first convolution has 32 * 0.35 rounded up
+    # to a multiple of 8 filters.
+    assert model.get_layer("Conv1").filters == 16
+    assert [model.get_layer(f"decoder_{i}_conv_0").filters for i in range(5)] == [
+        16, 32, 64, 128, 256,
+    ]  # fmt: skip
+    # Every BatchNormalization, the encoder's too, at the demo's momentum.
+    momenta = _block_momenta(model)
+    assert "bn_Conv1" in momenta and set(momenta.values()) == {0.9}
+    assert model.get_layer("block_1_expand_relu_attention").alpha.bn.momentum == 0.9
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--encoder", "mobilenetv3"], "Unknown encoder 'mobilenetv3'"),
+        (["--encoder", "resnet50", "--encoder-option", "alpha=1"], "no option 'alpha'"),
+        (["--encoder", "resnet50", "--size", "48"], "stride 32. Received: size=48"),
+        (["--encoder", "resnet50", "--channels", "4,8"], "--decoder-channels"),
+        (["--encoder-option", "alpha=0.35"], "set `encoder`"),
+        (["--encoder", "resnet50", "--decoder-channels", "8,16"], "5 positive"),
+    ],
+)
+def test_bad_encoder_options_exit_with_2(tmp_path, capsys, flags, message):
+    argv = ["--quick", "--output", str(tmp_path / "out"), *flags]
+    assert demo.run_from_args(_parser().parse_args(argv)) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 # --------------------------------------------------------------------------
 # Models
 
@@ -420,3 +465,40 @@ def test_short_demo_end_to_end(tmp_path, capsys):
         assert float(line["dice_mean"]) == pytest.approx(row["dice_mean"])
         assert float(line["iou_std"]) == pytest.approx(row["iou_std"])
         assert float(line["dice_pooled"]) == pytest.approx(row["dice_pooled"])
+
+
+@pytest.mark.slow
+def test_short_encoder_demo_end_to_end(tmp_path):
+    """A MobileNetV2 + Multifractal U-Net through the demo: trained, scored,
+    drawn (its per-pixel gates among the encoder's features), recorded."""
+    pytest.importorskip("matplotlib")
+    output = tmp_path / "demo"
+    argv = [
+        "--quick", "--samples", "8", "--test-samples", "4", "--batch-size", "4",
+        "--output", str(output), "--verbose", "0", "--models", "multifractal",
+        "--encoder", "mobilenetv2", "--encoder-option", "alpha=0.35",
+        "--run-eagerly",
+    ]  # fmt: skip
+    assert demo.run_from_args(_parser().parse_args(argv)) == 0
+    assert sorted(os.listdir(output)) == [
+        "predictions.png",
+        "results.csv",
+        "results.json",
+        "singularity_maps_multifractal.png",
+    ]
+    with open(output / "results.json", encoding="utf-8") as handle:
+        result = json.load(handle)
+    config = result["config"]
+    assert (config["encoder"], config["encoder_options"]) == (
+        "mobilenetv2",
+        {"alpha": 0.35},
+    )
+    (row,) = result["rows"]
+    reference = build_unet(
+        input_shape=(32, 32, 1),
+        encoder="mobilenetv2",
+        encoder_kwargs={"alpha": 0.35},
+        attention="multifractal",
+    )
+    assert row["params"] == reference.count_params()
+    assert 0.0 <= row["iou_mean"] <= row["dice_mean"] + 1e-12 <= 1.0 + 1e-12

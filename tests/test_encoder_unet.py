@@ -1,9 +1,10 @@
 """build_unet(encoder=...): a U-Net decoder on standard encoders.
 
 One small encoder U-Net (MobileNetV2, alpha 0.35, 1-channel 32x32 inputs,
-SSR in the encoder, scSE in the decoder, 3 classes) is built once per module
-and trained, saved, run in mixed precision and exported; every listed
-encoder is built once for its wiring.
+SSR in the encoder, scSE in the decoder, 3 classes) is built once per module,
+trained, saved and exported; another one runs in mixed precision; the other
+encoders are built for their wiring (all on torch, one per other backend).
+Inference goes through one XLA program on JAX (``compiled``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from gradients import compiled
 
 from keras_ssr import layers, models
 
@@ -21,6 +23,12 @@ MOBILENET = {"alpha": 0.35}
 
 def _numpy(x):
     return keras.ops.convert_to_numpy(x)
+
+
+def _predict(model, x):
+    """An inference call; one XLA program on JAX, where an eager call
+    compiles every op of the U-Net."""
+    return _numpy(compiled(lambda x: model(x, training=False))(x))
 
 
 def _images(batch=2, channels=1, seed=0, size=SIZE):
@@ -74,12 +82,16 @@ def test_decoder_wiring(unet):
 
 
 def test_trains_one_step(unet, tmp_path):
-    """fit (jit-compiled on TensorFlow and JAX), then .keras save/reload."""
-    model = _unet()
+    """fit, then .keras save/reload. Compiled as Keras compiles by default
+    (``jit_compile="auto"``): XLA on JAX, a tf.function graph on TensorFlow's
+    CPU (XLA where there is a GPU; on a CPU, XLA compiles this training step
+    about 2.5x slower than the graph, and each attention layer's XLA fit step
+    is tested in tests/test_layers.py and tests/test_family_layers.py),
+    eagerly on torch. The module's U-Net itself: test_export compares its
+    export with its own outputs, whatever its weights."""
+    model = unet
     model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss="categorical_crossentropy",
-        jit_compile=BACKEND != "torch",
+        optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy"
     )
     x = _images(2)
     labels = np.random.default_rng(1).integers(0, 3, (2, SIZE, SIZE))
@@ -100,9 +112,7 @@ def test_trains_one_step(unet, tmp_path):
     path = tmp_path / "unet.keras"
     model.save(path)
     reloaded = keras.saving.load_model(path)
-    np.testing.assert_array_equal(
-        _numpy(reloaded(x, training=False)), _numpy(model(x, training=False))
-    )
+    np.testing.assert_array_equal(_predict(reloaded, x), _predict(model, x))
 
 
 @pytest.fixture
@@ -116,7 +126,7 @@ def mixed_policy():
 def test_mixed_precision(mixed_policy):
     model = _unet(attention="se")
     assert model.get_layer("block_1_expand_relu_attention").compute_dtype == "bfloat16"
-    out = _numpy(model(_images(2), training=False))
+    out = _predict(model, _images(2))
     assert out.dtype == np.float32 and np.all(np.isfinite(out))
     np.testing.assert_allclose(out.sum(axis=-1), 1.0, atol=1e-5)
 
@@ -124,7 +134,7 @@ def test_mixed_precision(mixed_policy):
 def test_export(unet, tmp_path):
     """One export per backend: SavedModel (TF), torch.export, ONNX (JAX)."""
     x = _images(2, seed=3)
-    expected = _numpy(unet(x, training=False))
+    expected = _predict(unet, x)
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
@@ -159,7 +169,17 @@ def test_export(unet, tmp_path):
     np.testing.assert_allclose(actual, expected, rtol=0, atol=2e-5)
 
 
-@pytest.mark.parametrize("encoder", ["resnet50", "efficientnetb0", "convnexttiny"])
+#: The other encoders' wiring: all on torch (the quickest to build them), one
+#: on each other backend (the wiring is the same code; test_insertion.py
+#: inserts into every encoder on every backend).
+OTHER_ENCODERS = {
+    "torch": ["resnet50", "efficientnetb0", "convnexttiny"],
+    "tensorflow": ["convnexttiny"],
+    "jax": ["resnet50"],
+}
+
+
+@pytest.mark.parametrize("encoder", OTHER_ENCODERS.get(BACKEND, ["resnet50"]))
 def test_other_encoders(encoder):
     model = _unet(encoder=encoder, encoder_kwargs=None, attention="se")
     names = [layer.name for layer in model.layers]
@@ -194,9 +214,15 @@ def test_keras_hub_encoder():
     assert model.get_layer("decoder_3_upsample").input is (
         model.get_layer("stack2_block0_out_attention").output
     )
-    assert tuple(model(_images(1, 3)).shape) == (1, SIZE, SIZE, 1)
+    assert _predict(model, _images(1, 3)).shape == (1, SIZE, SIZE, 1)
 
 
+@pytest.mark.skipif(
+    BACKEND == "jax",
+    reason="the same decoder code as in 2-D; the volumetric layers and U-Net "
+    "run on JAX in tests/test_models.py (each new model costs a compile per "
+    "weight shape on JAX)",
+)
 def test_volumetric_encoder():
     """A 3-D encoder of your own: skips by the stride rule, 3-D decoder."""
     keras.utils.set_random_seed(0)
@@ -217,8 +243,8 @@ def test_volumetric_encoder():
         32,
         64,
     ]
-    out = model(np.random.default_rng(0).uniform(size=(1, 8, 8, 8, 2)))
-    assert tuple(out.shape) == (1, 8, 8, 8, 1)
+    x = np.random.default_rng(0).uniform(size=(1, 8, 8, 8, 2)).astype("float32")
+    assert _predict(model, x).shape == (1, 8, 8, 8, 1)
 
 
 def _adapt_reference(kernel, channels):
@@ -277,6 +303,9 @@ def test_pretrained_weights_reach_a_one_channel_encoder(tmp_path):
         ({"channels_per_level": (8, 16)}, ValueError, "channels_per_level"),
         ({"input_shape": (36, 36, 1)}, ValueError, "divisible by"),
         ({"encoder_kwargs": {"weights": None}}, ValueError, "must not set"),
+        # A pooled output, or ConvNeXt's layer-name prefix: not options.
+        ({"encoder_kwargs": {"pooling": "avg"}}, ValueError, "no option 'pooling'"),
+        ({"encoder_kwargs": {"alpha": "big"}}, TypeError, "`alpha` must be a number"),
         ({"skips": ["nope"]}, ValueError, "no layer named 'nope'"),
         ({"encoder": None, "skips": ["a"]}, ValueError, "need an `encoder`"),
     ],
@@ -284,3 +313,28 @@ def test_pretrained_weights_reach_a_one_channel_encoder(tmp_path):
 def test_errors(kwargs, error, match):
     with pytest.raises(error, match=match):
         _unet(attention=None, decoder_attention=None, **kwargs)
+
+
+def test_encoder_options():
+    """The constructor's own arguments, checked without building anything."""
+    assert models.encoder_options("MobileNetV2", {"alpha": 1}) == {"alpha": 1.0}
+    assert models.encoder_options("convnexttiny") == {"include_preprocessing": True}
+    assert models.encoder_options("resnet50") == models.encoder_options(None) == {}
+    with pytest.raises(ValueError, match="no option 'name'; its options are alpha"):
+        models.encoder_options("mobilenetv2", {"name": "x"})
+    with pytest.raises(TypeError, match="`include_preprocessing` must be a bool"):
+        models.encoder_options("convnexttiny", {"include_preprocessing": 1})
+    with pytest.raises(ValueError, match="no encoder"):
+        models.encoder_options(None, {"alpha": 0.5})
+    with pytest.raises(ValueError, match="Unknown encoder 'vgg16'"):
+        models.encoder_options("vgg16")
+    with pytest.raises(TypeError, match="mapping"):
+        models.encoder_options("resnet50", [("alpha", 1)])
+
+
+def test_inserted_attention_options_leave_r_to_each_layer():
+    """Without `r` (chosen per layer), the options build the same layers."""
+    options = models.attention_options("ssr", inserted=True)
+    assert "r" not in options and options["max_scale"] == 3
+    assert models.attention_options("ssr", {"r": 4}, inserted=True)["r"] == 4
+    assert "r" in models.attention_options("ssr")  # the papers' U-Net: r=2

@@ -136,7 +136,11 @@ def build_model(
 
     ``"unet"`` has no attention, ``"ssr_unet"`` SSR; the attention layer
     gets every option of :attr:`CVConfig.attention_kwargs` (those set in
-    ``attention_options``, the registered defaults for the others).
+    ``attention_options``, the registered defaults for the others). With an
+    ``encoder``, the encoder U-Net: the encoder with every option of
+    ``effective_options("encoder_options")`` and ``encoder_weights``, the
+    attention after its skip features and output, ``decoder_channels`` and
+    the ``decoder_attention``.
 
     Args:
         config: the configuration.
@@ -158,8 +162,19 @@ def build_model(
     """
     from keras_ssr import models
 
+    encoder = {}
+    if config.encoder is not None:
+        encoder = {
+            "encoder": config.encoder,
+            "encoder_weights": config.encoder_weights,
+            "encoder_kwargs": config.effective_options("encoder_options"),
+            "decoder_attention": config.decoder_attention,
+            "decoder_attention_kwargs": config.effective_options(
+                "decoder_attention_options"
+            ),
+        }
     return models.build_unet(
-        config.channels_per_level,
+        config.decoder_channels if config.encoder else config.channels_per_level,
         input_shape=tuple(input_shape),
         n_classes=2,
         with_bn=config.with_bn,
@@ -168,6 +183,7 @@ def build_model(
         attention_kwargs=config.attention_kwargs or None,
         data_format=config.data_format,
         name=config.model,
+        **encoder,
     )
 
 

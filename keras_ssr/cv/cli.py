@@ -12,8 +12,10 @@ adds its flag. Flags default to "not given", so that they override a
 
 ``--attention-option KEY=VALUE`` (repeatable) sets one option of the
 attention layer, the value read as a TOML literal (``k=8``,
-``per_channel=true``, ``basis=dct``); ``--import MODULE`` imports a module
-first, e.g. one registering an attention of one's own.
+``per_channel=true``, ``basis=dct``); ``--encoder-option`` and
+``--decoder-attention-option`` those of the encoder and of the decoder's
+attention; ``--import MODULE`` imports a module first, e.g. one registering
+an attention of one's own.
 
 Parsing (``--help``, a wrong flag) loads no backend: the runner and the
 model are imported when a command runs.
@@ -107,9 +109,10 @@ def _flag_options(field: dataclasses.Field) -> tuple[list[str], dict]:
         options["type"] = _optional(parser) if meta["optional"] else parser
     elif meta["optional"]:
         options["type"] = _optional(str)
-    # model: names may register late (and listing them would load Keras)
-    choices = None if field.name == "model" else choices_of(field)
-    if choices is not None:
+    choices = choices_of(field)
+    # Not for model names, which may register late (--import), nor where
+    # "none" (None) is a value: CVConfig's check names the choices then.
+    if choices is not None and field.name != "model" and not meta["optional"]:
         options["choices"] = choices
     if meta["metavar"]:
         options["metavar"] = meta["metavar"]
@@ -284,8 +287,9 @@ def _dry_run(config: CVConfig) -> None:
     parameters = model.count_params()
     keras.backend.clear_session()
     print(
-        f"{len(x)} samples of shape {tuple(x.shape[1:])}; model {config.model} "
-        f"with {parameters:,} parameters; run folder '{config.run_dir}'"
+        f"{len(x)} samples of shape {tuple(x.shape[1:])}; model {config.model}"
+        + (f" on {config.encoder}" if config.encoder else "")
+        + f" with {parameters:,} parameters; run folder '{config.run_dir}'"
     )
     for k, split in enumerate(splits):
         state = "finished" if results.finished(config.run_dir, k) else "to run"

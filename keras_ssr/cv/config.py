@@ -106,9 +106,10 @@ def _jsonable(value):
     return value
 
 
-def _attention_options(model: str, options) -> dict[str, Any]:
+def _attention_options(model: str, options, config=None) -> dict[str, Any]:
     """Every option of ``model``'s attention layer, checked
-    (:func:`keras_ssr.models.attention_options`)."""
+    (:func:`keras_ssr.models.attention_options`); in an encoder U-Net, ``r``
+    only when set (otherwise each layer's from its channels)."""
     from keras_ssr import models
 
     attention = attention_of(model)
@@ -117,7 +118,44 @@ def _attention_options(model: str, options) -> dict[str, Any]:
             f"model={model!r} has no attention layer, so it takes no attention "
             f"options. Received: attention_options={dict(options)!r}"
         )
-    return models.attention_options(attention, options)
+    encoder = getattr(config, "encoder", None)
+    return models.attention_options(attention, options, inserted=encoder is not None)
+
+
+def _decoder_attention_options(name, options, config=None) -> dict[str, Any]:
+    """Every option of the decoder's attention layer (``r`` only when set)."""
+    from keras_ssr import models
+
+    if name is None and options:
+        raise ValueError(
+            "`decoder_attention` is none, so it takes no options. Received: "
+            f"decoder_attention_options={dict(options)!r}"
+        )
+    return models.attention_options(name, options, inserted=True)
+
+
+def _encoder_options(encoder, options, config=None) -> dict[str, Any]:
+    """Every option of the encoder (:func:`keras_ssr.models.encoder_options`)."""
+    from keras_ssr import models
+
+    if encoder is None and options:
+        raise ValueError(
+            "`encoder` is none (the papers' U-Net), so it takes no encoder options. "
+            f"Received: encoder_options={dict(options)!r}"
+        )
+    return models.encoder_options(encoder, options)
+
+
+def _encoder_names() -> list[str]:
+    from keras_ssr import models
+
+    return models.encoder_names()
+
+
+def _decoder_attention_names() -> list[str]:
+    from keras_ssr import models
+
+    return models.attention_names()
 
 
 def _isic_scales() -> tuple[str, ...]:
@@ -204,7 +242,8 @@ class CVConfig:
         "ssr_unet",
         "ssr_unet (SSR after every encoder block), unet, or an attention name "
         "of keras_ssr.models.build_unet (none, se, ssr, ssr_xu, mono, "
-        "multifractal, scse, srm, fca, or one registered with --import)",
+        "multifractal, scse, srm, fca, or one registered with --import); with "
+        "an encoder, after its skip features and its output",
         "model",
         "str",
         choices=model_names,
@@ -215,7 +254,8 @@ class CVConfig:
         {},
         "the attention layer's constructor arguments (keras_ssr.models."
         "attention_options lists them), e.g. k=8 or basis=dct; unset ones take "
-        "the registered defaults; config.json records them all",
+        "the registered defaults (with an encoder, r is chosen per layer unless "
+        "set); config.json records them all",
         "model",
         "options",
         flags=("--attention-option",),
@@ -225,11 +265,70 @@ class CVConfig:
     )
     channels_per_level: tuple[int, ...] = setting(
         (32, 64, 128, 256),
-        "filters per U-Net level, the last the bottleneck's",
+        "filters per level of the papers' U-Net, the last the bottleneck's "
+        "(with an encoder: decoder_channels)",
         "model",
         "ints",
         metavar="C,...",
         aliases=("levels",),
+    )
+    encoder: str | None = setting(
+        None,
+        "none (the papers' U-Net), or a keras.applications encoder under a U-Net "
+        "decoder: mobilenetv2, resnet50, efficientnetb0, convnexttiny, ... "
+        "(keras_ssr.models.encoder_names lists them); the input size must be "
+        "divisible by 32",
+        "model",
+        "str",
+        choices=_encoder_names,
+        metavar="NAME",
+    )
+    encoder_options: dict[str, Any] = setting(
+        {},
+        "the encoder's constructor arguments (keras_ssr.models.encoder_options "
+        "lists them), e.g. alpha=0.35 for mobilenetv2; config.json records them all",
+        "model",
+        "options",
+        flags=("--encoder-option",),
+        metavar="KEY=VALUE",
+        owner="encoder",
+        resolve=_encoder_options,
+    )
+    encoder_weights: str | None = setting(
+        None,
+        "the encoder's initial weights: none (random), imagenet (downloaded by "
+        "Keras) or a weights file",
+        "model",
+        "str",
+        metavar="WEIGHTS",
+    )
+    decoder_channels: tuple[int, ...] | None = setting(
+        None,
+        "with an encoder: the decoder's filters from full resolution, 5 values "
+        "(none: 16,32,64,128,256)",
+        "model",
+        "ints",
+        metavar="C,...",
+    )
+    decoder_attention: str | None = setting(
+        None,
+        "with an encoder: an attention name after each skip concatenation of the "
+        "decoder (as segmentation_models.pytorch's decoder_attention_type)",
+        "model",
+        "str",
+        choices=_decoder_attention_names,
+        metavar="NAME",
+        hint=_settings.REGISTER_HINT,
+    )
+    decoder_attention_options: dict[str, Any] = setting(
+        {},
+        "the decoder attention's constructor arguments, as attention_options",
+        "model",
+        "options",
+        flags=("--decoder-attention-option",),
+        metavar="KEY=VALUE",
+        owner="decoder_attention",
+        resolve=_decoder_attention_options,
     )
     with_bn: bool = setting(
         False,
@@ -379,7 +478,8 @@ class CVConfig:
                     )
         if self.max_samples is not None:
             _checks.check_int("max_samples", self.max_samples, self.folds)
-        if self.dataset != "isic":
+        self._check_encoder()
+        if self.dataset != "isic" and self.encoder is None:
             levels = self.channels_per_level
             factor = 2 ** (len(levels) - 1)
             if any(side % factor for side in self.target_size):
@@ -400,6 +500,51 @@ class CVConfig:
                 f"Received: name={self.name!r}"
             )
 
+    def _check_encoder(self) -> None:
+        """The encoder U-Net's fields go together: none without an encoder,
+        and the papers' U-Net's widths not with one."""
+        if self.decoder_attention == "none":
+            object.__setattr__(self, "decoder_attention", None)
+        if self.encoder is None:
+            given = [
+                name
+                for name in ("encoder_weights", "decoder_channels", "decoder_attention")
+                if getattr(self, name) is not None
+            ]
+            if given:
+                raise ValueError(
+                    f"{', '.join(f'`{n}`' for n in given)} "
+                    f"{'belongs' if len(given) == 1 else 'belong'} to an encoder "
+                    "U-Net: set `encoder` (e.g. mobilenetv2). Received: "
+                    + ", ".join(f"{n}={getattr(self, n)!r}" for n in given)
+                )
+            return
+        from keras_ssr.models.encoders import ENCODER_STRIDE
+
+        if self.dataset != "isic" and any(
+            side % ENCODER_STRIDE for side in self.target_size
+        ):
+            raise ValueError(
+                f"`target_size` must be divisible by the encoder's stride "
+                f"{ENCODER_STRIDE}. Received: target_size={self.target_size!r}, "
+                f"encoder={self.encoder!r}"
+            )
+        default = default_of(self.__dataclass_fields__["channels_per_level"])
+        if self.channels_per_level != default:
+            raise ValueError(
+                "`channels_per_level` sets the papers' U-Net; the widths of an "
+                "encoder U-Net's decoder are `decoder_channels`. Received: "
+                f"channels_per_level={self.channels_per_level!r}, "
+                f"encoder={self.encoder!r}"
+            )
+        levels = ENCODER_STRIDE.bit_length() - 1
+        if self.decoder_channels is not None and len(self.decoder_channels) != levels:
+            raise ValueError(
+                f"`decoder_channels` needs {levels} values, one per 2x upsampling "
+                f"of the encoder's stride {ENCODER_STRIDE}. Received: "
+                f"decoder_channels={self.decoder_channels!r}"
+            )
+
     def _resolve_options(self) -> None:
         """Checks each ``"options"`` field by its ``resolve`` (the layer's own
         errors for bad values); keeps the options that differ from the
@@ -408,12 +553,12 @@ class CVConfig:
         for field in _options_fields():
             resolve = field.metadata["resolve"]
             owner = getattr(self, field.metadata["owner"])
-            effective = resolve(owner, getattr(self, field.name))
-            defaults = resolve(owner, None)
+            effective = resolve(owner, getattr(self, field.name), self)
+            defaults = resolve(owner, None, self)
             changed = {
                 key: value
                 for key, value in effective.items()
-                if _jsonable(value) != _jsonable(defaults[key])
+                if key not in defaults or _jsonable(value) != _jsonable(defaults[key])
             }
             object.__setattr__(self, field.name, changed)
             resolved[field.name] = (effective, defaults)
@@ -441,8 +586,12 @@ class CVConfig:
 
     @property
     def run_name(self) -> str:
-        """``name``, or ``"<model>-<dataset>"`` when it is ``None``."""
-        return self.name if self.name is not None else f"{self.model}-{self.dataset}"
+        """``name``, or ``"<model>-<dataset>"`` (``"<model>-<encoder>-<dataset>"``
+        with an encoder) when it is ``None``."""
+        if self.name is not None:
+            return self.name
+        parts = (self.model, self.encoder, self.dataset)
+        return "-".join(part for part in parts if part is not None)
 
     @property
     def run_dir(self) -> Path:

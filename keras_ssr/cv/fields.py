@@ -62,9 +62,11 @@ def setting(
         owner: for ``"options"``: the field whose value the options belong
             to (e.g. ``"model"``); when a flag changes it, the options of a
             config file are dropped.
-        resolve: for ``"options"``: ``resolve(owner_value, options)`` returns
-            every option's effective value (``options=None``: the defaults),
-            raising for an unknown option or a bad value.
+        resolve: for ``"options"``: ``resolve(owner_value, options, config)``
+            returns every option's effective value (``options=None``: the
+            defaults), raising for an unknown option or a bad value;
+            ``config`` is the configuration, its other fields checked (the
+            attention's options depend on whether there is an encoder).
 
     Returns:
         A ``dataclasses.field`` whose metadata holds the declaration.

@@ -102,6 +102,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _settings.add_import_argument(parser)
     parser.add_argument(
+        "--encoder",
+        metavar="NAME",
+        help="every model an encoder U-Net on this keras.applications encoder "
+        "(mobilenetv2, resnet50, efficientnetb0, convnexttiny, ...; "
+        "keras_ssr.models.encoder_names lists them), its attention after the "
+        "encoder's skip features and output; --size divisible by 32 "
+        "(default: the papers' U-Net)",
+    )
+    parser.add_argument(
+        "--encoder-option",
+        dest="encoder_options",
+        action=_settings.SetOption,
+        type=_settings.assignment,
+        metavar="KEY=VALUE",
+        help="an option of the encoder, e.g. alpha=0.35 for mobilenetv2 "
+        "(keras_ssr.models.encoder_options lists them); repeatable, the value a "
+        "TOML literal",
+    )
+    parser.add_argument(
+        "--encoder-weights",
+        metavar="WEIGHTS",
+        help="the encoder's initial weights: imagenet (downloaded by Keras) or a "
+        "weights file (default: random)",
+    )
+    parser.add_argument(
+        "--decoder-channels",
+        type=_channels,
+        metavar="C,...",
+        help="with --encoder: the decoder's filters from full resolution, 5 "
+        "values (default 16,32,64,128,256)",
+    )
+    parser.add_argument(
         "--epochs", type=_positive_int, help=f"(default {DemoConfig.epochs})"
     )
     parser.add_argument(
@@ -180,6 +212,12 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
     from keras_ssr.models import attention_names
 
     base = QUICK if args.quick else DEFAULTS
+    if args.encoder is not None and args.channels_per_level is not None:
+        raise ValueError(
+            "--channels-per-level sets the papers' U-Net; with --encoder the "
+            "decoder's widths are --decoder-channels. Received: "
+            f"--channels-per-level {','.join(map(str, args.channels_per_level))}"
+        )
     models = args.models
     if models == ("all",):
         models = tuple(attention_names())
@@ -195,6 +233,10 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
         "learning_rate": args.learning_rate,
         "models": models,
         "attention_options": _attention_options(args.attention_options) or None,
+        "encoder": args.encoder,
+        "encoder_options": args.encoder_options,
+        "encoder_weights": args.encoder_weights,
+        "decoder_channels": args.decoder_channels,
     }
     return dataclasses.replace(
         base, **{k: v for k, v in overrides.items() if v is not None}

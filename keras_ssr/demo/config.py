@@ -65,6 +65,21 @@ class DemoConfig:
             defaults; :meth:`attention_kwargs` gives every option. (The
             former fields ``r`` and ``max_scale`` are still accepted as
             keywords: they set that option of every model that takes it.)
+        encoder: ``None`` (the papers' U-Net), or a keras.applications
+            encoder name of :func:`keras_ssr.models.encoder_names`: every
+            model is then an encoder U-Net (:func:`keras_ssr.models.build_unet`
+            with ``encoder``), its attention after the encoder's skip
+            features and output, ``r`` chosen per layer unless set;
+            ``channels_per_level`` is not used and ``size`` must be divisible
+            by 32.
+        encoder_options: the encoder's constructor options
+            (``{"alpha": 0.35}``), checked by
+            :func:`keras_ssr.models.encoder_options`; holds those that differ
+            from the defaults, :meth:`encoder_kwargs` gives every option.
+        encoder_weights: the encoder's initial weights: ``None`` (random),
+            ``"imagenet"`` (downloaded by Keras) or a weights file.
+        decoder_channels: the encoder U-Net's decoder filters from full
+            resolution, 5 values; ``None``: ``(16, 32, 64, 128, 256)``.
     """
 
     dataset: str = "textures"
@@ -80,6 +95,10 @@ class DemoConfig:
     attention_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(
         default_factory=dict
     )
+    encoder: str | None = None
+    encoder_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    encoder_weights: str | None = None
+    decoder_channels: tuple[int, ...] | None = None
 
     def __post_init__(self):
         _validate(self)
@@ -91,17 +110,32 @@ class DemoConfig:
             return dict(self._attention_kwargs[name])
         from keras_ssr.models import attention_options
 
-        return attention_options(name)
+        return attention_options(name, inserted=self.encoder is not None)
+
+    @property
+    def architecture(self) -> str:
+        """``"channels [...]"``, or ``"encoder <name>"`` with an encoder."""
+        if self.encoder is None:
+            return f"channels {list(self.channels_per_level)}"
+        return f"encoder {self.encoder}"
+
+    def encoder_kwargs(self) -> dict[str, Any]:
+        """Every option of the encoder, defaults included (none without one)."""
+        return dict(self._encoder_kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-ready values, ``attention_options`` holding
-        every option of every model (:meth:`attention_kwargs`)."""
+        every option of every model (:meth:`attention_kwargs`) and
+        ``encoder_options`` every option of the encoder."""
         out = dataclasses.asdict(self)
         out["channels_per_level"] = list(self.channels_per_level)
         out["models"] = list(self.models)
         out["attention_options"] = {
             name: kwargs for name, kwargs in self._attention_kwargs.items() if kwargs
         }
+        out["encoder_options"] = self.encoder_kwargs()
+        if self.decoder_channels is not None:
+            out["decoder_channels"] = list(self.decoder_channels)
         return out
 
 
@@ -196,15 +230,78 @@ def _resolve_options(config: DemoConfig) -> None:
             f"among the models {list(config.models)}. Received: "
             f"attention_options={dict(given)!r}"
         )
+    inserted = config.encoder is not None
     effective, changed = {}, {}
     for name in config.models:
-        effective[name] = attention_options(name, given.get(name))
-        defaults = attention_options(name)
-        differing = {k: v for k, v in effective[name].items() if v != defaults[k]}
+        effective[name] = attention_options(name, given.get(name), inserted=inserted)
+        defaults = attention_options(name, inserted=inserted)
+        differing = {
+            k: v
+            for k, v in effective[name].items()
+            if k not in defaults or v != defaults[k]
+        }
         if differing:
             changed[name] = differing
     object.__setattr__(config, "attention_options", changed)
     object.__setattr__(config, "_attention_kwargs", effective)
+
+
+def _check_encoder(config: DemoConfig) -> None:
+    """The encoder's name, options, weights and decoder widths; keeps every
+    option for :meth:`DemoConfig.encoder_kwargs`."""
+    from keras_ssr.models import encoder_options
+    from keras_ssr.models.encoders import ENCODER_STRIDE
+
+    if config.encoder is None:
+        given = {
+            name: getattr(config, name)
+            for name in ("encoder_options", "encoder_weights", "decoder_channels")
+            if getattr(config, name)
+        }
+        if given:
+            raise ValueError(
+                f"{', '.join(f'`{n}`' for n in given)} "
+                f"{'belongs' if len(given) == 1 else 'belong'} to an encoder "
+                "U-Net: set `encoder` (e.g. mobilenetv2). Received: "
+                + ", ".join(f"{n}={v!r}" for n, v in given.items())
+            )
+        object.__setattr__(config, "_encoder_kwargs", {})
+        return
+    if not isinstance(config.encoder, str):
+        raise TypeError(
+            "`encoder` must be None or an encoder name. "
+            f"Received: encoder={config.encoder!r}"
+        )
+    object.__setattr__(config, "encoder", config.encoder.strip().lower())
+    effective = encoder_options(config.encoder, config.encoder_options)
+    defaults = encoder_options(config.encoder)
+    changed = {k: v for k, v in effective.items() if v != defaults[k]}
+    object.__setattr__(config, "encoder_options", changed)
+    object.__setattr__(config, "_encoder_kwargs", effective)
+    if config.encoder_weights is not None and not isinstance(
+        config.encoder_weights, str
+    ):
+        raise TypeError(
+            "`encoder_weights` must be None, 'imagenet' or a file path. "
+            f"Received: encoder_weights={config.encoder_weights!r}"
+        )
+    if config.size % ENCODER_STRIDE:
+        raise ValueError(
+            f"`size` must be divisible by the encoder's stride {ENCODER_STRIDE}. "
+            f"Received: size={config.size}, encoder={config.encoder!r}"
+        )
+    levels = ENCODER_STRIDE.bit_length() - 1
+    widths = config.decoder_channels
+    if widths is not None and (
+        not isinstance(widths, tuple)
+        or len(widths) != levels
+        or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in widths)
+    ):
+        raise ValueError(
+            f"`decoder_channels` must be a tuple of {levels} positive integers, "
+            f"one per 2x upsampling of the encoder's stride {ENCODER_STRIDE}. "
+            f"Received: decoder_channels={widths!r}"
+        )
 
 
 def _validate(config: DemoConfig) -> None:
@@ -228,15 +325,18 @@ def _validate(config: DemoConfig) -> None:
             f"integers. Received: channels_per_level={channels!r}"
         )
     _integer(config, "size", 16, 128 if config.dataset == "ihc" else None)
+    check_real("learning_rate", config.learning_rate, 0.0, open_minimum=True)
+    _check_models(config.models)
+    _check_encoder(config)
+    _resolve_options(config)
+    if config.encoder is not None:
+        return  # its attention's r is chosen per layer
     factor = 2 ** (len(channels) - 1)
     if config.size % factor:
         raise ValueError(
             f"`size` must be divisible by 2**(levels - 1) = {factor} for "
             f"{len(channels)} levels. Received: size={config.size}"
         )
-    check_real("learning_rate", config.learning_rate, 0.0, open_minimum=True)
-    _check_models(config.models)
-    _resolve_options(config)
     for name in config.models:
         r = config.attention_kwargs(name).get("r")
         if isinstance(r, int) and min(channels[:-1]) < r:

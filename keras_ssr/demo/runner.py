@@ -98,8 +98,7 @@ def run_demo(
         f"keras-ssr demo: dataset {config.dataset!r}, {config.size}x{config.size} "
         f"images, {len(x_train)} for training, {len(x_test)} held out; "
         f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}; "
-        f"channels {list(config.channels_per_level)}; models "
-        f"{', '.join(config.models)}; "
+        f"{config.architecture}; models {', '.join(config.models)}; "
         f"Keras {keras.__version__} on {backend}"
     )
     rows, trained, predictions = [], {}, {}

@@ -24,21 +24,36 @@ def build_model(name: str, config: DemoConfig, input_shape):
     (those set in ``config.attention_options``, the registry's defaults for
     the others). Every BatchNormalization, the U-Net blocks'
     (``bn_momentum``) and the attention layers' own, gets the demo's
-    momentum (:data:`~keras_ssr.demo.config.DEMO_BN_MOMENTUM`).
+    momentum (:data:`~keras_ssr.demo.config.DEMO_BN_MOMENTUM`). With
+    ``config.encoder``, the encoder U-Net on it (its own BatchNormalization
+    layers included).
     """
+    import keras
+
     from keras_ssr import models
 
     factory = models.get_attention(name)
+    widths, encoder = list(config.channels_per_level), {}
+    if config.encoder is not None:
+        widths = config.decoder_channels
+        encoder = {
+            "encoder": config.encoder,
+            "encoder_weights": config.encoder_weights,
+            "encoder_kwargs": config.encoder_kwargs(),
+        }
     model = models.build_unet(
-        list(config.channels_per_level),
+        widths,
         input_shape=list(input_shape),
         attention=None if factory is None else name,
         attention_kwargs=config.attention_kwargs(name) or None,
         data_format="channels_last",
         name="unet" if factory is None else f"{name}_unet",
         bn_momentum=DEMO_BN_MOMENTUM,
+        **encoder,
     )
     for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = DEMO_BN_MOMENTUM
         for norm in _inner_batch_norms(layer):
             norm.momentum = DEMO_BN_MOMENTUM
     return model
@@ -84,8 +99,7 @@ def check_models(config: DemoConfig, input_shape) -> None:
         except (ValueError, TypeError) as error:
             raise UnbuildableModelError(
                 f"The {model_label(name)} (--models {name}) cannot be built with "
-                f"channels {list(config.channels_per_level)} on {tuple(input_shape)} "
-                f"images: {error}"
+                f"{config.architecture} on {tuple(input_shape)} images: {error}"
             ) from error
     keras.backend.clear_session()
 

@@ -31,6 +31,7 @@ from keras_ssr.models.encoders import (
     ENCODERS,
     adapt_input_channels,
     encoder_names,
+    encoder_options,
 )
 from keras_ssr.models.followup import (
     get_fca_encoder_unet,
@@ -76,6 +77,7 @@ __all__ = [
     "attention_reference",
     "build_unet",
     "encoder_names",
+    "encoder_options",
     "get_attention",
     "get_fca_encoder_unet",
     "get_monofractal_unet",

@@ -4,6 +4,7 @@ their skip features, and input channels other than RGB."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -66,13 +67,127 @@ ENCODERS: dict[str, tuple[str, tuple | None]] = {
     "convnextbase": ("ConvNeXtBase", None),
 }
 _TABLE_STRIDES = (2, 4, 8, 16)
-_TABLE_DEEPEST = 32
+#: The deepest stride of every named encoder (its output's).
+ENCODER_STRIDE = 32
 RGB = 3
+#: Constructor arguments that :func:`build_unet` sets ...
+SET_BY_BUILDER = ("include_top", "weights", "input_shape", "input_tensor")
+#: ... and those an encoder U-Net has no use for: the classifier's, a pooled
+#: (flat) output, and the model's name, which prefixes ConvNeXt's layer names
+#: (the skips').
+NOT_OPTIONS = ("pooling", "classes", "classifier_activation", "name")
 
 
 def encoder_names() -> list[str]:
     """The encoder names :func:`build_unet` accepts (keras.applications)."""
     return sorted(ENCODERS)
+
+
+def _encoder_key(encoder) -> str:
+    key = encoder.strip().lower() if isinstance(encoder, str) else encoder
+    if key not in ENCODERS:
+        raise ValueError(
+            f"Unknown encoder {encoder!r}. Known names: {encoder_names()}; or pass "
+            f"a keras.Model. Received: encoder={encoder!r}"
+        )
+    return key
+
+
+def encoder_options(
+    encoder: str | None, options: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The effective constructor options of a named encoder, checked.
+
+    The options of an encoder are the keyword arguments of its
+    keras.applications constructor but those :func:`build_unet` sets
+    (``include_top``, ``weights``, ``input_shape``, ``input_tensor``) and
+    those a U-Net has no use for (``pooling``, ``classes``,
+    ``classifier_activation``, ``name``): MobileNetV2's ``alpha``,
+    ConvNeXt's ``include_preprocessing``, none for ResNet and EfficientNet.
+    Each takes its value from ``options``, else the constructor's default.
+    A value must have its default's type (an integer is taken for a float);
+    other bad values are the constructor's errors when the encoder is built.
+    ``keras-ssr cv`` records this mapping in ``config.json``; passed as
+    ``encoder_kwargs`` to :func:`build_unet` it builds the same encoder.
+
+    Args:
+        encoder: a name of :func:`encoder_names`; ``None`` (no encoder) has
+            no options.
+        options: the options to set (``None``: the defaults).
+
+    Returns:
+        Every option of the encoder and its value, in signature order.
+
+    Raises:
+        ValueError: for an unknown encoder name, an option the encoder does
+            not take (its options are listed; those :func:`build_unet` sets
+            are named as such), or options for no encoder.
+        TypeError: if ``options`` is not a mapping of names, or a value is
+            not of its default's type.
+
+    Example:
+        >>> encoder_options("mobilenetv2", {"alpha": 0.35})
+        {'alpha': 0.35}
+        >>> encoder_options("resnet50")
+        {}
+    """
+    if options is not None and not (
+        isinstance(options, Mapping) and all(isinstance(k, str) for k in options)
+    ):
+        raise TypeError(
+            "The encoder options must be a mapping of option names to values or "
+            f"None. Received: options={options!r}"
+        )
+    options = dict(options or {})
+    if encoder is None:
+        if options:
+            raise ValueError(
+                "There is no encoder, so there are no encoder options to set. "
+                f"Received: options={options!r}"
+            )
+        return {}
+    key = _encoder_key(encoder)
+    constructor = getattr(keras.applications, ENCODERS[key][0])
+    values = {
+        p.name: p.default
+        for p in inspect.signature(constructor).parameters.values()
+        if p.default is not inspect.Parameter.empty
+        and p.name not in SET_BY_BUILDER + NOT_OPTIONS
+    }
+    reserved = sorted(set(SET_BY_BUILDER) & set(options))
+    if reserved:
+        raise ValueError(
+            f"The encoder options must not set {reserved}: build_unet sets them "
+            f"(the weights are `encoder_weights`). Received: options={options!r}"
+        )
+    unknown = [k for k in options if k not in values]
+    if unknown:
+        raise ValueError(
+            f"The encoder {key!r} (keras.applications.{ENCODERS[key][0]}) takes no "
+            f"option {', '.join(map(repr, unknown))}; its options are "
+            f"{', '.join(values) or 'none'}. Received: options={options!r}"
+        )
+    for name, value in options.items():
+        values[name] = _typed(name, value, values[name])
+    return values
+
+
+def _typed(name: str, value, default):
+    """``value`` checked against its default's type (int taken for float)."""
+    if default is None:
+        return value
+    if isinstance(default, bool) or not isinstance(default, float):
+        if type(value) is not type(default):
+            raise TypeError(
+                f"The encoder option `{name}` must be a {type(default).__name__}, "
+                f"as its default {default!r}. Received: {name}={value!r}"
+            )
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(
+            f"The encoder option `{name}` must be a number. Received: {name}={value!r}"
+        )
+    return float(value)
 
 
 def adapt_input_channels(kernel, in_channels: int, axis: int = -2) -> np.ndarray:
@@ -230,19 +345,11 @@ def build_encoder(
             "`encoder` must be None, an encoder name or a keras.Model. "
             f"Received: encoder={encoder!r} (of type {type(encoder).__name__})"
         )
-    key = encoder.strip().lower()
-    if key not in ENCODERS:
-        raise ValueError(
-            f"Unknown encoder {encoder!r}. Known names: {encoder_names()}; or pass "
-            f"a keras.Model. Received: encoder={encoder!r}"
-        )
-    reserved = {"include_top", "weights", "input_shape", "input_tensor"}
-    reserved = sorted(reserved & set(kwargs))
-    if reserved:
-        raise ValueError(
-            f"`encoder_kwargs` must not set {reserved}: build_unet sets them. "
-            f"Received: encoder_kwargs={kwargs!r}"
-        )
+    key = _encoder_key(encoder)
+    try:
+        kwargs = encoder_options(key, kwargs)
+    except (ValueError, TypeError) as error:
+        raise type(error)(f"`encoder_kwargs`: {error}") from None
     return _named_encoder(key, tuple(input_shape), data_format, weights, kwargs)
 
 
@@ -295,7 +402,7 @@ def encoder_features(
         )
     if table is not None:
         strides = {s: n for s, n in zip(_TABLE_STRIDES, table) if n is not None}
-        deepest = _TABLE_DEEPEST
+        deepest = ENCODER_STRIDE
     else:
         if skips is None:
             stages = stage_layers(encoder, data_format)

@@ -26,6 +26,7 @@ import keras
 from keras_ssr import _checks
 from keras_ssr._serialization import register
 from keras_ssr.models.registry import (
+    PER_LAYER_OPTION,
     AttentionFactory,
     _make_attention,
     _resolve_attention,
@@ -364,7 +365,9 @@ class _Rewriter:
     def __init__(self, factory, kwargs, user_kwargs, anchors, formats, share, spec):
         self.factory = factory
         self.kwargs = kwargs
-        self.auto_r = "r" not in user_kwargs and _has_parameter(factory, "r")
+        self.auto_r = PER_LAYER_OPTION not in user_kwargs and _has_parameter(
+            factory, PER_LAYER_OPTION
+        )
         self.anchors = {id(layer) for layer in anchors}
         self.formats = formats
         self.share = share
@@ -378,7 +381,8 @@ class _Rewriter:
         data_format = self.formats.get(id(anchor), keras.config.image_data_format())
         kwargs = dict(self.kwargs)
         if self.auto_r:
-            kwargs["r"] = wide_reduction_ratio(output.shape[_channel_axis(data_format)])
+            channels = output.shape[_channel_axis(data_format)]
+            kwargs[PER_LAYER_OPTION] = wide_reduction_ratio(channels)
         name = f"{anchor.name}_attention"
         suffix = 0
         while name in self.used_names:

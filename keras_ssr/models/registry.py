@@ -19,6 +19,7 @@ from typing import Any
 
 import keras
 
+from keras_ssr import _checks
 from keras_ssr._settings import REGISTER_HINT
 from keras_ssr.layers import (
     FrequencyChannelAttention,
@@ -44,6 +45,10 @@ _ATTENTION: dict[str, _AttentionEntry] = {}
 _NO_ATTENTION = "none"
 #: The factory arguments the builders set for every level: never options.
 BUILDER_ARGUMENTS = ("name", "data_format")
+#: The option that :func:`insert_attention` and :func:`build_unet`'s encoder
+#: U-Net choose per layer, from its channels (:func:`wide_reduction_ratio`),
+#: unless it is given.
+PER_LAYER_OPTION = "r"
 
 
 def register_attention(
@@ -159,7 +164,10 @@ def _named_parameters(factory) -> dict[str, Any]:
 
 
 def attention_options(
-    name: str | None, options: Mapping[str, Any] | None = None
+    name: str | None,
+    options: Mapping[str, Any] | None = None,
+    *,
+    inserted: bool = False,
 ) -> dict[str, Any]:
     """The effective constructor options of a registered attention, checked.
 
@@ -178,6 +186,10 @@ def attention_options(
         name: a registered attention name; ``None`` or ``"none"`` (no
             attention) has no options.
         options: the options to set (``None``: the defaults).
+        inserted: the options of layers that :func:`insert_attention` or an
+            encoder U-Net (:func:`build_unet` with ``encoder``) place: ``r``
+            is left out unless ``options`` sets it, as those give each layer
+            :func:`wide_reduction_ratio` of its channels.
 
     Returns:
         Every option of the attention and its value, in signature order.
@@ -194,8 +206,11 @@ def attention_options(
         >>> attention_options("multifractal", {"k": 8})
         {'max_scale': 3, 'k': 8, 'per_channel': False, 'scaling': 'batch',
          'synchronized': True}
+        >>> attention_options("ssr", inserted=True)
+        {'max_scale': 3, 'scaling': 'batch', 'synchronized': True}
     """
     factory, defaults = _lookup(name, "name")
+    inserted = _checks.check_bool("inserted", inserted)
     if options is not None and not isinstance(options, Mapping):
         raise TypeError(
             f"`options` must be a mapping of option names to values or None. "
@@ -244,6 +259,12 @@ def attention_options(
         reported = layer.get_config()
     except NotImplementedError:
         reported = {}
+    if (
+        inserted
+        and PER_LAYER_OPTION not in options
+        and PER_LAYER_OPTION in _named_parameters(factory)
+    ):
+        values.pop(PER_LAYER_OPTION)
     return {key: reported.get(key, value) for key, value in values.items()}
 
 

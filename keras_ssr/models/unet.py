@@ -12,6 +12,7 @@ from keras_ssr.distributed import SynchronizedBatchNormalization
 from keras_ssr.layers._base import BN_EPSILON, BN_MOMENTUM
 from keras_ssr.models.insertion import _has_parameter, wide_reduction_ratio
 from keras_ssr.models.registry import (
+    PER_LAYER_OPTION,
     AttentionFactory,
     _make_attention,
     _resolve_attention,
@@ -542,7 +543,7 @@ def _build_encoder_unet(
         bn_momentum,
         bn_epsilon,
     )
-    user_r = "r" in (decoder_attention_kwargs or {})
+    user_r = PER_LAYER_OPTION in (decoder_attention_kwargs or {})
     for level in reversed(range(levels)):
         x = parts.upsample(f"decoder_{level}_upsample")(x)
         skip = skip_features.get(2**level)
@@ -550,8 +551,9 @@ def _build_encoder_unet(
             x = parts.concat(level)([x, skip])
             if decoder_factory is not None:
                 kwargs = dict(decoder_kwargs)
-                if not user_r and _has_parameter(decoder_factory, "r"):
-                    kwargs["r"] = wide_reduction_ratio(x.shape[parts.channel_axis])
+                if not user_r and _has_parameter(decoder_factory, PER_LAYER_OPTION):
+                    width = x.shape[parts.channel_axis]
+                    kwargs[PER_LAYER_OPTION] = wide_reduction_ratio(width)
                 x = _make_attention(
                     decoder_factory,
                     kwargs,
