@@ -109,10 +109,12 @@ def _flag_options(field: dataclasses.Field) -> tuple[list[str], dict]:
         options["type"] = _optional(parser) if meta["optional"] else parser
     elif meta["optional"]:
         options["type"] = _optional(str)
-    choices = choices_of(field)
-    # Not for model names, which may register late (--import), nor where
-    # "none" (None) is a value: CVConfig's check names the choices then.
-    if choices is not None and field.name != "model" and not meta["optional"]:
+    # Not for model names, which may register late (--import) and whose
+    # listing would load Keras, nor where "none" (None) is a value:
+    # CVConfig's check names the choices then.
+    skip = field.name == "model" or meta["optional"]
+    choices = None if skip else choices_of(field)
+    if choices is not None:
         options["choices"] = choices
     if meta["metavar"]:
         options["metavar"] = meta["metavar"]
