@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmarks import common, measure
+from benchmarks import common, counts, measure
 
 
 @dataclass
@@ -23,11 +23,16 @@ class Compiled:
     ``forward(x) -> y``; ``vjp(x, cotangent) -> (y, grad_x, grads, state)``
     with ``grads`` the gradients of the trainable weights in the order of
     ``names`` and ``state`` the non-trainable values after the call (``None``
-    where the layer's variables were updated in place).
+    where the layer's variables were updated in place). ``programs``: the
+    ``(forward, gradients)`` programs behind them for the counts, the
+    second returning the gradients only: ``tf.function`` objects on
+    TensorFlow, functions of ``(x[, cotangent])`` returning the compiled XLA
+    program on JAX.
     """
 
     forward: Callable
     vjp: Callable
+    programs: tuple = ()
 
 
 def _kwargs(has_training: bool, training: bool) -> dict:
@@ -70,6 +75,10 @@ class Backend:
         raise NotImplementedError
 
     def model_jit_compile(self, mode: str) -> bool:
+        raise NotImplementedError
+
+    def count(self, compiled: Compiled, mode: str, x, cotangent) -> dict:
+        """``{pass: counts}`` of a compiled layer (:mod:`benchmarks.counts`)."""
         raise NotImplementedError
 
 
@@ -137,10 +146,28 @@ class TensorFlowBackend(Backend):
             y, grad_x, grads = vjp_all(x, cotangent)
             return y, grad_x, list(grads), None
 
-        return Compiled(forward, run_vjp)
+        @tf.function(jit_compile=xla)
+        def gradients(x, cotangent):
+            return vjp_all.python_function(x, cotangent)[1:]
+
+        return Compiled(forward, run_vjp, (forward, gradients))
 
     def model_jit_compile(self, mode):
         return mode == "tf.function+XLA"
+
+    def count(self, compiled, mode, x, cotangent):
+        import tensorflow as tf
+
+        out = {}
+        for pass_name, program, args in zip(
+            ("forward", "forward+backward"), compiled.programs, ((x,), (x, cotangent))
+        ):
+            if mode == "tf.function+XLA":
+                hlo = program.experimental_get_compiler_ir(*args)(stage="optimized_hlo")
+                out[pass_name] = counts.hlo_traffic(hlo)
+            else:
+                out[pass_name] = counts.tf_launches(tf, program, *args)
+        return out
 
 
 class TorchBackend(Backend):
@@ -235,6 +262,21 @@ class TorchBackend(Backend):
     def model_jit_compile(self, mode):
         return mode == "torch.compile"
 
+    def count(self, compiled, mode, x, cotangent):
+        out = {}
+        for pass_name, call in common.layer_passes(
+            compiled.forward, compiled.vjp, x, cotangent
+        ):
+            with counts.TorchLaunches() as counter:
+                result = call()
+            del result
+            out[pass_name] = {
+                "launches": counter.launches,
+                "ops": counter.ops,
+                "peak_bytes": counter.peak_bytes,
+            }
+        return out
+
 
 class JaxBackend(Backend):
     name = "jax"
@@ -327,10 +369,24 @@ class JaxBackend(Backend):
             y, grad_x, grad_t, state = vjp_(*values(), x, cotangent)
             return y, grad_x, [grad_t[i] for i in order], state
 
-        return Compiled(forward, vjp)
+        @jax.jit
+        def gradients_(trainable, non_trainable, x, cotangent):
+            return vjp_(trainable, non_trainable, x, cotangent)[1:3]
+
+        def programs(fn):
+            return lambda *args: fn.lower(*values(), *args).compile()
+
+        return Compiled(forward, vjp, (programs(forward_), programs(gradients_)))
 
     def model_jit_compile(self, mode):
         return True
+
+    def count(self, compiled, mode, x, cotangent):
+        forward, vjp = compiled.programs
+        return {
+            "forward": counts.xla_traffic(forward(x)),
+            "forward+backward": counts.xla_traffic(vjp(x, cotangent)),
+        }
 
 
 BACKEND_CLASSES = {

@@ -37,8 +37,11 @@ TINY_MODEL = {
 
 def output_shape(layer_name: str, shape) -> tuple[int, ...]:
     """The layer's output shape for input ``shape`` (channels last)."""
+    kwargs = config.COUNTED_LAYERS.get(layer_name, {})
     if layer_name == "LearnableMeasure":
-        return (*shape, config.LAYERS[layer_name]["max_scale"])
+        return (*shape, kwargs["max_scale"])
+    if layer_name == "SoftHistogram":
+        return (*shape, kwargs["num_anchors"])
     return tuple(shape)
 
 
@@ -241,6 +244,27 @@ def progress(record: dict) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+def count_progress(records: list[dict]) -> None:
+    """One line per count on stderr, as :func:`progress`."""
+    if os.environ.get("KERAS_SSR_BENCH_QUIET"):
+        return
+    for record in records:
+        measures = [
+            f"{record[key]} {label}"
+            for key, label in (("launches", "launches"), ("kernels", "kernels"))
+            if key in record
+        ]
+        if "bytes" in record:
+            measures.append(f"{record['bytes'] / record['input_bytes']:.1f} passes")
+        print(
+            f"  [{record['backend']:>10} {record['mode']:<16}] {record['name']:<33} "
+            f"{config.shape_key(record['shape']):<14} {record['pass']:<16} "
+            + ", ".join(measures),
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def time_passes(

@@ -29,12 +29,74 @@ LAYERS: dict[str, dict] = {
     "SingularityStrengthRecalibration": {"r": 2, "max_scale": 3},
     "LearnableMeasure": {"max_scale": 6},
 }
+#: Every public layer, counted (launches, traffic) in every backend: layer
+#: name -> constructor arguments, the same for keras_ssr and the authors'
+#: code (the follow-up builders' defaults for its family).
+COUNTED_LAYERS: dict[str, dict] = {
+    **LAYERS,
+    "LocalSingularityStrengthXu": {"local_scale": 6},
+    "SingularityStrengthRecalibrationXu": {"r": 2, "local_scale": 6},
+    "MonofractalRecalibration": {"r": 2, "max_scale": 3},
+    "WeightedLocalSingularityStrength": {"max_scale": 3},
+    "SoftHistogram": {"num_anchors": 16},
+    "MultifractalRecalibration": {"max_scale": 3, "k": 16, "per_channel": False},
+    "SpatialSqueezeExcite": {"r": 2},
+    "StyleBasedRecalibration": {},
+    "FrequencyChannelAttention": {"r": 2, "low_freq": 4},
+}
+#: The authors' class of each layer, by checkout: the SSR paper's
+#: (miguelmartins/ssr) and the follow-up's
+#: (miguelmartins/multifractal-recalibration). SSR-Xu has none.
+ORIGINAL_CLASSES: dict[str, dict[str, str]] = {
+    "ssr": {
+        "SqueezeExcite": "attention.SqueezeExcite",
+        "LocalSingularityStrength": "fractal_geometry.LocalSingularityStrength",
+        "SingularityStrengthRecalibration": (
+            "attention.SingularityStrengthRecalibration"
+        ),
+        "LearnableMeasure": "fractal_geometry.LearnableMeasure",
+        "LocalSingularityStrengthXu": "fractal_geometry.LocalSingularityStrengthXu",
+    },
+    "followup": {
+        "MonofractalRecalibration": "attention.MonofractalRecalibration",
+        "WeightedLocalSingularityStrength": (
+            "attention.WeightedLocalSingularityStrength"
+        ),
+        "SoftHistogram": "fractal_geometry.SoftHistogramLayer",
+        "MultifractalRecalibration": "attention.MultifractalRecalibration",
+        "SpatialSqueezeExcite": "attention.SpatialSqueezeExcite",
+        "StyleBasedRecalibration": "attention.StyleBasedRecalibration",
+        "FrequencyChannelAttention": "attention.FrequencyChannelAttention",
+    },
+}
+#: What each compile mode counts, and at which shape: ``"launch"`` is
+#: :data:`LAUNCH_SHAPE` (the models: :data:`MODEL_LAUNCH_INPUT`), ``"traffic"``
+#: the run's first layer shape (the models: their timed input). Kernel
+#: launches where nothing fuses (TF graphs, torch eager, and torch's peak of
+#: live temporaries), bytes across kernels where XLA fuses.
+COUNT_MODES: dict[str, dict[str, tuple[str, ...]]] = {
+    "tensorflow": {"tf.function": ("launch",), "tf.function+XLA": ("traffic",)},
+    "torch": {"eager": ("launch", "traffic")},
+    "jax": {"jax.jit": ("traffic",)},
+    "original": {"tf.function": ("launch",)},
+}
+LAUNCH_SHAPE = (2, 32, 32, 16)
+MODEL_LAUNCH_INPUT = (2, 32, 32, 3)
 #: Short names for tables and the chart.
 SHORT_NAMES = {
     "SqueezeExcite": "SE",
     "LocalSingularityStrength": "LSS",
     "SingularityStrengthRecalibration": "SSR",
     "LearnableMeasure": "LM",
+    "LocalSingularityStrengthXu": "LSS-Xu",
+    "SingularityStrengthRecalibrationXu": "SSR-Xu",
+    "MonofractalRecalibration": "Mono",
+    "WeightedLocalSingularityStrength": "WLSS",
+    "SoftHistogram": "SoftHist",
+    "MultifractalRecalibration": "Multi",
+    "SpatialSqueezeExcite": "scSE",
+    "StyleBasedRecalibration": "SRM",
+    "FrequencyChannelAttention": "FCA",
     "unet": "U-Net",
     "ssr_unet": "SSR-U-Net",
 }

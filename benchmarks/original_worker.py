@@ -34,7 +34,11 @@ from benchmarks import common, config, measure
 BN_NAMES = ("gamma", "beta", "moving_mean", "moving_variance")
 
 
-def _import_original(repo: str):
+def _import_original(repo: str, source: str = "ssr") -> dict:
+    """The authors' layer classes of ``source`` (a key of
+    ``config.ORIGINAL_CLASSES``), imported from the checkout ``repo``."""
+    import importlib
+
     repo = os.path.abspath(repo)
     if not os.path.isdir(os.path.join(repo, "neural_components")):
         raise ValueError(
@@ -43,14 +47,12 @@ def _import_original(repo: str):
         )
     if repo not in sys.path:
         sys.path.insert(0, repo)
-    from neural_components import attention, fractal_geometry
-
-    return {
-        "SqueezeExcite": attention.SqueezeExcite,
-        "SingularityStrengthRecalibration": attention.SingularityStrengthRecalibration,
-        "LocalSingularityStrength": fractal_geometry.LocalSingularityStrength,
-        "LearnableMeasure": fractal_geometry.LearnableMeasure,
-    }
+    classes = {}
+    for name, where in config.ORIGINAL_CLASSES[source].items():
+        module, attribute = where.rsplit(".", 1)
+        module = importlib.import_module(f"neural_components.{module}")
+        classes[name] = getattr(module, attribute)
+    return classes
 
 
 class Reference:
@@ -290,20 +292,26 @@ def bench_layers(spec: dict, ref: Reference) -> dict:
     }
 
 
-def bench_model(spec: dict, ref: Reference) -> dict:
-    tf = ref.tf
-    _import_original(spec["reference_repo"])
+def _original_model(name: str, model_config: dict):
+    """The SSR paper's ``get_unet`` or ``get_ssr_unet`` (its checkout is on
+    ``sys.path`` already)."""
     from models.ssr_unet import get_ssr_unet
     from models.unet import get_unet
 
+    kwargs = common.unet_kwargs(model_config)
+    if name == "unet":
+        return get_unet(**kwargs)
+    return get_ssr_unet(
+        r=model_config["r"], max_scale=model_config["max_scale"], **kwargs
+    )
+
+
+def bench_model(spec: dict, ref: Reference) -> dict:
+    tf = ref.tf
+    _import_original(spec["reference_repo"])
+
     def compiled_model(model_name, model_config):
-        kwargs = common.unet_kwargs(model_config)
-        if model_name == "unet":
-            model = get_unet(**kwargs)
-        else:
-            model = get_ssr_unet(
-                r=model_config["r"], max_scale=model_config["max_scale"], **kwargs
-            )
+        model = _original_model(model_name, model_config)
         model.compile(
             optimizer=tf.keras.optimizers.Adam(learning_rate=1e-3),
             loss=tf.keras.losses.BinaryCrossentropy(),
@@ -328,11 +336,94 @@ def bench_model(spec: dict, ref: Reference) -> dict:
     )
 
 
+def count_task(spec: dict, ref: Reference) -> dict:
+    """The ``"counts"`` task: the TF graph launches of the authors' layers of
+    ``spec["source"]`` and, for the SSR paper's, its two U-Nets, counted
+    as :func:`benchmarks.worker.count_task` counts keras_ssr's."""
+    from benchmarks import counts
+
+    tf = ref.tf
+    source = spec.get("source", "ssr")
+    classes = _import_original(spec["reference_repo"], source)
+    rng = np.random.default_rng(spec.get("seed", 0))
+    subjects = [("layer", n, config.LAUNCH_SHAPE) for n in spec["layers"]]
+    subjects = [s for s in subjects if s[1] in classes]
+    if source == "ssr":
+        subjects += [
+            ("model", n, config.MODEL_LAUNCH_INPUT) for n in spec.get("models", [])
+        ]
+    records, errors = [], []
+    for suite, name, shape in subjects:
+        try:
+            if suite == "layer":
+                layer = build_original(
+                    ref, classes, name, config.COUNTED_LAYERS[name], shape
+                )
+                x, cotangent = common.layer_inputs(name, shape, rng)
+            else:
+                model_config = dict(spec["model_config"])
+                model_config["input_shape"] = list(shape[1:])
+                layer = _original_model(name, model_config)
+                x = rng.standard_normal(shape, dtype=np.float32)
+                cotangent = rng.standard_normal(
+                    (shape[0], *layer.output_shape[1:]), dtype=np.float32
+                )
+            forward, vjp = _original_programs(tf, layer)
+            x, cotangent = tf.constant(x), tf.constant(cotangent)
+            result = {
+                "forward": counts.tf_launches(tf, forward, x),
+                "forward+backward": counts.tf_launches(tf, vjp, x, cotangent),
+            }
+        except Exception as exc:  # noqa: BLE001 (reported)
+            errors.append(common.error_record(f"counts {name}", exc))
+            continue
+        for pass_name, measures in result.items():
+            records.append(
+                {
+                    "suite": suite,
+                    "name": name,
+                    "shape": list(shape),
+                    "implementation": "original",
+                    "source": source,
+                    "backend": "original",
+                    "mode": config.MODES["original"][0],
+                    "pass": pass_name,
+                    "input_bytes": int(np.prod(shape)) * 4,
+                    **measures,
+                }
+            )
+        common.count_progress(records[-2:])
+    return {"counts": records, "errors": errors}
+
+
+def _original_programs(tf, layer):
+    """``forward(x)`` and ``vjp(x, cotangent)`` (every trainable weight) as
+    tf.functions, as :func:`compile_original` without the weight names."""
+
+    @tf.function
+    def forward(x):
+        return layer(x, training=False)
+
+    @tf.function
+    def vjp(x, cotangent):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x, training=True) * cotangent)
+        return tape.gradient(loss, [x, *layer.trainable_variables])
+
+    return forward, vjp
+
+
 def run_suite(spec: dict, ref: Reference) -> dict:
     return common.run_suite(TASKS, spec, ref)
 
 
-TASKS = {"layers": bench_layers, "model": bench_model, "suite": run_suite}
+TASKS = {
+    "layers": bench_layers,
+    "model": bench_model,
+    "counts": count_task,
+    "suite": run_suite,
+}
 
 
 def run_task(spec: dict) -> dict:

@@ -225,6 +225,73 @@ def bench_layers(spec: dict, backend: Backend) -> dict:
     }
 
 
+def count_task(spec: dict, backend: Backend) -> dict:
+    """The ``"counts"`` task: launches and traffic of every layer and model.
+
+    For every compile mode of ``config.COUNT_MODES[backend]``, every layer of
+    ``spec["layers"]`` (built fresh, default weights) and model of
+    ``spec["models"]`` is counted at the shapes the mode names; see
+    :mod:`benchmarks.counts`. Nothing is timed.
+    """
+    records, errors = [], []
+    rng = np.random.default_rng(spec.get("seed", 0))
+    shapes = {"launch": config.LAUNCH_SHAPE, "traffic": tuple(spec["traffic_shape"])}
+    model_shapes = {
+        "launch": config.MODEL_LAUNCH_INPUT,
+        "traffic": tuple(spec["model_traffic_input"]),
+    }
+    subjects = [("layer", n, shapes) for n in spec["layers"]]
+    subjects += [("model", n, model_shapes) for n in spec.get("models", [])]
+    for mode, kinds in config.COUNT_MODES[backend.name].items():
+        for suite, name, where in subjects:
+            for kind in kinds:
+                shape = where[kind]
+                base = {
+                    "suite": suite,
+                    "name": name,
+                    "shape": list(shape),
+                    "implementation": "keras_ssr",
+                    "backend": backend.name,
+                    "mode": mode,
+                }
+                try:
+                    if suite == "layer":
+                        subject = make_layer(name, config.COUNTED_LAYERS[name])
+                        x, cotangent = common.layer_inputs(name, shape, rng)
+                    else:
+                        model_config = dict(spec["model_config"])
+                        model_config["input_shape"] = list(shape[1:])
+                        subject = build_model(name, model_config)
+                        x = rng.standard_normal(shape, dtype=np.float32)
+                        cotangent = rng.standard_normal(
+                            (shape[0], *subject.output_shape[1:]), dtype=np.float32
+                        )
+                    if not subject.built:
+                        subject.build(shape)
+                    compiled = backend.compile_layer(
+                        subject, mode, list(subject.trainable_variables)
+                    )
+                    result = backend.count(
+                        compiled, mode, backend.tensor(x), backend.tensor(cotangent)
+                    )
+                except Exception as exc:  # noqa: BLE001 (reported, not hidden)
+                    errors.append(common.error_record(f"counts {name} {mode}", exc))
+                    continue
+                input_bytes = int(np.prod(shape)) * 4
+                for pass_name, measures in result.items():
+                    records.append(
+                        {
+                            **base,
+                            "pass": pass_name,
+                            "input_bytes": input_bytes,
+                            **measures,
+                        }
+                    )
+                common.count_progress(records[-2:])
+                del subject, compiled
+    return {"counts": records, "errors": errors}
+
+
 def warm_up_layers(backend: Backend, mode: str) -> None:
     """Runs a tiny SSR once, so that lazily loaded libraries (compilers,
     kernels) are not charged to the first benchmark's time or memory."""
@@ -399,6 +466,7 @@ TASKS = {
     "model": bench_model,
     "prepare": prepare,
     "float64": float64_truth,
+    "counts": count_task,
     "suite": run_suite,
 }
 
