@@ -54,12 +54,13 @@ class CenteredBatchNormalization(keras.layers.BatchNormalization):
         return ops.reshape(mean, (-1,)), ops.reshape(variance, (-1,))
 
     #: Whether PyTorch normalises with its fused kernel
-    #: (``torch.native_batch_norm``): one launch forward and one backward,
-    #: where the ``keras.ops`` path takes a dozen or two. Set ``False`` (on
-    #: the class or a layer) for the ``keras.ops`` path. TensorFlow's
-    #: ``FusedBatchNormV3`` is not used: without oneDNN its float32 sums run
-    #: in order, and an SSR-Xu fixture's measure gradient lands 2e-4 off
-    #: float64 (the ``keras.ops`` path: 9e-5).
+    #: (``torch.native_batch_norm``), and TensorFlow with its own
+    #: (``FusedBatchNormV3``) in inference, channels last: one launch forward
+    #: and one backward, where the ``keras.ops`` path takes up to a dozen.
+    #: Set ``False`` (on the class or a layer) for the ``keras.ops`` path.
+    #: TensorFlow trains on the ``keras.ops`` path: without oneDNN its fused
+    #: kernel's float32 sums run in order, and an SSR-Xu fixture's measure
+    #: gradient lands 2e-4 off float64 (the ``keras.ops`` path: 9e-5).
     fused = True
 
     def call(self, inputs, training=None, mask=None):
@@ -86,7 +87,7 @@ class CenteredBatchNormalization(keras.layers.BatchNormalization):
         else:
             mean = reshape(self.moving_mean)
             variance = reshape(self.moving_variance)
-            if self._fusable(x):
+            if self._fusable(x, inference=True):
                 outputs = _fused_batch_norm(
                     x,
                     self.axis % len(x.shape),
@@ -128,13 +129,15 @@ class CenteredBatchNormalization(keras.layers.BatchNormalization):
         )
         return bool(training) and self.trainable and not empty
 
-    def _fusable(self, x) -> bool:
-        """Whether the fused kernel takes ``x`` (see :attr:`fused`)."""
-        return (
-            self.fused
-            and keras.backend.backend() == "torch"
-            and _checks.wide_float(x.dtype) == "float32"
-        )
+    def _fusable(self, x, inference=False) -> bool:
+        """Whether a fused kernel takes ``x`` (see :attr:`fused`)."""
+        if not self.fused or _checks.wide_float(x.dtype) != "float32":
+            return False
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            last = self.axis % len(x.shape) == len(x.shape) - 1
+            return inference and last and len(x.shape) <= 5
+        return backend == "torch"
 
     def pooled(self, inputs, spatial_axes, training=None):
         """``mean(self(inputs, training), spatial_axes)``, ``(batch, channels)``.
@@ -222,6 +225,28 @@ def _fused_batch_norm(x, axis, scale, offset, epsilon, moments=None):
         if offset is not None
         else ops.zeros((channels,), x.dtype)
     )
+    if keras.backend.backend() == "tensorflow":  # inference, channels last
+        import tensorflow as tf
+
+        shape = tf.shape(x)
+        ndim = len(x.shape)
+        flat = (
+            x
+            if ndim >= 4
+            else tf.reshape(x, tf.concat([shape[:-1], [1] * (4 - ndim), shape[-1:]], 0))
+        )
+        mean, variance = (ops.reshape(m, (channels,)) for m in moments)
+        y = tf.raw_ops.FusedBatchNormV3(
+            x=flat,
+            scale=scale,
+            offset=offset,
+            mean=mean,
+            variance=variance,
+            epsilon=epsilon,
+            data_format="NHWC" if len(flat.shape) == 4 else "NDHWC",
+            is_training=False,
+        )[0]
+        return tf.reshape(y, shape)
     import torch
 
     # Channels first and contiguous: the kernel's sums over a contiguous

@@ -19,27 +19,27 @@ Every function works on one, two or three spatial axes, in either
 
 from __future__ import annotations
 
-import functools
 import itertools
 
 import keras
 import numpy as np
 from keras import ops as kops
 
-from keras_ssr import _checks
+from keras_ssr import _checks, distributed
 from keras_ssr.ops._utils import (
     _as_float_tensor,
     _check_input,
     _check_scales,
+    _compiled_on_jax,
     _float32_or_wider,
+    _is_empty,
 )
 from keras_ssr.ops.reductions import centered_moments
 from keras_ssr.ops.singularity import (
     EPSILON,
     MAX_SCALE_LIMIT,
-    box_sums,
+    _weighted_strength_with_gradient,
     dyadic_scales,
-    min_max_scale,
 )
 
 #: Added to the variance before SRM's square root (the follow-up's value).
@@ -177,37 +177,30 @@ def weighted_singularity_strength(
     data_format = _checks.standardize_data_format(data_format)
     synchronized = _checks.check_bool("synchronized", synchronized)
     x = _as_float_tensor("x", x)
-    _check_input(x, data_format)
+    spatial = _check_input(x, data_format)
     x = _float32_or_wider(x)
     weights = kops.cast(_as_float_tensor("weights", weights), x.dtype)
-    if keras.backend.backend() == "jax" and not isinstance(x, keras.KerasTensor):
-        # Eager JAX compiles every slice of the box sums on its own.
-        strength = _jax_weighted_strength(max_scale, scaling, data_format, synchronized)
-        return strength(x, weights)
-    return _weighted_strength(x, weights, max_scale, scaling, data_format, synchronized)
-
-
-def _weighted_strength(x, weights, max_scale, scaling, data_format, synchronized):
-    scaled = min_max_scale(x, scaling, data_format, synchronized=synchronized)
-    measures = box_sums(scaled, max_scale, data_format)
-    return weighted_ols_slope(measures, weights, dyadic_scales(max_scale))
-
-
-@functools.cache
-def _jax_weighted_strength(
-    max_scale: int, scaling: str, data_format: str, synchronized: bool
-):
-    import jax
-
-    return jax.jit(
-        functools.partial(
-            _weighted_strength,
-            max_scale=max_scale,
-            scaling=scaling,
-            data_format=data_format,
-            synchronized=synchronized,
-        )
+    coefficients = weighted_ols_coefficients(weights, dyadic_scales(max_scale))
+    axes = (0, *spatial) if scaling == "batch" else spatial
+    if _is_empty(x) and not distributed.spans_replicas(axes, synchronized):
+        return x  # no extrema, no slope: the empty map
+    return _weighted_strength(
+        x, coefficients, max_scale, scaling, data_format, synchronized
     )
+
+
+@_compiled_on_jax(tensors=2)
+def _weighted_strength(x, coefficients, max_scale, scaling, data_format, synchronized):
+    spatial = _check_input(x, data_format)
+    strength = _weighted_strength_with_gradient(
+        max_scale,
+        scaling,
+        spatial,
+        data_format,
+        bool(synchronized) and scaling == "batch",
+        keras.backend.standardize_dtype(x.dtype),
+    )
+    return strength(x, kops.cast(coefficients, x.dtype))
 
 
 # --------------------------------------------------------------------------

@@ -5,7 +5,7 @@ singularity-strength map with its hand-written gradient.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import keras
 import numpy as np
@@ -190,14 +190,6 @@ def ols_weights(scales: Sequence[float]) -> np.ndarray:
     logs = np.log(scales)
     centred = logs - logs.mean()
     return centred / float(np.sum(centred**2))
-
-
-def _slope(measures: Iterable, weights: np.ndarray):
-    slope = None
-    for measure, weight in zip(measures, weights, strict=True):
-        term = kops.log(measure + EPSILON) * float(weight)
-        slope = term if slope is None else slope + term
-    return slope
 
 
 def ols_slope(measures, scales: Sequence[float]):
@@ -431,6 +423,51 @@ def _signed_sum(total, sign: int, term):
     return total + term if sign > 0 else total - term
 
 
+class _Scaling:
+    """Min-max scaling inside a hand-written gradient: ``t = (x - lo) / d``
+    with ``d = clip(hi - lo)`` (the scaled map is ``1 + 255 t``), and the
+    chain rule back through ``lo`` and ``hi``.
+
+    The extrema's gradients are shared equally among tied entries (as
+    TensorFlow's ``reduce_min``/``reduce_max``). The four per-channel sums
+    that chain rule needs (``sum dt``, ``sum dt t`` and the two tie counts)
+    are taken together (:func:`keras_ssr.ops.reductions._sums`).
+    ``synchronized``: ``lo``/``hi`` are all-reduced (min, max) over
+    replicas, and so are those sums (:func:`keras_ssr.distributed.reducer`;
+    no-ops on one device).
+    """
+
+    def __init__(self, x, axes, synchronized):
+        self.x, self.axes = x, axes
+        self.reduce = distributed.reducer(synchronized)
+        self.lo = self.reduce(kops.min(x, axis=axes, keepdims=True), "min")
+        self.hi = self.reduce(kops.max(x, axis=axes, keepdims=True), "max")
+        self.raw = self.hi - self.lo
+        self.d = kops.clip(self.raw, *DENOMINATOR_RANGE)
+        self.t = (x - self.lo) / self.d
+
+    def backward(self, dt, factor=1.0):
+        """``dx`` for ``factor * dt``, the gradient with respect to ``t``."""
+        x, t = self.x, self.t
+        at_lo = kops.equal(x, self.lo)
+        at_hi = kops.equal(x, self.hi)
+        dtype = keras.backend.standardize_dtype(t.dtype)
+        minus_one, zero = (np.asarray(v, dtype) for v in (-1.0, 0.0))
+        sums = _sums(
+            [dt, dt * t, kops.cast(at_lo, t.dtype), kops.where(at_hi, minus_one, zero)],
+            self.axes,
+        )
+        total, moment, ties_lo, minus_ties_hi = (self.reduce(v, "sum") for v in sums)
+        # dt/dlo = -1/d + t/d and dt/dhi = -t/d where d is not clipped: the
+        # extrema's shares, times d (divided out with it at the end).
+        moment = kops.where(self.raw == self.d, moment, 0.0)
+        share_lo = (moment - total) / ties_lo
+        share_hi = moment / minus_ties_hi
+        extrema = kops.where(at_lo, share_lo, kops.where(at_hi, share_hi, 0.0))
+        divisor = self.d if factor == 1.0 else self.d * (1.0 / factor)
+        return (dt + extrema) / divisor
+
+
 @functools.cache
 def _strength_with_gradient(
     max_scale: int,
@@ -443,20 +480,12 @@ def _strength_with_gradient(
     """Min-max scaling, box measures, log and slope as one op with a
     hand-written gradient (``keras.ops.custom_gradient``, every backend).
 
-    Forward: ``t = (x - lo) / d`` with ``d = clip(hi - lo)`` (the scaled
-    map is ``1 + 255 t``), the measures ``m_k`` of :class:`_Boxes`, and
-    ``alpha = sum w log(m_big / m_small) + offset`` (:func:`_slope_pairs`).
-    Backward, for the upstream ``u``: ``g_k = +-w u / m_k``, ``dt = sum_k
-    B_k^T g_k`` (:meth:`_Boxes.adjoint`), and the chain rule through
-    ``lo``/``hi``, whose gradients are shared equally among tied extrema
-    (as TensorFlow's ``reduce_min``/``reduce_max``). The four per-channel
-    sums that chain rule needs (``sum dt``, ``sum dt t`` and the two tie
-    counts) are taken in one reduction of their stack. Only ``t`` and the
-    measures are kept for the backward pass.
-
-    ``synchronized``: ``lo``/``hi`` are all-reduced (min, max) over replicas,
-    and so are the per-channel sums and tie counts of the backward pass
-    (:func:`keras_ssr.distributed.reducer`; no-ops on one device).
+    Forward: :class:`_Scaling`'s ``t``, the measures ``m_k`` of
+    :class:`_Boxes`, and ``alpha = sum w log(m_big / m_small) + offset``
+    (:func:`_slope_pairs`). Backward, for the upstream ``u``: ``g_k = +-w u
+    / m_k``, ``dt = sum_k B_k^T g_k`` (:meth:`_Boxes.adjoint`), then
+    :meth:`_Scaling.backward`. Only ``x``, ``t`` and the measures are kept
+    for the backward pass.
     """
     pairs = _slope_pairs(max_scale)
     boxes = _Boxes(
@@ -466,19 +495,13 @@ def _strength_with_gradient(
         {2**j for _, big, small in pairs for j in (big, small)},
         dtype,
     )
-    low, high = DENOMINATOR_RANGE
     axes = spatial if scaling == "sample" else (0, *spatial)
     first = pairs[0][0]
 
     @kops.custom_gradient
     def strength(x):
-        reduce = distributed.reducer(synchronized)
-        lo = reduce(kops.min(x, axis=axes, keepdims=True), "min")
-        hi = reduce(kops.max(x, axis=axes, keepdims=True), "max")
-        raw = hi - lo
-        d = kops.clip(raw, low, high)
-        t = (x - lo) / d  # (scaled map - 1) / span
-        measures = boxes.measures(t)
+        scaled = _Scaling(x, axes, synchronized)
+        measures = boxes.measures(scaled.t)
         alpha = None
         for w, big, small in pairs:
             term = kops.log(measures[2**big] / measures[2**small]) * w
@@ -489,30 +512,74 @@ def _strength_with_gradient(
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            upstream = kops.cast(upstream, t.dtype)
-            # dt / w_1 (every pair's weight relative to the first one's)
-            terms = {}
+            upstream = kops.cast(upstream, x.dtype)
+            terms = {}  # the gradient / w_1
             for w, big, small in pairs:
                 u = upstream if w == first else upstream * (w / first)
                 terms[2**big] = (1, u / measures[2**big])
                 terms[2**small] = (-1, u / measures[2**small])
-            dt = boxes.adjoint(terms)
-            at_lo = kops.equal(x, lo)
-            at_hi = kops.equal(x, hi)
-            total, moment, ties_lo, ties_hi = _sums(
-                [dt, dt * t, kops.cast(at_lo, t.dtype), kops.cast(at_hi, t.dtype)],
-                axes,
-            )
-            total, moment, ties_lo, ties_hi = (
-                reduce(v, "sum") for v in (total, moment, ties_lo, ties_hi)
-            )
-            # dt/dlo = -1/d + t/d and dt/dhi = -t/d where d is not clipped:
-            # the extrema's shares, times d / w_1 (divided out at the end).
-            moment = kops.where(raw == d, moment, 0.0)
-            share_lo = (moment - total) / ties_lo
-            share_hi = -moment / ties_hi
-            extrema = kops.where(at_lo, share_lo, kops.where(at_hi, share_hi, 0.0))
-            return (dt + extrema) / (d * (1.0 / first))
+            return scaled.backward(boxes.adjoint(terms), first)
+
+        return alpha, grad
+
+    return strength
+
+
+@functools.cache
+def _weighted_strength_with_gradient(
+    max_scale: int,
+    scaling: str,
+    spatial: tuple[int, ...],
+    data_format: str,
+    synchronized: bool,
+    dtype: str,
+):
+    """The follow-up's weighted slope as one op with a hand-written gradient.
+
+    ``alpha = sum_j c_j log m_j`` for coefficients ``c`` summing to zero
+    (:func:`keras_ssr.ops.weighted_ols_coefficients`), evaluated as
+    ``sum_(j>1) c_j log(m_j / m_1)``: the log-ratios to the smallest box,
+    whose terms are small (as the centred logs of
+    :func:`keras_ssr.ops.weighted_ols_slope`). Its gradient with respect to
+    ``c_j`` is the sum of ``u log(m_j / m_1)`` (that of ``c_1`` zero: any
+    constant added to them all is lost through ``sum c = 0``).
+    """
+    boxes = _Boxes(
+        max_scale, spatial, data_format, set(dyadic_scales(max_scale)), dtype
+    )
+    sides = dyadic_scales(max_scale)
+    # log(m_j / m_1) of box sums = that of the measures + d log(k_j / k_1)
+    offsets = [boxes.offset * float(np.log(k / sides[0])) for k in sides]
+    axes = spatial if scaling == "sample" else (0, *spatial)
+
+    @kops.custom_gradient
+    def strength(x, coefficients):
+        scaled = _Scaling(x, axes, synchronized)
+        measures = boxes.measures(scaled.t)
+        logs = [kops.log(measures[k] / measures[sides[0]]) for k in sides[1:]]
+        c = kops.unstack(coefficients)
+        alpha = None
+        for log, c_j in zip(logs, c[1:]):
+            alpha = log * c_j if alpha is None else alpha + log * c_j
+        if boxes.offset:
+            offset = kops.convert_to_tensor(offsets, dtype=x.dtype)
+            alpha = alpha + kops.sum(coefficients * offset)
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            u = kops.cast(upstream, x.dtype)
+            terms = {k: (1, u * c_j / measures[k]) for k, c_j in zip(sides, c)}
+            dx = scaled.backward(boxes.adjoint(terms))
+            every = tuple(range(len(x.shape)))
+            products = [u * log for log in logs]
+            if boxes.offset:
+                products.append(u)
+            sums = [kops.reshape(v, (1,)) for v in _sums(products, every)]
+            dc = kops.concatenate([kops.zeros((1,), x.dtype), *sums[: len(logs)]])
+            if boxes.offset:
+                dc = dc + sums[-1] * kops.convert_to_tensor(offsets, dtype=x.dtype)
+            return dx, dc
 
         return alpha, grad
 
