@@ -20,6 +20,7 @@ Every function works on one, two or three spatial axes, in either
 from __future__ import annotations
 
 import itertools
+import math
 
 import keras
 import numpy as np
@@ -34,7 +35,7 @@ from keras_ssr.ops._utils import (
     _float32_or_wider,
     _is_empty,
 )
-from keras_ssr.ops.reductions import centered_moments
+from keras_ssr.ops.reductions import _axis_sum, centered_moments
 from keras_ssr.ops.singularity import (
     EPSILON,
     MAX_SCALE_LIMIT,
@@ -46,6 +47,10 @@ from keras_ssr.ops.singularity import (
 STYLE_EPSILON = 1e-12
 #: The two cosine bases FCA can use (see :func:`cosine_bases`).
 BASES = ("followup", "dct")
+#: :func:`frequency_pool` weights the map by one table of the separable bases'
+#: products up to this many entries (a constant of 16 MiB), and axis by axis
+#: beyond.
+FULL_TABLE_ENTRIES = 2**22
 
 __all__ = [
     "BASES",
@@ -334,9 +339,21 @@ def frequency_pool(
     channel_axis = len(x.shape) - 1 if data_format == "channels_last" else 1
     freqs = frequency_groups(x.shape[channel_axis], low_freq, len(spatial))
     y = _float32_or_wider(x)
-    # Reduce the last spatial axis first so the remaining axes keep their places.
+    tables = [cosine_bases(n, low_freq, basis)[f] for n, f in zip(sizes, freqs)]
+    if math.prod(sizes) * len(freqs[0]) <= FULL_TABLE_ENTRIES:
+        # One weighted sum: the product of the axes' tables, (C, *sizes).
+        table = tables[0]
+        for t in tables[1:]:
+            table = table[..., None] * t.reshape(
+                t.shape[:1] + (1,) * (table.ndim - 1) + t.shape[1:]
+            )
+        if data_format == "channels_last":
+            table = np.moveaxis(table, 0, -1)
+        table = kops.convert_to_tensor(table[None], dtype=y.dtype)
+        return _axis_sum(y * table, spatial, False)
+    # Axis by axis, the last spatial axis first so the others keep their places.
     for k in reversed(range(len(spatial))):
-        table = cosine_bases(sizes[k], low_freq, basis)[freqs[k]]  # (C, size)
+        table = tables[k]  # (C, size)
         ndim = len(y.shape)
         axis = spatial[k]
         channel = ndim - 1 if data_format == "channels_last" else 1
