@@ -24,10 +24,9 @@ class Compiled:
     with ``grads`` the gradients of the trainable weights in the order of
     ``names`` and ``state`` the non-trainable values after the call (``None``
     where the layer's variables were updated in place). ``programs``: the
-    ``(forward, gradients)`` programs behind them for the counts, the
-    second returning the gradients only: ``tf.function`` objects on
-    TensorFlow, functions of ``(x[, cotangent])`` returning the compiled XLA
-    program on JAX.
+    ``(forward, vjp)`` programs behind them for the counts:
+    ``tf.function`` objects on TensorFlow, functions of ``(x[, cotangent])``
+    returning the compiled XLA program on JAX.
     """
 
     forward: Callable
@@ -134,8 +133,9 @@ class TensorFlowBackend(Backend):
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 y = layer(x, **_kwargs(has_training, True))
-                loss = tf.reduce_sum(y * cotangent)
-            grads = tape.gradient(loss, [x] + [v.value for v in variables])
+            grads = tape.gradient(
+                y, [x] + [v.value for v in variables], output_gradients=cotangent
+            )
             weights = [
                 tf.zeros_like(v.value) if g is None else g
                 for v, g in zip(variables, grads[1:])
@@ -146,11 +146,7 @@ class TensorFlowBackend(Backend):
             y, grad_x, grads = vjp_all(x, cotangent)
             return y, grad_x, list(grads), None
 
-        @tf.function(jit_compile=xla)
-        def gradients(x, cotangent):
-            return vjp_all.python_function(x, cotangent)[1:]
-
-        return Compiled(forward, run_vjp, (forward, gradients))
+        return Compiled(forward, run_vjp, (forward, vjp_all))
 
     def model_jit_compile(self, mode):
         return mode == "tf.function+XLA"
@@ -236,21 +232,22 @@ class TorchBackend(Backend):
             with torch.no_grad():
                 return layer(x, **_kwargs(has_training, False))
 
-        def loss_fn(x, cotangent):
-            y = layer(x, **_kwargs(has_training, True))
-            return y, (y * cotangent).sum()
+        def train(x):
+            return layer(x, **_kwargs(has_training, True))
 
         if mode == "torch.compile":
             # Fresh caches: every layer and shape compiles on its own, and
             # never falls back to eager on dynamo's recompilation limit.
             torch._dynamo.reset()
             forward = torch.compile(forward)
-            loss_fn = torch.compile(loss_fn)
+            train = torch.compile(train)
 
         def vjp(x, cotangent):
             x = x.detach().requires_grad_(True)
-            y, loss = loss_fn(x, cotangent)
-            grads = torch.autograd.grad(loss, [x, *params], allow_unused=True)
+            y = train(x)
+            grads = torch.autograd.grad(
+                y, [x, *params], grad_outputs=cotangent, allow_unused=True
+            )
             weights = [
                 torch.zeros_like(p) if g is None else g
                 for p, g in zip(params, grads[1:])
@@ -328,7 +325,6 @@ class JaxBackend(Backend):
 
     def compile_layer(self, layer, mode, variables):
         import jax
-        import jax.numpy as jnp
 
         has_training = _has_training(layer)
         order = [
@@ -345,15 +341,13 @@ class JaxBackend(Backend):
 
         @jax.jit
         def vjp_(trainable, non_trainable, x, cotangent):
-            def loss(trainable, x):
-                y, state = layer.stateless_call(
+            def call(trainable, x):
+                return layer.stateless_call(
                     trainable, non_trainable, x, **_kwargs(has_training, True)
                 )
-                return jnp.sum(y * cotangent), (y, state)
 
-            (grad_t, grad_x), (y, state) = jax.grad(loss, argnums=(0, 1), has_aux=True)(
-                trainable, x
-            )
+            y, pullback, state = jax.vjp(call, trainable, x, has_aux=True)
+            grad_t, grad_x = pullback(cotangent)
             return y, grad_x, grad_t, state
 
         def values():
@@ -369,14 +363,10 @@ class JaxBackend(Backend):
             y, grad_x, grad_t, state = vjp_(*values(), x, cotangent)
             return y, grad_x, [grad_t[i] for i in order], state
 
-        @jax.jit
-        def gradients_(trainable, non_trainable, x, cotangent):
-            return vjp_(trainable, non_trainable, x, cotangent)[1:3]
-
         def programs(fn):
             return lambda *args: fn.lower(*values(), *args).compile()
 
-        return Compiled(forward, vjp, (programs(forward_), programs(gradients_)))
+        return Compiled(forward, vjp, (programs(forward_), programs(vjp_)))
 
     def model_jit_compile(self, mode):
         return True

@@ -140,6 +140,32 @@ TARGETS = {
     "train_step_memory_ratio": 1.3,
 }
 
+#: The count targets the report checks (issue 17): every layer launches no
+#: more kernels than the authors' code (TF graph and torch eager, forward and
+#: forward + backward); these forward + backward launch ceilings on both; and
+#: XLA traffic ceilings on JAX, in passes over the input.
+LAUNCH_TARGETS = {
+    "SingularityStrengthRecalibration": 80,
+    "MonofractalRecalibration": 80,
+}
+TRAFFIC_TARGETS = {
+    ("SingularityStrengthRecalibration", "forward"): 12,
+    ("SingularityStrengthRecalibration", "forward+backward"): 35,
+    ("MonofractalRecalibration", "forward"): 12,
+    ("MonofractalRecalibration", "forward+backward"): 35,
+    ("MultifractalRecalibration", "forward+backward"): 60,
+    ("SqueezeExcite", "forward+backward"): 12,
+    ("SpatialSqueezeExcite", "forward+backward"): 12,
+    ("StyleBasedRecalibration", "forward+backward"): 12,
+    ("FrequencyChannelAttention", "forward+backward"): 12,
+}
+#: Where launches are counted: (backend, mode).
+LAUNCH_COLUMNS = (
+    ("original", "tf.function"),
+    ("tensorflow", "tf.function"),
+    ("torch", "eager"),
+)
+
 #: The fixtures' agreement rule: max|a - e| <= RTOL * max(1, max|e|).
 RTOL = 1e-4
 

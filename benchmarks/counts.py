@@ -116,7 +116,7 @@ class TorchLaunches:
 
     Views launch nothing and are not counted; nor are ``detach`` and the
     allocations that fill nothing (``empty``). ``peak_bytes`` is the largest
-    total of the storages made inside the block that were alive at once
+    total of the storages ops made inside the block that were alive at once
     (checked after every op, through weak references to the storages, so
     that tensors autograd saved count too): the temporaries and outputs of
     the block, its inputs excluded.
@@ -147,9 +147,10 @@ class TorchLaunches:
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 out = func(*args, **(kwargs or {}))
                 name = func._schema.name
-                if not func.is_view and name not in free:
-                    if not name.startswith("aten::empty"):
-                        self.counts[name] += 1
+                if func.is_view:  # no kernel, no new storage
+                    return out
+                if name not in free and not name.startswith("aten::empty"):
+                    self.counts[name] += 1
                 for leaf in torch.utils._pytree.tree_leaves(out):
                     if isinstance(leaf, torch.Tensor):
                         storage = leaf.untyped_storage()

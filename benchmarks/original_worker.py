@@ -146,8 +146,9 @@ def compile_original(ref: Reference, layer_name: str, layer):
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = layer(x, training=True)
-            loss = tf.reduce_sum(y * cotangent)
-        grads = tape.gradient(loss, [x] + [v for _, v in trainable])
+        grads = tape.gradient(
+            y, [x] + [v for _, v in trainable], output_gradients=cotangent
+        )
         weights = [
             tf.zeros_like(v) if g is None else g
             for (_, v), g in zip(trainable, grads[1:])
@@ -408,8 +409,9 @@ def _original_programs(tf, layer):
     def vjp(x, cotangent):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            loss = tf.reduce_sum(layer(x, training=True) * cotangent)
-        return tape.gradient(loss, [x, *layer.trainable_variables])
+            y = layer(x, training=True)
+        variables = [x, *layer.trainable_variables]
+        return y, tape.gradient(y, variables, output_gradients=cotangent)
 
     return forward, vjp
 

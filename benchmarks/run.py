@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         "time it beside keras_ssr and compare outputs live",
     )
     parser.add_argument(
+        "--followup-repo",
+        metavar="PATH",
+        help="checkout of the follow-up's code "
+        "(miguelmartins/multifractal-recalibration): count its layers' "
+        "launches beside keras_ssr's (run in the original's environment)",
+    )
+    parser.add_argument(
         "--reference-python",
         metavar="PATH",
         help="interpreter with TensorFlow 2.14 and numpy<2 for the original "
@@ -125,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
         f"{config.shape_key(config.MODEL['input_shape'])})",
     )
     parser.add_argument("--skip-layers", action="store_true", help="no layer timings")
+    parser.add_argument(
+        "--count-layers",
+        help="comma-separated layers whose launches and traffic are counted "
+        "(default: every public layer)",
+    )
+    parser.add_argument(
+        "--skip-counts",
+        action="store_true",
+        help="no launch, traffic and peak counts (benchmarks/counts.py)",
+    )
     parser.add_argument("--skip-models", action="store_true", help="no model timings")
     parser.add_argument(
         "--fixture-layers",
@@ -232,6 +249,13 @@ def resolve_settings(args: argparse.Namespace) -> dict:
             f"No compile mode left to run for backends {backends}. "
             f"Received: modes={args.modes!r}"
         )
+    count_layers = _csv(args.count_layers) or list(config.COUNTED_LAYERS)
+    unknown = sorted(set(count_layers) - set(config.COUNTED_LAYERS))
+    if unknown:
+        raise ValueError(
+            f"--count-layers must name some of {list(config.COUNTED_LAYERS)}. "
+            f"Received: count_layers={args.count_layers!r}"
+        )
     fixture_layers = _csv(args.fixture_layers) or (
         ["SingularityStrengthRecalibration"] if args.quick else None
     )
@@ -266,6 +290,12 @@ def resolve_settings(args: argparse.Namespace) -> dict:
         "budget_s": budget,
         "model_budget_s": model_budget,
         "skip_layers": bool(args.skip_layers),
+        "counts": not args.skip_counts,
+        "count_layers": count_layers,
+        "launch_shape": list(config.LAUNCH_SHAPE),
+        "model_launch_input": list(config.MODEL_LAUNCH_INPUT),
+        "traffic_shape": shapes[0],
+        "model_traffic_input": [model_batch, *model["input_shape"]],
         "fixtures": not args.no_fixtures,
         # --quick checks the SSR's recorded cases only (they cover SE, LSS
         # and the batch normalisation); each case compiles anew.
@@ -495,6 +525,19 @@ def layer_spec(settings: dict, backend: str, live_dir: str | None) -> dict:
     }
 
 
+def count_spec(settings: dict, backend: str) -> dict:
+    return {
+        "task": "counts",
+        "backend": None if settings["in_process"] else backend,
+        "layers": settings["count_layers"],
+        "models": list(config.MODELS),
+        "model_config": settings["model"],
+        "traffic_shape": settings["traffic_shape"],
+        "model_traffic_input": settings["model_traffic_input"],
+        "seed": settings["seed"],
+    }
+
+
 def model_spec(settings: dict, backend: str, model: str, mode: str) -> dict:
     return {
         "task": "model",
@@ -557,6 +600,9 @@ def execute(args: argparse.Namespace, settings: dict, out_dir: pathlib.Path) -> 
 
     reference_python = None
     raw["reference"] = {"requested": bool(args.reference_repo)}
+    if args.followup_repo:
+        repo = os.path.abspath(args.followup_repo)
+        raw["followup"] = {"repo": repo, "commit": git_commit(repo)}
     if args.reference_repo:
         repo = os.path.abspath(args.reference_repo)
         raw["reference"].update(repo=repo, commit=git_commit(repo))
@@ -623,8 +669,34 @@ def execute(args: argparse.Namespace, settings: dict, out_dir: pathlib.Path) -> 
                     },
                 )
             )
+        if settings["counts"]:
+            jobs.append(
+                (
+                    "original-counts",
+                    {
+                        **count_spec(settings, "original"),
+                        "reference_repo": args.reference_repo,
+                        "source": "ssr",
+                        "backend": "original",
+                    },
+                )
+            )
         run_jobs(
             jobs, "original", reference_python, "benchmarks.original_worker", {}, group
+        )
+    if reference_python and args.followup_repo and settings["counts"]:
+        call(
+            "followup-counts",
+            "original",
+            reference_python,
+            "benchmarks.original_worker",
+            {
+                **count_spec(settings, "original"),
+                "reference_repo": os.path.abspath(args.followup_repo),
+                "source": "followup",
+                "backend": "original",
+            },
+            {},
         )
     if live_dir and settings["float64"] and "jax" in settings["backends"]:
         call(
@@ -644,6 +716,8 @@ def execute(args: argparse.Namespace, settings: dict, out_dir: pathlib.Path) -> 
         )
     for backend in settings["backends"]:
         jobs = []
+        if settings["counts"]:
+            jobs.append((f"{backend}-counts", count_spec(settings, backend)))
         if run_layers:
             jobs.append((f"{backend}-layers", layer_spec(settings, backend, live_dir)))
         for model in settings["models"]:
@@ -679,10 +753,17 @@ def main(argv: list[str] | None = None) -> int:
             "--in-process runs the current backend only; the original needs its "
             "own process. Received: --reference-repo with --in-process"
         )
-    if args.reference_repo and not os.path.isdir(args.reference_repo):
+    for option in ("reference_repo", "followup_repo"):
+        value = getattr(args, option)
+        if value and not os.path.isdir(value):
+            parser.error(
+                f"--{option.replace('_', '-')} must be a directory. "
+                f"Received: {option}={value!r}"
+            )
+    if args.followup_repo and not args.reference_repo:
         parser.error(
-            f"--reference-repo must be a directory. "
-            f"Received: reference_repo={args.reference_repo!r}"
+            "--followup-repo runs in the original's environment: give "
+            "--reference-repo too. Received: --followup-repo alone"
         )
     started = dt.datetime.now(dt.timezone.utc)
     name = args.name or started.strftime("%Y%m%d-%H%M%S")

@@ -184,26 +184,43 @@ class CenteredBatchNormalization(keras.layers.BatchNormalization):
             (self.moving_variance, variance),
         ):
             value = ops.cast(ops.reshape(value, (-1,)), moving.dtype)
-            _assign_sub(moving, (moving - value) * (1.0 - self.momentum))
+            inner = getattr(moving, "_value", None)
+            if keras.backend.backend() == "torch" and inner is not None:
+                import torch
+
+                with torch.no_grad():  # one launch
+                    inner.lerp_(value, 1.0 - self.momentum)
+            else:
+                _add_scaled(moving, value - moving, 1.0 - self.momentum)
 
 
-def _assign_sub(variable, delta) -> None:
-    """``variable.assign_sub(delta)`` in place where the backend has the op
-    (TensorFlow's ``AssignSubVariableOp``, torch's ``sub_``): one launch,
-    where Keras' ``assign(variable - delta)`` takes two."""
+def _add_scaled(variable, delta, rate: float) -> None:
+    """``variable += rate * delta`` in one launch where the backend has the op
+    (TensorFlow's ``ResourceApplyGradientDescent``, torch's in-place
+    ``add_``), where Keras' ``assign(variable + rate * delta)`` takes three.
+    Keras' assignment under a stateless scope (JAX, ``stateless_call``) or a
+    ``tf.distribute`` strategy."""
     from keras.src.backend.common.stateless_scope import in_stateless_scope
 
     backend = keras.backend.backend()
     inner = None if in_stateless_scope() else getattr(variable, "_value", None)
-    if backend == "tensorflow" and hasattr(inner, "assign_sub"):
-        inner.assign_sub(delta)
+    if backend == "tensorflow" and inner is not None:
+        import tensorflow as tf
+
+        if not tf.distribute.has_strategy() and hasattr(inner, "handle"):
+            tf.raw_ops.ResourceApplyGradientDescent(
+                var=inner.handle,
+                alpha=tf.constant(-rate, inner.dtype),
+                delta=tf.cast(delta, inner.dtype),
+            )
+            return
     elif backend == "torch" and inner is not None:
         import torch
 
         with torch.no_grad():
-            inner.sub_(delta)
-    else:
-        variable.assign(variable - delta)
+            inner.add_(delta, alpha=rate)
+        return
+    variable.assign(variable + delta * rate)
 
 
 def _fused_batch_norm(x, axis, scale, offset, epsilon, moments=None):

@@ -17,7 +17,7 @@ from keras_ssr.layers._base import (
     register,
 )
 from keras_ssr.layers.attention import ChannelGate, SqueezeExcite
-from keras_ssr.layers.normalization import _assign_sub, bn_variables, map_batch_norm
+from keras_ssr.layers.normalization import _add_scaled, bn_variables, map_batch_norm
 
 COMBINES = ("max", "add")
 STYLE_WEIGHTS = ("shared", "per_channel")
@@ -234,7 +234,7 @@ class StyleBasedRecalibration(MapLayer):
         gates = ops.sigmoid(self.bn(style, training=True))
         # The moving mean must follow the uncentred style's batch mean.
         shift = ops.reshape(ops.sum(centre * ops.stop_gradient(kernel), axis=0), (-1,))
-        _assign_sub(self.bn.moving_mean, shift * (self.bn.momentum - 1.0))
+        _add_scaled(self.bn.moving_mean, shift, 1.0 - self.bn.momentum)
         return gates
 
     def call(self, inputs, training=None):

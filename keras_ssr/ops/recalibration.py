@@ -104,10 +104,11 @@ def weighted_ols_coefficients(weights, scales):
             f"`weights` must have shape ({scales.size},), one per scale. "
             f"Received: weights.shape={tuple(weights.shape)}"
         )
-    d = kops.convert_to_tensor(centred, dtype=weights.dtype)
+    dtype = keras.backend.standardize_dtype(weights.dtype)
+    d, d2 = (kops.convert_to_tensor(v.astype(dtype)) for v in (centred, centred**2))
     s = kops.sigmoid(weights)
     numerator = s * d - kops.mean(s * d)
-    return numerator / kops.sum(s * kops.square(d))
+    return numerator / kops.sum(s * d2)
 
 
 def weighted_ols_slope(measures, weights, scales):

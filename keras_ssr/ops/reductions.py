@@ -27,11 +27,10 @@ def accurate_sum(x, axis: int | Sequence[int] | None, keepdims: bool = False):
     long run: at (4, 112, 112, 16) a per-channel mean is off by ~1e-4
     relative, which the singularity map's batch normalisation and pooling
     turn into 1e-3 errors of SSR's gradients. On TensorFlow the axes are
-    therefore reduced in groups: the last axis alone, then the others
-    together while they add at most ``RUN_LENGTH`` terms (an axis longer
-    than that, or of unknown length, alone): the error is bounded by the
-    group lengths. PyTorch's and XLA's kernels add in a tree (cascaded)
-    order already: one reduction there.
+    therefore reduced in groups, from the back, each adding at most
+    ``RUN_LENGTH`` terms (an axis longer than that, or of unknown length,
+    alone): the error is bounded by the group lengths. PyTorch's and XLA's
+    kernels add in a tree (cascaded) order already: one reduction there.
 
     Args:
         x: floating-point tensor, NumPy array or (nested) list of floats.
@@ -47,20 +46,22 @@ def accurate_sum(x, axis: int | Sequence[int] | None, keepdims: bool = False):
     return _axis_sum(x, _check_axes(axis, len(x.shape), x.shape), keepdims)
 
 
-def _groups(shape, axes: tuple[int, ...]) -> list[tuple[int, ...]]:
+def _groups(shape, axes: tuple[int, ...], strict: bool = False):
     """The reductions of :func:`accurate_sum`, in order: groups of ``axes``.
 
-    On TensorFlow the last axis alone, then the others from the back,
-    merged while their run stays within :data:`RUN_LENGTH` (an axis of
-    unknown length alone). Two spatial axes are never merged by the first
-    step: SRM's kernel gradient, ill-conditioned by its batch norm over a
-    batch of two, moved from 9e-5 to 1.3e-4 off float64 when a 16 x 16
-    mean ran as one sequence.
+    On TensorFlow, the axes from the back, merged while their run stays
+    within :data:`RUN_LENGTH` (an axis of unknown length alone); with
+    ``strict`` the last axis alone first. The moments of a normalisation
+    take the strict order: SRM's kernel gradient, ill-conditioned by its
+    batch norm over a batch of two, moved from 9e-5 to 1.3e-4 off float64
+    when a 16 x 16 mean ran as one sequence.
     """
     if keras.backend.backend() != "tensorflow" or len(axes) < 2:
         return [axes] if axes else []
-    groups, group, run = [(axes[-1],)], [], 1
-    for a in reversed(axes[:-1]):
+    groups, group, run = [], [], 1
+    if strict:
+        groups, axes = [(axes[-1],)], axes[:-1]
+    for a in reversed(axes):
         size = shape[a]
         if group and (size is None or run is None or run * size > RUN_LENGTH):
             groups.append(tuple(sorted(group)))
@@ -71,9 +72,9 @@ def _groups(shape, axes: tuple[int, ...]) -> list[tuple[int, ...]]:
     return groups
 
 
-def _axis_sum(x, axes: tuple[int, ...], keepdims: bool):
+def _axis_sum(x, axes: tuple[int, ...], keepdims: bool, strict: bool = False):
     """:func:`accurate_sum` of a checked tensor over sorted, checked axes."""
-    for group in _groups(x.shape, axes):
+    for group in _groups(x.shape, axes, strict):
         x = kops.sum(x, axis=group, keepdims=True)
     if not keepdims:
         x = kops.squeeze(x, axis=axes) if axes else x
@@ -116,10 +117,10 @@ def _check_nonempty(x, axes: tuple[int, ...], axis) -> None:
         )
 
 
-def _axis_mean(x, axes: tuple[int, ...], keepdims: bool):
+def _axis_mean(x, axes: tuple[int, ...], keepdims: bool, strict: bool = False):
     """:func:`accurate_mean` of a checked tensor over checked, non-empty axes:
     the mean of the means of :func:`accurate_sum`'s groups."""
-    for group in _groups(x.shape, axes):
+    for group in _groups(x.shape, axes, strict):
         x = kops.mean(x, axis=group, keepdims=True)
     if not keepdims:
         x = kops.squeeze(x, axis=axes) if axes else x
@@ -152,12 +153,12 @@ def centered_moments(x, axes: int | Sequence[int] | None, synchronized: bool = T
         count = distributed.batch_count(x, checked)
 
         def mean_of(t):
-            return distributed.replica_sum(_axis_sum(t, checked, True)) / count
+            return distributed.replica_sum(_axis_sum(t, checked, True, True)) / count
     else:
         _check_nonempty(x, checked, axes)
 
         def mean_of(t):
-            return _axis_mean(t, checked, True)
+            return _axis_mean(t, checked, True, True)
 
     first = kops.stop_gradient(mean_of(x))
     mean = first + mean_of(x - first)
@@ -190,10 +191,10 @@ def _moments(x, axes):
     """``(mean, x - mean, variance)`` of :func:`centered_moments` (checked
     ``x``, one device)."""
     axes = tuple(sorted(axes))
-    mean = _axis_mean(x, axes, True)
-    mean = mean + _axis_mean(x - mean, axes, True)  # see centered_moments
+    mean = _axis_mean(x, axes, True, True)
+    mean = mean + _axis_mean(x - mean, axes, True, True)  # see centered_moments
     centred = x - mean
-    return mean, centred, _axis_mean(kops.square(centred), axes, True)
+    return mean, centred, _axis_mean(kops.square(centred), axes, True, True)
 
 
 @functools.cache
@@ -241,11 +242,11 @@ def _train_pool_normalize(x, spatial, epsilon, scale=None, offset=None):
     """
     x_ = kops.stop_gradient(x)
     spatial = tuple(sorted(spatial))
-    means = _axis_mean(x_, spatial, True)
+    means = _axis_mean(x_, spatial, True, True)
     mean = _axis_mean(means, (0,), True)
-    mean = mean + _axis_mean(x_ - mean, (0, *spatial), True)  # centered_moments
+    mean = mean + _axis_mean(x_ - mean, (0, *spatial), True, True)  # see above
     centred = x_ - mean
-    variance = _axis_mean(kops.square(centred), (0, *spatial), True)
+    variance = _axis_mean(kops.square(centred), (0, *spatial), True, True)
     inv = kops.rsqrt(variance + epsilon)
     pool = _pool_normalize_with_gradient(spatial, scale is not None, offset is not None)
     params = [p for p in (scale, offset) if p is not None]

@@ -549,7 +549,7 @@ def _weighted_strength_with_gradient(
     )
     sides = dyadic_scales(max_scale)
     # log(m_j / m_1) of box sums = that of the measures + d log(k_j / k_1)
-    offsets = [boxes.offset * float(np.log(k / sides[0])) for k in sides]
+    offsets = np.asarray([boxes.offset * np.log(k / sides[0]) for k in sides], dtype)
     axes = spatial if scaling == "sample" else (0, *spatial)
 
     @kops.custom_gradient
@@ -562,8 +562,7 @@ def _weighted_strength_with_gradient(
         for log, c_j in zip(logs, c[1:]):
             alpha = log * c_j if alpha is None else alpha + log * c_j
         if boxes.offset:
-            offset = kops.convert_to_tensor(offsets, dtype=x.dtype)
-            alpha = alpha + kops.sum(coefficients * offset)
+            alpha = alpha + kops.sum(coefficients * kops.convert_to_tensor(offsets))
 
         def grad(*args, upstream=None):
             if upstream is None:
@@ -576,9 +575,9 @@ def _weighted_strength_with_gradient(
             if boxes.offset:
                 products.append(u)
             sums = [kops.reshape(v, (1,)) for v in _sums(products, every)]
-            dc = kops.concatenate([kops.zeros((1,), x.dtype), *sums[: len(logs)]])
+            dc = kops.pad(kops.concatenate(sums[: len(logs)]), [(1, 0)])
             if boxes.offset:
-                dc = dc + sums[-1] * kops.convert_to_tensor(offsets, dtype=x.dtype)
+                dc = dc + sums[-1] * kops.convert_to_tensor(offsets)
             return dx, dc
 
         return alpha, grad
