@@ -208,15 +208,15 @@ class StyleBasedRecalibration(MapLayer):
         if not self.built:
             self.build(tuple(inputs.shape))
         mean, std = ssr_ops.style_pool(inputs, self.data_format)
-        styles = ops.stack([mean, std], axis=0)  # (2, batch, channels)
-        kernel = ops.expand_dims(ops.cast(self.kernel, mean.dtype), 1)  # (2, 1, C|1)
+        styles = ops.stack([mean, std], axis=1)  # (batch, 2, channels)
+        kernel = ops.expand_dims(ops.cast(self.kernel, mean.dtype), 0)  # (1, 2, C|1)
         # An empty batch has no batch statistics: the moving ones, unchanged
         # (as CenteredBatchNormalization does).
         empty = mean.shape[0] == 0 and not distributed.spans_replicas(
             (0,), self.synchronized
         )
         if not (training and self.bn.trainable) or empty:
-            return ops.sigmoid(self.bn(ops.sum(styles * kernel, axis=0)))
+            return ops.sigmoid(self.bn(ops.sum(styles * kernel, axis=1)))
         # Batch statistics: the normalised style does not change when every
         # channel's style is shifted, so normalise the style of the centred
         # statistics. Its gradient w.r.t. the kernel is then a sum of small,
@@ -227,13 +227,13 @@ class StyleBasedRecalibration(MapLayer):
         # output does not depend on them, they carry no gradient.
         fixed = ops.stop_gradient(styles)
         if distributed.spans_replicas((0,), self.synchronized):
-            centre = ssr_ops.centered_moments(fixed, axes=(1,), synchronized=True)[0]
+            centre = ssr_ops.centered_moments(fixed, axes=(0,), synchronized=True)[0]
         else:
-            centre = ops.mean(fixed, axis=1, keepdims=True)
-        style = ops.sum((styles - centre) * kernel, axis=0)
+            centre = ssr_ops.accurate_mean(fixed, 0, keepdims=True)
+        style = ops.sum((styles - centre) * kernel, axis=1)
         gates = ops.sigmoid(self.bn(style, training=True))
         # The moving mean must follow the uncentred style's batch mean.
-        shift = ops.reshape(ops.sum(centre * ops.stop_gradient(kernel), axis=0), (-1,))
+        shift = ops.reshape(ops.sum(centre * ops.stop_gradient(kernel), axis=1), (-1,))
         _add_scaled(self.bn.moving_mean, shift, 1.0 - self.bn.momentum)
         return gates
 

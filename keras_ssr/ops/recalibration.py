@@ -107,7 +107,8 @@ def weighted_ols_coefficients(weights, scales):
     dtype = keras.backend.standardize_dtype(weights.dtype)
     d, d2 = (kops.convert_to_tensor(v.astype(dtype)) for v in (centred, centred**2))
     s = kops.sigmoid(weights)
-    numerator = s * d - kops.mean(s * d)
+    # not keras.ops.mean: Keras' torch mean computes float64 in float32
+    numerator = s * d - kops.sum(s * d) / scales.size
     return numerator / kops.sum(s * d2)
 
 
