@@ -28,7 +28,16 @@ LAYERS: dict[str, dict] = {
     "LocalSingularityStrength": {"max_scale": 3},
     "SingularityStrengthRecalibration": {"r": 2, "max_scale": 3},
     "LearnableMeasure": {"max_scale": 6},
+    # the follow-up's family (its builders' defaults), beside its own code
+    "SpatialSqueezeExcite": {"r": 2},
+    "StyleBasedRecalibration": {},
+    "FrequencyChannelAttention": {"r": 2, "low_freq": 4},
+    "MonofractalRecalibration": {"r": 2, "max_scale": 3},
+    "MultifractalRecalibration": {"max_scale": 3, "k": 16, "per_channel": False},
 }
+#: The follow-up's family is timed at one shape of its U-Net's first level
+#: (``--quick``: the quick level, as every layer).
+FAMILY_LEVEL_SHAPES: tuple[tuple[int, int, int], ...] = ((112, 112, 32),)
 #: Every public layer, counted (launches, traffic) in every backend: layer
 #: name -> constructor arguments, the same for keras_ssr and the authors'
 #: code (the follow-up builders' defaults for its family).
@@ -36,13 +45,8 @@ COUNTED_LAYERS: dict[str, dict] = {
     **LAYERS,
     "LocalSingularityStrengthXu": {"local_scale": 6},
     "SingularityStrengthRecalibrationXu": {"r": 2, "local_scale": 6},
-    "MonofractalRecalibration": {"r": 2, "max_scale": 3},
     "WeightedLocalSingularityStrength": {"max_scale": 3},
     "SoftHistogram": {"num_anchors": 16},
-    "MultifractalRecalibration": {"max_scale": 3, "k": 16, "per_channel": False},
-    "SpatialSqueezeExcite": {"r": 2},
-    "StyleBasedRecalibration": {},
-    "FrequencyChannelAttention": {"r": 2, "low_freq": 4},
 }
 #: The authors' class of each layer, by checkout: the SSR paper's
 #: (miguelmartins/ssr) and the follow-up's
@@ -171,6 +175,15 @@ RTOL = 1e-4
 
 PASSES = ("forward", "forward+backward")
 MODEL_PASSES = ("train_step", "inference")
+
+
+def source(layer_name: str) -> str | None:
+    """Whose code the original of ``layer_name`` is (``"ssr"``,
+    ``"followup"``), ``None`` for a layer of keras_ssr's own."""
+    for name, classes in ORIGINAL_CLASSES.items():
+        if layer_name in classes:
+            return name
+    return None
 
 
 def shape_key(shape) -> str:

@@ -11,13 +11,16 @@ repository.
 
 Tasks, as in :mod:`benchmarks.worker`:
 
-* ``"layers"``: times the original's ``SqueezeExcite``,
-  ``LocalSingularityStrength``, ``SingularityStrengthRecalibration`` and
-  ``LearnableMeasure`` the way its users ran them (``tf.function``, no
-  XLA); checks that the weight mapping reproduces the recorded fixtures;
-  and, for the live comparison, loads keras_ssr's weights and inputs,
-  and writes the original's outputs and gradients for every backend to
-  compare against.
+* ``"layers"``: times the authors' layers the way their users ran them
+  (``tf.function``, no XLA): the SSR paper's (``spec["source"] ==
+  "ssr"``, the default) or the follow-up's (``"followup"``, from a
+  checkout of ``miguelmartins/multifractal-recalibration``). For the SSR
+  paper's, checks that the weight mapping reproduces the recorded
+  fixtures and, for the live comparison, loads keras_ssr's weights and
+  inputs and writes the original's outputs and gradients for every
+  backend to compare against.
+* ``"counts"``: the TF graph launches of the authors' layers (and the SSR
+  paper's U-Nets), as :func:`benchmarks.worker.count_task`.
 * ``"model"``: its ``get_unet`` / ``get_ssr_unet``, an inference batch and a
   training step (``model.compile(Adam, binary cross-entropy)``).
 """
@@ -131,9 +134,13 @@ def build_original(ref: Reference, classes: dict, layer_name: str, kwargs, shape
 
 
 def compile_original(ref: Reference, layer_name: str, layer):
-    """``forward(x)`` and ``vjp(x, cotangent)`` as tf.functions, no XLA."""
+    """``forward(x)`` and ``vjp(x, cotangent)`` as tf.functions, no XLA. The
+    follow-up's layers, whose weights keras_ssr does not map here, are
+    differentiated with respect to all their trainable weights."""
     tf = ref.tf
-    variables = original_variables(layer_name, layer)
+    variables = original_variables(layer_name, layer) or {
+        v.name: v for v in layer.variables
+    }
     trainable = [(n, v) for n, v in variables.items() if v.trainable]
     state = [(n, v) for n, v in variables.items() if not v.trainable]
 
@@ -208,14 +215,18 @@ def original_fixtures(ref, classes, layer_name, fixtures_dir) -> dict:
 
 def bench_layers(spec: dict, ref: Reference) -> dict:
     tf = ref.tf
-    classes = _import_original(spec["reference_repo"])
+    classes = _import_original(spec["reference_repo"], spec.get("source", "ssr"))
     timing = (spec["warmup"], spec["repeats"], spec.get("budget_s"))
     gpu = ref.gpu_hooks()
     mode = config.MODES["original"][0]
     rng = np.random.default_rng(spec.get("seed", 0))
     records, fixtures, errors, written = [], [], [], []
     try:  # as benchmarks.worker.warm_up_layers
-        name = "SingularityStrengthRecalibration"
+        name = next(
+            n
+            for n in ("SingularityStrengthRecalibration", "MonofractalRecalibration")
+            if n in classes
+        )
         x, cotangent = common.layer_inputs(name, common.WARM_SHAPE, rng)
         layer = build_original(
             ref, classes, name, config.LAYERS[name], common.WARM_SHAPE
@@ -237,7 +248,7 @@ def bench_layers(spec: dict, ref: Reference) -> dict:
                 )
             except Exception as exc:  # noqa: BLE001 (reported)
                 errors.append(common.error_record(f"fixtures {layer_name}", exc))
-        for shape in spec["shapes"]:
+        for shape in spec.get("layer_shapes", {}).get(layer_name, spec["shapes"]):
             shape = tuple(shape)
             label = f"{layer_name} {shape}"
             base = {

@@ -3,6 +3,7 @@
     nox -s bench                                    # all backends, full run
     nox -s bench -- --quick                         # < 3 min on 2 CPU cores
     nox -s bench -- --reference-repo ../ssr         # beside the original
+    nox -s bench -- --reference-repo ../ssr --followup-repo ../mfr  # both papers
     python -m benchmarks --help                     # every option
 
 Each backend runs in its own process (``KERAS_BACKEND`` set), the layers in
@@ -12,7 +13,13 @@ implementation (a checkout of ``miguelmartins/ssr``) runs in a separate
 virtual environment with ``tensorflow-cpu==2.14.1`` and ``numpy<2``
 (``tensorflow[and-cuda]==2.14.1`` where ``nvidia-smi`` finds a GPU), built
 under ``.nox/bench-reference`` on first use and reused after; or give its
-interpreter with ``--reference-python``.
+interpreter with ``--reference-python``. With ``--followup-repo PATH`` (a
+checkout of ``miguelmartins/multifractal-recalibration``) the follow-up's
+layers run beside keras_ssr's family in that environment too, in their own
+processes (both checkouts name their package ``neural_components``).
+
+Besides the timings, every backend counts what does not depend on load
+(:mod:`benchmarks.counts`): kernel launches, XLA traffic and torch's peak.
 
 The report (``report.json``, ``report.md``, ``report.png``) goes to
 ``benchmarks/results/<name>/``.
@@ -218,6 +225,12 @@ def resolve_settings(args: argparse.Namespace) -> dict:
     else:
         levels = config.QUICK_LEVEL_SHAPES if args.quick else config.LEVEL_SHAPES
         shapes = [[batch, *level] for level in levels]
+    layer_shapes = {
+        name: [[batch, *level] for level in config.FAMILY_LEVEL_SHAPES]
+        if config.source(name) == "followup" and not (args.shapes or args.quick)
+        else shapes
+        for name in layers
+    }
     model_batch = args.batch_size or (
         config.QUICK_MODEL_BATCH_SIZE if args.quick else config.DEFAULT_BATCH_SIZE
     )
@@ -280,6 +293,7 @@ def resolve_settings(args: argparse.Namespace) -> dict:
         "modes": modes,
         "layers": {name: config.LAYERS[name] for name in layers},
         "shapes": shapes,
+        "layer_shapes": layer_shapes,
         "model": model,
         "models": [] if args.skip_models else list(config.MODELS),
         "model_batch_size": model_batch,
@@ -507,12 +521,13 @@ def run_in_process(spec: dict) -> dict:
 # The run
 
 
-def layer_spec(settings: dict, backend: str, live_dir: str | None) -> dict:
+def layer_spec(settings: dict, backend: str, live_dir: str | None, layers=None) -> dict:
     return {
         "task": "layers",
         "backend": None if settings["in_process"] else backend,
-        "layers": list(settings["layers"]),
+        "layers": list(settings["layers"]) if layers is None else layers,
         "shapes": settings["shapes"],
+        "layer_shapes": settings["layer_shapes"],
         "modes": settings["modes"].get(backend, []),
         "warmup": settings["warmup"],
         "repeats": settings["repeats"],
@@ -619,6 +634,10 @@ def execute(args: argparse.Namespace, settings: dict, out_dir: pathlib.Path) -> 
 
     layer_names = list(settings["layers"])
     run_layers = bool(layer_names) and not settings["skip_layers"]
+    by_source = {
+        source: [n for n in layer_names if config.source(n) == source]
+        for source in config.ORIGINAL_CLASSES
+    }
     live_dir = None
     if reference_python and run_layers:
         live_dir = str(out_dir / "live")
@@ -631,7 +650,7 @@ def execute(args: argparse.Namespace, settings: dict, out_dir: pathlib.Path) -> 
             {
                 "task": "prepare",
                 "backend": first,
-                "layers": layer_names,
+                "layers": by_source["ssr"],
                 "shapes": settings["shapes"],
                 "live_dir": live_dir,
                 "seed": settings["seed"],
@@ -647,12 +666,12 @@ def execute(args: argparse.Namespace, settings: dict, out_dir: pathlib.Path) -> 
     gpu = _has_nvidia_gpu()
     if reference_python:
         jobs = []
-        if run_layers:
+        if run_layers and by_source["ssr"]:
             jobs.append(
                 (
                     "original-layers",
                     {
-                        **layer_spec(settings, "original", live_dir),
+                        **layer_spec(settings, "original", live_dir, by_source["ssr"]),
                         "reference_repo": args.reference_repo,
                         "backend": "original",
                     },
@@ -684,19 +703,20 @@ def execute(args: argparse.Namespace, settings: dict, out_dir: pathlib.Path) -> 
         run_jobs(
             jobs, "original", reference_python, "benchmarks.original_worker", {}, group
         )
-    if reference_python and args.followup_repo and settings["counts"]:
-        call(
-            "followup-counts",
-            "original",
-            reference_python,
-            "benchmarks.original_worker",
-            {
-                **count_spec(settings, "original"),
-                "reference_repo": os.path.abspath(args.followup_repo),
-                "source": "followup",
-                "backend": "original",
-            },
-            {},
+    if reference_python and args.followup_repo:
+        repo = os.path.abspath(args.followup_repo)
+        jobs = []
+        if run_layers and by_source["followup"]:
+            spec = layer_spec(settings, "original", None, by_source["followup"])
+            jobs.append(("followup-layers", {**spec, "fixtures_dir": None}))
+        if settings["counts"]:
+            jobs.append(("followup-counts", count_spec(settings, "original")))
+        jobs = [
+            (label, {**spec, "reference_repo": repo, "source": "followup"})
+            for label, spec in jobs
+        ]
+        run_jobs(
+            jobs, "original", reference_python, "benchmarks.original_worker", {}, group
         )
     if live_dir and settings["float64"] and "jax" in settings["backends"]:
         call(
@@ -707,7 +727,7 @@ def execute(args: argparse.Namespace, settings: dict, out_dir: pathlib.Path) -> 
             {
                 "task": "float64",
                 "backend": "jax",
-                "layers": layer_names,
+                "layers": by_source["ssr"],
                 "shapes": settings["shapes"],
                 "live_dir": live_dir,
                 "seed": settings["seed"],

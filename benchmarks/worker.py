@@ -132,9 +132,10 @@ def bench_layers(spec: dict, backend: Backend) -> dict:
             errors.append(common.error_record(f"warm-up {mode}", exc))
     fixture_layers = spec.get("fixture_layers")
     for layer_name in spec["layers"]:
-        kwargs = config.LAYERS[layer_name]
-        if spec.get("fixtures_dir") and (
-            fixture_layers is None or layer_name in fixture_layers
+        if (
+            spec.get("fixtures_dir")
+            and (fixture_layers is None or layer_name in fixture_layers)
+            and any(common.fixture_cases(spec["fixtures_dir"], layer_name))
         ):
             for mode in spec["modes"]:
                 try:
@@ -147,7 +148,7 @@ def bench_layers(spec: dict, backend: Backend) -> dict:
                     errors.append(
                         common.error_record(f"fixtures {layer_name} {mode}", exc)
                     )
-        for shape in spec["shapes"]:
+        for shape in spec.get("layer_shapes", {}).get(layer_name, spec["shapes"]):
             shape = tuple(shape)
             paths = None
             if spec.get("live_dir"):
@@ -165,7 +166,7 @@ def bench_layers(spec: dict, backend: Backend) -> dict:
                     "mode": mode,
                 }
                 try:
-                    layer = make_layer(layer_name, kwargs)
+                    layer = make_layer(layer_name, config.LAYERS[layer_name])
                     layer.build(shape)
                     weights = None
                     if paths and os.path.exists(paths["weights"]):
