@@ -35,7 +35,7 @@ from keras_ssr.ops._utils import (
     _float32_or_wider,
     _is_empty,
 )
-from keras_ssr.ops.reductions import _axis_sum, centered_moments
+from keras_ssr.ops.reductions import _axis_mean, _axis_sum, centered_moments
 from keras_ssr.ops.singularity import (
     EPSILON,
     MAX_SCALE_LIMIT,
@@ -107,8 +107,7 @@ def weighted_ols_coefficients(weights, scales):
     dtype = keras.backend.standardize_dtype(weights.dtype)
     d, d2 = (kops.convert_to_tensor(v.astype(dtype)) for v in (centred, centred**2))
     s = kops.sigmoid(weights)
-    # not keras.ops.mean: Keras' torch mean computes float64 in float32
-    numerator = s * d - kops.sum(s * d) / scales.size
+    numerator = s * d - _axis_mean(s * d, (0,), False)  # (torch float64: sum)
     return numerator / kops.sum(s * d2)
 
 
