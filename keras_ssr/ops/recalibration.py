@@ -107,7 +107,7 @@ def weighted_ols_coefficients(weights, scales):
     dtype = keras.backend.standardize_dtype(weights.dtype)
     d, d2 = (kops.convert_to_tensor(v.astype(dtype)) for v in (centred, centred**2))
     s = kops.sigmoid(weights)
-    numerator = s * d - _axis_mean(s * d, (0,), False)  # (torch float64: sum)
+    numerator = s * d - _axis_mean(s * d, (0,), False)
     return numerator / kops.sum(s * d2)
 
 

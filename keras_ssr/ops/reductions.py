@@ -120,9 +120,9 @@ def _check_nonempty(x, axes: tuple[int, ...], axis) -> None:
 def _axis_mean(x, axes: tuple[int, ...], keepdims: bool, strict: bool = False):
     """:func:`accurate_mean` of a checked tensor over checked, non-empty axes:
     the mean of the means of :func:`accurate_sum`'s groups (Keras 3.15's
-    torch ``mean`` computes float64 in float32: the sum and a division
-    there)."""
-    if keras.backend.backend() == "torch" and _checks.wide_float(x.dtype) == "float64":
+    ``mean`` computes float64 in float32 on torch and JAX: float64 takes
+    the sum and a division)."""
+    if _checks.wide_float(x.dtype) == "float64":
         return _axis_sum(x, axes, keepdims, strict) / _count(x, axes)
     for group in _groups(x.shape, axes, strict):
         x = kops.mean(x, axis=group, keepdims=True)
