@@ -136,15 +136,15 @@ class TensorFlowBackend(Backend):
             grads = tape.gradient(
                 y, [x] + [v.value for v in variables], output_gradients=cotangent
             )
-            weights = [
-                tf.zeros_like(v.value) if g is None else g
-                for v, g in zip(variables, grads[1:])
-            ]
-            return y, grads[0], weights
+            return y, grads[0], grads[1:]  # None where a weight has no gradient
 
         def run_vjp(x, cotangent):
             y, grad_x, grads = vjp_all(x, cotangent)
-            return y, grad_x, list(grads), None
+            weights = [
+                tf.zeros_like(v.value) if g is None else g
+                for v, g in zip(variables, grads)
+            ]
+            return y, grad_x, weights, None
 
         return Compiled(forward, run_vjp, (forward, vjp_all))
 

@@ -246,6 +246,34 @@ def progress(record: dict) -> None:
     )
 
 
+def count_subject(suite, name, shape, spec, rng, make_layer, make_model):
+    """``(subject, x, cotangent)`` of a ``"counts"`` task: a layer of
+    ``config.COUNTED_LAYERS`` or a model of ``spec["model_config"]`` for the
+    input ``shape``, with a standard-normal input and cotangent."""
+    if suite == "layer":
+        return (
+            make_layer(name, config.COUNTED_LAYERS[name]),
+            *layer_inputs(name, shape, rng),
+        )
+    model_config = dict(spec["model_config"], input_shape=list(shape[1:]))
+    model = make_model(name, model_config)
+    x = rng.standard_normal(tuple(shape), dtype=np.float32)
+    cotangent = rng.standard_normal(
+        (shape[0], *model.output_shape[1:]), dtype=np.float32
+    )
+    return model, x, cotangent
+
+
+def count_records(base: dict, result: dict) -> list[dict]:
+    """One record per pass of a count ``result`` (``{pass: measures}``)."""
+    input_bytes = int(np.prod(base["shape"])) * 4
+    records = [
+        {**base, "pass": p, "input_bytes": input_bytes, **m} for p, m in result.items()
+    ]
+    count_progress(records)
+    return records
+
+
 def count_progress(records: list[dict]) -> None:
     """One line per count on stderr, as :func:`progress`."""
     if os.environ.get("KERAS_SSR_BENCH_QUIET"):

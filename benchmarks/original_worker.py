@@ -138,11 +138,13 @@ def compile_original(ref: Reference, layer_name: str, layer):
     follow-up's layers, whose weights keras_ssr does not map here, are
     differentiated with respect to all their trainable weights."""
     tf = ref.tf
-    variables = original_variables(layer_name, layer) or {
-        v.name: v for v in layer.variables
-    }
-    trainable = [(n, v) for n, v in variables.items() if v.trainable]
-    state = [(n, v) for n, v in variables.items() if not v.trainable]
+    variables = original_variables(layer_name, layer)
+    if variables:
+        trainable = [(n, v) for n, v in variables.items() if v.trainable]
+        state = [(n, v) for n, v in variables.items() if not v.trainable]
+    else:  # a frozen layer's variables are trainable ones in tf.keras 2.14
+        trainable = [(v.name, v) for v in layer.trainable_variables]
+        state = [(v.name, v) for v in layer.non_trainable_variables]
 
     @tf.function
     def forward(x):
@@ -156,11 +158,7 @@ def compile_original(ref: Reference, layer_name: str, layer):
         grads = tape.gradient(
             y, [x] + [v for _, v in trainable], output_gradients=cotangent
         )
-        weights = [
-            tf.zeros_like(v) if g is None else g
-            for (_, v), g in zip(trainable, grads[1:])
-        ]
-        return y, grads[0], weights
+        return y, grads[0], grads[1:]  # None where a weight has no gradient
 
     return forward, vjp_all, trainable, state
 
@@ -173,9 +171,8 @@ def evaluate_original(layer_name, layer, compiled, x, cotangent) -> dict:
     out["y_training"] = y.numpy()
     out["grad_x"] = grad_x.numpy()
     for (name, variable), grad in zip(trainable, grads):
-        out["grad." + name] = grad.numpy().reshape(
-            _semantic_shape(name, variable.shape)
-        )
+        grad = np.zeros(variable.shape) if grad is None else grad.numpy()
+        out["grad." + name] = grad.reshape(_semantic_shape(name, variable.shape))
     for name, variable in state:
         out["after." + name] = variable.numpy()
     return out
@@ -366,21 +363,28 @@ def count_task(spec: dict, ref: Reference) -> dict:
         ]
     records, errors = [], []
     for suite, name, shape in subjects:
+        base = {
+            "suite": suite,
+            "name": name,
+            "shape": list(shape),
+            "implementation": "original",
+            "source": source,
+            "backend": "original",
+            "mode": config.MODES["original"][0],
+        }
         try:
-            if suite == "layer":
-                layer = build_original(
-                    ref, classes, name, config.COUNTED_LAYERS[name], shape
-                )
-                x, cotangent = common.layer_inputs(name, shape, rng)
-            else:
-                model_config = dict(spec["model_config"])
-                model_config["input_shape"] = list(shape[1:])
-                layer = _original_model(name, model_config)
-                x = rng.standard_normal(shape, dtype=np.float32)
-                cotangent = rng.standard_normal(
-                    (shape[0], *layer.output_shape[1:]), dtype=np.float32
-                )
-            forward, vjp = _original_programs(tf, layer)
+            layer, x, cotangent = common.count_subject(
+                suite,
+                name,
+                shape,
+                spec,
+                rng,
+                lambda n, kwargs, shape=shape: build_original(
+                    ref, classes, n, kwargs, shape
+                ),
+                _original_model,
+            )
+            forward, vjp, _, _ = compile_original(ref, name, layer)
             x, cotangent = tf.constant(x), tf.constant(cotangent)
             result = {
                 "forward": counts.tf_launches(tf, forward, x),
@@ -389,42 +393,8 @@ def count_task(spec: dict, ref: Reference) -> dict:
         except Exception as exc:  # noqa: BLE001 (reported)
             errors.append(common.error_record(f"counts {name}", exc))
             continue
-        for pass_name, measures in result.items():
-            records.append(
-                {
-                    "suite": suite,
-                    "name": name,
-                    "shape": list(shape),
-                    "implementation": "original",
-                    "source": source,
-                    "backend": "original",
-                    "mode": config.MODES["original"][0],
-                    "pass": pass_name,
-                    "input_bytes": int(np.prod(shape)) * 4,
-                    **measures,
-                }
-            )
-        common.count_progress(records[-2:])
+        records.extend(common.count_records(base, result))
     return {"counts": records, "errors": errors}
-
-
-def _original_programs(tf, layer):
-    """``forward(x)`` and ``vjp(x, cotangent)`` (every trainable weight) as
-    tf.functions, as :func:`compile_original` without the weight names."""
-
-    @tf.function
-    def forward(x):
-        return layer(x, training=False)
-
-    @tf.function
-    def vjp(x, cotangent):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = layer(x, training=True)
-        variables = [x, *layer.trainable_variables]
-        return y, tape.gradient(y, variables, output_gradients=cotangent)
-
-    return forward, vjp
 
 
 def run_suite(spec: dict, ref: Reference) -> dict:

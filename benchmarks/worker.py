@@ -256,17 +256,9 @@ def count_task(spec: dict, backend: Backend) -> dict:
                     "mode": mode,
                 }
                 try:
-                    if suite == "layer":
-                        subject = make_layer(name, config.COUNTED_LAYERS[name])
-                        x, cotangent = common.layer_inputs(name, shape, rng)
-                    else:
-                        model_config = dict(spec["model_config"])
-                        model_config["input_shape"] = list(shape[1:])
-                        subject = build_model(name, model_config)
-                        x = rng.standard_normal(shape, dtype=np.float32)
-                        cotangent = rng.standard_normal(
-                            (shape[0], *subject.output_shape[1:]), dtype=np.float32
-                        )
+                    subject, x, cotangent = common.count_subject(
+                        suite, name, shape, spec, rng, make_layer, build_model
+                    )
                     if not subject.built:
                         subject.build(shape)
                     compiled = backend.compile_layer(
@@ -278,17 +270,7 @@ def count_task(spec: dict, backend: Backend) -> dict:
                 except Exception as exc:  # noqa: BLE001 (reported, not hidden)
                     errors.append(common.error_record(f"counts {name} {mode}", exc))
                     continue
-                input_bytes = int(np.prod(shape)) * 4
-                for pass_name, measures in result.items():
-                    records.append(
-                        {
-                            **base,
-                            "pass": pass_name,
-                            "input_bytes": input_bytes,
-                            **measures,
-                        }
-                    )
-                common.count_progress(records[-2:])
+                records.extend(common.count_records(base, result))
                 del subject, compiled
     return {"counts": records, "errors": errors}
 
