@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmarks import common, measure
+from benchmarks import common, counts, measure
 
 
 @dataclass
@@ -23,11 +23,15 @@ class Compiled:
     ``forward(x) -> y``; ``vjp(x, cotangent) -> (y, grad_x, grads, state)``
     with ``grads`` the gradients of the trainable weights in the order of
     ``names`` and ``state`` the non-trainable values after the call (``None``
-    where the layer's variables were updated in place).
+    where the layer's variables were updated in place). ``programs``: the
+    ``(forward, vjp)`` programs behind them for the counts:
+    ``tf.function`` objects on TensorFlow, functions of ``(x[, cotangent])``
+    returning the compiled XLA program on JAX.
     """
 
     forward: Callable
     vjp: Callable
+    programs: tuple = ()
 
 
 def _kwargs(has_training: bool, training: bool) -> dict:
@@ -70,6 +74,10 @@ class Backend:
         raise NotImplementedError
 
     def model_jit_compile(self, mode: str) -> bool:
+        raise NotImplementedError
+
+    def count(self, compiled: Compiled, mode: str, x, cotangent) -> dict:
+        """``{pass: counts}`` of a compiled layer (:mod:`benchmarks.counts`)."""
         raise NotImplementedError
 
 
@@ -125,22 +133,37 @@ class TensorFlowBackend(Backend):
             with tf.GradientTape() as tape:
                 tape.watch(x)
                 y = layer(x, **_kwargs(has_training, True))
-                loss = tf.reduce_sum(y * cotangent)
-            grads = tape.gradient(loss, [x] + [v.value for v in variables])
-            weights = [
-                tf.zeros_like(v.value) if g is None else g
-                for v, g in zip(variables, grads[1:])
-            ]
-            return y, grads[0], weights
+            grads = tape.gradient(
+                y, [x] + [v.value for v in variables], output_gradients=cotangent
+            )
+            return y, grads[0], grads[1:]  # None where a weight has no gradient
 
         def run_vjp(x, cotangent):
             y, grad_x, grads = vjp_all(x, cotangent)
-            return y, grad_x, list(grads), None
+            weights = [
+                tf.zeros_like(v.value) if g is None else g
+                for v, g in zip(variables, grads)
+            ]
+            return y, grad_x, weights, None
 
-        return Compiled(forward, run_vjp)
+        return Compiled(forward, run_vjp, (forward, vjp_all))
 
     def model_jit_compile(self, mode):
         return mode == "tf.function+XLA"
+
+    def count(self, compiled, mode, x, cotangent):
+        import tensorflow as tf
+
+        out = {}
+        for pass_name, program, args in zip(
+            ("forward", "forward+backward"), compiled.programs, ((x,), (x, cotangent))
+        ):
+            if mode == "tf.function+XLA":
+                hlo = program.experimental_get_compiler_ir(*args)(stage="optimized_hlo")
+                out[pass_name] = counts.hlo_traffic(hlo)
+            else:
+                out[pass_name] = counts.tf_launches(tf, program, *args)
+        return out
 
 
 class TorchBackend(Backend):
@@ -209,21 +232,22 @@ class TorchBackend(Backend):
             with torch.no_grad():
                 return layer(x, **_kwargs(has_training, False))
 
-        def loss_fn(x, cotangent):
-            y = layer(x, **_kwargs(has_training, True))
-            return y, (y * cotangent).sum()
+        def train(x):
+            return layer(x, **_kwargs(has_training, True))
 
         if mode == "torch.compile":
             # Fresh caches: every layer and shape compiles on its own, and
             # never falls back to eager on dynamo's recompilation limit.
             torch._dynamo.reset()
             forward = torch.compile(forward)
-            loss_fn = torch.compile(loss_fn)
+            train = torch.compile(train)
 
         def vjp(x, cotangent):
             x = x.detach().requires_grad_(True)
-            y, loss = loss_fn(x, cotangent)
-            grads = torch.autograd.grad(loss, [x, *params], allow_unused=True)
+            y = train(x)
+            grads = torch.autograd.grad(
+                y, [x, *params], grad_outputs=cotangent, allow_unused=True
+            )
             weights = [
                 torch.zeros_like(p) if g is None else g
                 for p, g in zip(params, grads[1:])
@@ -234,6 +258,21 @@ class TorchBackend(Backend):
 
     def model_jit_compile(self, mode):
         return mode == "torch.compile"
+
+    def count(self, compiled, mode, x, cotangent):
+        out = {}
+        for pass_name, call in common.layer_passes(
+            compiled.forward, compiled.vjp, x, cotangent
+        ):
+            with counts.TorchLaunches() as counter:
+                result = call()
+            del result
+            out[pass_name] = {
+                "launches": counter.launches,
+                "ops": counter.ops,
+                "peak_bytes": counter.peak_bytes,
+            }
+        return out
 
 
 class JaxBackend(Backend):
@@ -286,7 +325,6 @@ class JaxBackend(Backend):
 
     def compile_layer(self, layer, mode, variables):
         import jax
-        import jax.numpy as jnp
 
         has_training = _has_training(layer)
         order = [
@@ -303,15 +341,13 @@ class JaxBackend(Backend):
 
         @jax.jit
         def vjp_(trainable, non_trainable, x, cotangent):
-            def loss(trainable, x):
-                y, state = layer.stateless_call(
+            def call(trainable, x):
+                return layer.stateless_call(
                     trainable, non_trainable, x, **_kwargs(has_training, True)
                 )
-                return jnp.sum(y * cotangent), (y, state)
 
-            (grad_t, grad_x), (y, state) = jax.grad(loss, argnums=(0, 1), has_aux=True)(
-                trainable, x
-            )
+            y, pullback, state = jax.vjp(call, trainable, x, has_aux=True)
+            grad_t, grad_x = pullback(cotangent)
             return y, grad_x, grad_t, state
 
         def values():
@@ -327,10 +363,20 @@ class JaxBackend(Backend):
             y, grad_x, grad_t, state = vjp_(*values(), x, cotangent)
             return y, grad_x, [grad_t[i] for i in order], state
 
-        return Compiled(forward, vjp)
+        def programs(fn):
+            return lambda *args: fn.lower(*values(), *args).compile()
+
+        return Compiled(forward, vjp, (programs(forward_), programs(vjp_)))
 
     def model_jit_compile(self, mode):
         return True
+
+    def count(self, compiled, mode, x, cotangent):
+        forward, vjp = compiled.programs
+        return {
+            "forward": counts.xla_traffic(forward(x)),
+            "forward+backward": counts.xla_traffic(vjp(x, cotangent)),
+        }
 
 
 BACKEND_CLASSES = {

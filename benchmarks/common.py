@@ -37,8 +37,11 @@ TINY_MODEL = {
 
 def output_shape(layer_name: str, shape) -> tuple[int, ...]:
     """The layer's output shape for input ``shape`` (channels last)."""
+    kwargs = config.COUNTED_LAYERS.get(layer_name, {})
     if layer_name == "LearnableMeasure":
-        return (*shape, config.LAYERS[layer_name]["max_scale"])
+        return (*shape, kwargs["max_scale"])
+    if layer_name == "SoftHistogram":
+        return (*shape, kwargs["num_anchors"])
     return tuple(shape)
 
 
@@ -241,6 +244,55 @@ def progress(record: dict) -> None:
         file=sys.stderr,
         flush=True,
     )
+
+
+def count_subject(suite, name, shape, spec, rng, make_layer, make_model):
+    """``(subject, x, cotangent)`` of a ``"counts"`` task: a layer of
+    ``config.COUNTED_LAYERS`` or a model of ``spec["model_config"]`` for the
+    input ``shape``, with a standard-normal input and cotangent."""
+    if suite == "layer":
+        return (
+            make_layer(name, config.COUNTED_LAYERS[name]),
+            *layer_inputs(name, shape, rng),
+        )
+    model_config = dict(spec["model_config"], input_shape=list(shape[1:]))
+    model = make_model(name, model_config)
+    x = rng.standard_normal(tuple(shape), dtype=np.float32)
+    cotangent = rng.standard_normal(
+        (shape[0], *model.output_shape[1:]), dtype=np.float32
+    )
+    return model, x, cotangent
+
+
+def count_records(base: dict, result: dict) -> list[dict]:
+    """One record per pass of a count ``result`` (``{pass: measures}``)."""
+    input_bytes = int(np.prod(base["shape"])) * 4
+    records = [
+        {**base, "pass": p, "input_bytes": input_bytes, **m} for p, m in result.items()
+    ]
+    count_progress(records)
+    return records
+
+
+def count_progress(records: list[dict]) -> None:
+    """One line per count on stderr, as :func:`progress`."""
+    if os.environ.get("KERAS_SSR_BENCH_QUIET"):
+        return
+    for record in records:
+        measures = [
+            f"{record[key]} {label}"
+            for key, label in (("launches", "launches"), ("kernels", "kernels"))
+            if key in record
+        ]
+        if "bytes" in record:
+            measures.append(f"{record['bytes'] / record['input_bytes']:.1f} passes")
+        print(
+            f"  [{record['backend']:>10} {record['mode']:<16}] {record['name']:<33} "
+            f"{config.shape_key(record['shape']):<14} {record['pass']:<16} "
+            + ", ".join(measures),
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def time_passes(

@@ -28,13 +28,79 @@ LAYERS: dict[str, dict] = {
     "LocalSingularityStrength": {"max_scale": 3},
     "SingularityStrengthRecalibration": {"r": 2, "max_scale": 3},
     "LearnableMeasure": {"max_scale": 6},
+    # the follow-up's family (its builders' defaults), beside its own code
+    "SpatialSqueezeExcite": {"r": 2},
+    "StyleBasedRecalibration": {},
+    "FrequencyChannelAttention": {"r": 2, "low_freq": 4},
+    "MonofractalRecalibration": {"r": 2, "max_scale": 3},
+    "MultifractalRecalibration": {"max_scale": 3, "k": 16, "per_channel": False},
 }
+#: The follow-up's family is timed at one shape of its U-Net's first level
+#: (``--quick``: the quick level, as every layer).
+FAMILY_LEVEL_SHAPES: tuple[tuple[int, int, int], ...] = ((112, 112, 32),)
+#: Every public layer, counted (launches, traffic) in every backend: layer
+#: name -> constructor arguments, the same for keras_ssr and the authors'
+#: code (the follow-up builders' defaults for its family).
+COUNTED_LAYERS: dict[str, dict] = {
+    **LAYERS,
+    "LocalSingularityStrengthXu": {"local_scale": 6},
+    "SingularityStrengthRecalibrationXu": {"r": 2, "local_scale": 6},
+    "WeightedLocalSingularityStrength": {"max_scale": 3},
+    "SoftHistogram": {"num_anchors": 16},
+}
+#: The authors' class of each layer, by checkout: the SSR paper's
+#: (miguelmartins/ssr) and the follow-up's
+#: (miguelmartins/multifractal-recalibration). SSR-Xu has none.
+ORIGINAL_CLASSES: dict[str, dict[str, str]] = {
+    "ssr": {
+        "SqueezeExcite": "attention.SqueezeExcite",
+        "LocalSingularityStrength": "fractal_geometry.LocalSingularityStrength",
+        "SingularityStrengthRecalibration": (
+            "attention.SingularityStrengthRecalibration"
+        ),
+        "LearnableMeasure": "fractal_geometry.LearnableMeasure",
+        "LocalSingularityStrengthXu": "fractal_geometry.LocalSingularityStrengthXu",
+    },
+    "followup": {
+        "MonofractalRecalibration": "attention.MonofractalRecalibration",
+        "WeightedLocalSingularityStrength": (
+            "attention.WeightedLocalSingularityStrength"
+        ),
+        "SoftHistogram": "fractal_geometry.SoftHistogramLayer",
+        "MultifractalRecalibration": "attention.MultifractalRecalibration",
+        "SpatialSqueezeExcite": "attention.SpatialSqueezeExcite",
+        "StyleBasedRecalibration": "attention.StyleBasedRecalibration",
+        "FrequencyChannelAttention": "attention.FrequencyChannelAttention",
+    },
+}
+#: What each compile mode counts, and at which shape: ``"launch"`` is
+#: :data:`LAUNCH_SHAPE` (the models: :data:`MODEL_LAUNCH_INPUT`), ``"traffic"``
+#: the run's first layer shape (the models: their timed input). Kernel
+#: launches where nothing fuses (TF graphs, torch eager, and torch's peak of
+#: live temporaries), bytes across kernels where XLA fuses.
+COUNT_MODES: dict[str, dict[str, tuple[str, ...]]] = {
+    "tensorflow": {"tf.function": ("launch",), "tf.function+XLA": ("traffic",)},
+    "torch": {"eager": ("launch", "traffic")},
+    "jax": {"jax.jit": ("traffic",)},
+    "original": {"tf.function": ("launch",)},
+}
+LAUNCH_SHAPE = (2, 32, 32, 16)
+MODEL_LAUNCH_INPUT = (2, 32, 32, 3)
 #: Short names for tables and the chart.
 SHORT_NAMES = {
     "SqueezeExcite": "SE",
     "LocalSingularityStrength": "LSS",
     "SingularityStrengthRecalibration": "SSR",
     "LearnableMeasure": "LM",
+    "LocalSingularityStrengthXu": "LSS-Xu",
+    "SingularityStrengthRecalibrationXu": "SSR-Xu",
+    "MonofractalRecalibration": "Mono",
+    "WeightedLocalSingularityStrength": "WLSS",
+    "SoftHistogram": "SoftHist",
+    "MultifractalRecalibration": "Multi",
+    "SpatialSqueezeExcite": "scSE",
+    "StyleBasedRecalibration": "SRM",
+    "FrequencyChannelAttention": "FCA",
     "unet": "U-Net",
     "ssr_unet": "SSR-U-Net",
 }
@@ -78,11 +144,46 @@ TARGETS = {
     "train_step_memory_ratio": 1.3,
 }
 
+#: The count targets the report checks (issue 17): every layer launches no
+#: more kernels than the authors' code (TF graph and torch eager, forward and
+#: forward + backward); these forward + backward launch ceilings on both; and
+#: XLA traffic ceilings on JAX, in passes over the input.
+LAUNCH_TARGETS = {
+    "SingularityStrengthRecalibration": 80,
+    "MonofractalRecalibration": 80,
+}
+TRAFFIC_TARGETS = {
+    ("SingularityStrengthRecalibration", "forward"): 12,
+    ("SingularityStrengthRecalibration", "forward+backward"): 35,
+    ("MonofractalRecalibration", "forward"): 12,
+    ("MonofractalRecalibration", "forward+backward"): 35,
+    ("MultifractalRecalibration", "forward+backward"): 60,
+    ("SqueezeExcite", "forward+backward"): 12,
+    ("SpatialSqueezeExcite", "forward+backward"): 12,
+    ("StyleBasedRecalibration", "forward+backward"): 12,
+    ("FrequencyChannelAttention", "forward+backward"): 12,
+}
+#: Where launches are counted: (backend, mode).
+LAUNCH_COLUMNS = (
+    ("original", "tf.function"),
+    ("tensorflow", "tf.function"),
+    ("torch", "eager"),
+)
+
 #: The fixtures' agreement rule: max|a - e| <= RTOL * max(1, max|e|).
 RTOL = 1e-4
 
 PASSES = ("forward", "forward+backward")
 MODEL_PASSES = ("train_step", "inference")
+
+
+def source(layer_name: str) -> str | None:
+    """Whose code the original of ``layer_name`` is (``"ssr"``,
+    ``"followup"``), ``None`` for a layer of keras_ssr's own."""
+    for name, classes in ORIGINAL_CLASSES.items():
+        if layer_name in classes:
+            return name
+    return None
 
 
 def shape_key(shape) -> str:

@@ -11,13 +11,16 @@ repository.
 
 Tasks, as in :mod:`benchmarks.worker`:
 
-* ``"layers"``: times the original's ``SqueezeExcite``,
-  ``LocalSingularityStrength``, ``SingularityStrengthRecalibration`` and
-  ``LearnableMeasure`` the way its users ran them (``tf.function``, no
-  XLA); checks that the weight mapping reproduces the recorded fixtures;
-  and, for the live comparison, loads keras_ssr's weights and inputs,
-  and writes the original's outputs and gradients for every backend to
-  compare against.
+* ``"layers"``: times the authors' layers the way their users ran them
+  (``tf.function``, no XLA): the SSR paper's (``spec["source"] ==
+  "ssr"``, the default) or the follow-up's (``"followup"``, from a
+  checkout of ``miguelmartins/multifractal-recalibration``). For the SSR
+  paper's, checks that the weight mapping reproduces the recorded
+  fixtures and, for the live comparison, loads keras_ssr's weights and
+  inputs and writes the original's outputs and gradients for every
+  backend to compare against.
+* ``"counts"``: the TF graph launches of the authors' layers (and the SSR
+  paper's U-Nets), as :func:`benchmarks.worker.count_task`.
 * ``"model"``: its ``get_unet`` / ``get_ssr_unet``, an inference batch and a
   training step (``model.compile(Adam, binary cross-entropy)``).
 """
@@ -34,7 +37,11 @@ from benchmarks import common, config, measure
 BN_NAMES = ("gamma", "beta", "moving_mean", "moving_variance")
 
 
-def _import_original(repo: str):
+def _import_original(repo: str, source: str = "ssr") -> dict:
+    """The authors' layer classes of ``source`` (a key of
+    ``config.ORIGINAL_CLASSES``), imported from the checkout ``repo``."""
+    import importlib
+
     repo = os.path.abspath(repo)
     if not os.path.isdir(os.path.join(repo, "neural_components")):
         raise ValueError(
@@ -43,14 +50,12 @@ def _import_original(repo: str):
         )
     if repo not in sys.path:
         sys.path.insert(0, repo)
-    from neural_components import attention, fractal_geometry
-
-    return {
-        "SqueezeExcite": attention.SqueezeExcite,
-        "SingularityStrengthRecalibration": attention.SingularityStrengthRecalibration,
-        "LocalSingularityStrength": fractal_geometry.LocalSingularityStrength,
-        "LearnableMeasure": fractal_geometry.LearnableMeasure,
-    }
+    classes = {}
+    for name, where in config.ORIGINAL_CLASSES[source].items():
+        module, attribute = where.rsplit(".", 1)
+        module = importlib.import_module(f"neural_components.{module}")
+        classes[name] = getattr(module, attribute)
+    return classes
 
 
 class Reference:
@@ -129,11 +134,17 @@ def build_original(ref: Reference, classes: dict, layer_name: str, kwargs, shape
 
 
 def compile_original(ref: Reference, layer_name: str, layer):
-    """``forward(x)`` and ``vjp(x, cotangent)`` as tf.functions, no XLA."""
+    """``forward(x)`` and ``vjp(x, cotangent)`` as tf.functions, no XLA. The
+    follow-up's layers, whose weights keras_ssr does not map here, are
+    differentiated with respect to all their trainable weights."""
     tf = ref.tf
     variables = original_variables(layer_name, layer)
-    trainable = [(n, v) for n, v in variables.items() if v.trainable]
-    state = [(n, v) for n, v in variables.items() if not v.trainable]
+    if variables:
+        trainable = [(n, v) for n, v in variables.items() if v.trainable]
+        state = [(n, v) for n, v in variables.items() if not v.trainable]
+    else:  # a frozen layer's variables are trainable ones in tf.keras 2.14
+        trainable = [(v.name, v) for v in layer.trainable_variables]
+        state = [(v.name, v) for v in layer.non_trainable_variables]
 
     @tf.function
     def forward(x):
@@ -144,13 +155,10 @@ def compile_original(ref: Reference, layer_name: str, layer):
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = layer(x, training=True)
-            loss = tf.reduce_sum(y * cotangent)
-        grads = tape.gradient(loss, [x] + [v for _, v in trainable])
-        weights = [
-            tf.zeros_like(v) if g is None else g
-            for (_, v), g in zip(trainable, grads[1:])
-        ]
-        return y, grads[0], weights
+        grads = tape.gradient(
+            y, [x] + [v for _, v in trainable], output_gradients=cotangent
+        )
+        return y, grads[0], grads[1:]  # None where a weight has no gradient
 
     return forward, vjp_all, trainable, state
 
@@ -163,9 +171,8 @@ def evaluate_original(layer_name, layer, compiled, x, cotangent) -> dict:
     out["y_training"] = y.numpy()
     out["grad_x"] = grad_x.numpy()
     for (name, variable), grad in zip(trainable, grads):
-        out["grad." + name] = grad.numpy().reshape(
-            _semantic_shape(name, variable.shape)
-        )
+        grad = np.zeros(variable.shape) if grad is None else grad.numpy()
+        out["grad." + name] = grad.reshape(_semantic_shape(name, variable.shape))
     for name, variable in state:
         out["after." + name] = variable.numpy()
     return out
@@ -205,14 +212,18 @@ def original_fixtures(ref, classes, layer_name, fixtures_dir) -> dict:
 
 def bench_layers(spec: dict, ref: Reference) -> dict:
     tf = ref.tf
-    classes = _import_original(spec["reference_repo"])
+    classes = _import_original(spec["reference_repo"], spec.get("source", "ssr"))
     timing = (spec["warmup"], spec["repeats"], spec.get("budget_s"))
     gpu = ref.gpu_hooks()
     mode = config.MODES["original"][0]
     rng = np.random.default_rng(spec.get("seed", 0))
     records, fixtures, errors, written = [], [], [], []
     try:  # as benchmarks.worker.warm_up_layers
-        name = "SingularityStrengthRecalibration"
+        name = next(
+            n
+            for n in ("SingularityStrengthRecalibration", "MonofractalRecalibration")
+            if n in classes
+        )
         x, cotangent = common.layer_inputs(name, common.WARM_SHAPE, rng)
         layer = build_original(
             ref, classes, name, config.LAYERS[name], common.WARM_SHAPE
@@ -234,7 +245,7 @@ def bench_layers(spec: dict, ref: Reference) -> dict:
                 )
             except Exception as exc:  # noqa: BLE001 (reported)
                 errors.append(common.error_record(f"fixtures {layer_name}", exc))
-        for shape in spec["shapes"]:
+        for shape in spec.get("layer_shapes", {}).get(layer_name, spec["shapes"]):
             shape = tuple(shape)
             label = f"{layer_name} {shape}"
             base = {
@@ -290,20 +301,26 @@ def bench_layers(spec: dict, ref: Reference) -> dict:
     }
 
 
-def bench_model(spec: dict, ref: Reference) -> dict:
-    tf = ref.tf
-    _import_original(spec["reference_repo"])
+def _original_model(name: str, model_config: dict):
+    """The SSR paper's ``get_unet`` or ``get_ssr_unet`` (its checkout is on
+    ``sys.path`` already)."""
     from models.ssr_unet import get_ssr_unet
     from models.unet import get_unet
 
+    kwargs = common.unet_kwargs(model_config)
+    if name == "unet":
+        return get_unet(**kwargs)
+    return get_ssr_unet(
+        r=model_config["r"], max_scale=model_config["max_scale"], **kwargs
+    )
+
+
+def bench_model(spec: dict, ref: Reference) -> dict:
+    tf = ref.tf
+    _import_original(spec["reference_repo"])
+
     def compiled_model(model_name, model_config):
-        kwargs = common.unet_kwargs(model_config)
-        if model_name == "unet":
-            model = get_unet(**kwargs)
-        else:
-            model = get_ssr_unet(
-                r=model_config["r"], max_scale=model_config["max_scale"], **kwargs
-            )
+        model = _original_model(model_name, model_config)
         model.compile(
             optimizer=tf.keras.optimizers.Adam(learning_rate=1e-3),
             loss=tf.keras.losses.BinaryCrossentropy(),
@@ -328,11 +345,68 @@ def bench_model(spec: dict, ref: Reference) -> dict:
     )
 
 
+def count_task(spec: dict, ref: Reference) -> dict:
+    """The ``"counts"`` task: the TF graph launches of the authors' layers of
+    ``spec["source"]`` and, for the SSR paper's, its two U-Nets, counted
+    as :func:`benchmarks.worker.count_task` counts keras_ssr's."""
+    from benchmarks import counts
+
+    tf = ref.tf
+    source = spec.get("source", "ssr")
+    classes = _import_original(spec["reference_repo"], source)
+    rng = np.random.default_rng(spec.get("seed", 0))
+    subjects = [("layer", n, config.LAUNCH_SHAPE) for n in spec["layers"]]
+    subjects = [s for s in subjects if s[1] in classes]
+    if source == "ssr":
+        subjects += [
+            ("model", n, config.MODEL_LAUNCH_INPUT) for n in spec.get("models", [])
+        ]
+    records, errors = [], []
+    for suite, name, shape in subjects:
+        base = {
+            "suite": suite,
+            "name": name,
+            "shape": list(shape),
+            "implementation": "original",
+            "source": source,
+            "backend": "original",
+            "mode": config.MODES["original"][0],
+        }
+        try:
+            layer, x, cotangent = common.count_subject(
+                suite,
+                name,
+                shape,
+                spec,
+                rng,
+                lambda n, kwargs, shape=shape: build_original(
+                    ref, classes, n, kwargs, shape
+                ),
+                _original_model,
+            )
+            forward, vjp, _, _ = compile_original(ref, name, layer)
+            x, cotangent = tf.constant(x), tf.constant(cotangent)
+            result = {
+                "forward": counts.tf_launches(tf, forward, x),
+                "forward+backward": counts.tf_launches(tf, vjp, x, cotangent),
+            }
+        except Exception as exc:  # noqa: BLE001 (reported)
+            errors.append(common.error_record(f"counts {name}", exc))
+            continue
+        records.extend(common.count_records(base, result))
+    return {"counts": records, "errors": errors}
+
+
 def run_suite(spec: dict, ref: Reference) -> dict:
     return common.run_suite(TASKS, spec, ref)
 
 
-TASKS = {"layers": bench_layers, "model": bench_model, "suite": run_suite}
+TASKS = {
+    "layers": bench_layers,
+    "model": bench_model,
+    "counts": count_task,
+    "suite": run_suite,
+}
 
 
 def run_task(spec: dict) -> dict:

@@ -209,6 +209,85 @@ def targets(settings: dict, ratios: list[dict], overhead: list[dict]) -> list[di
     return out
 
 
+def _count_key(record: dict, kind: str) -> bool:
+    """Whether ``record`` is at the shape the report reads ``kind`` at:
+    launches at the launch shapes, traffic and peaks at the others."""
+    at_launch = tuple(record["shape"]) in (
+        tuple(config.LAUNCH_SHAPE),
+        tuple(config.MODEL_LAUNCH_INPUT),
+    )
+    return at_launch == (kind == "launch")
+
+
+def count_lookup(counts: list[dict]):
+    """``get(name, backend, mode, pass, kind) -> record | None``."""
+    index = {}
+    for r in counts:
+        for kind in ("launch", "traffic"):
+            if _count_key(r, kind):
+                index[(r["name"], r["backend"], r["mode"], r["pass"], kind)] = r
+
+    def get(name, backend, mode, pass_name, kind):
+        return index.get((name, backend, mode, pass_name, kind))
+
+    return get
+
+
+def passes(record: dict | None, key: str = "bytes") -> float | None:
+    if not record or record.get(key) is None:
+        return None
+    return record[key] / record["input_bytes"]
+
+
+def count_targets(counts: list[dict]) -> list[dict]:
+    """The launch and traffic targets (``config``), met or missed."""
+    get = count_lookup(counts)
+    names = list(dict.fromkeys(r["name"] for r in counts if r["suite"] == "layer"))
+    out = []
+    for name in names:
+        for backend, mode in config.LAUNCH_COLUMNS[1:]:
+            for pass_name in config.PASSES:
+                ours = get(name, backend, mode, pass_name, "launch")
+                theirs = get(name, *config.LAUNCH_COLUMNS[0], pass_name, "launch")
+                if ours is None or theirs is None:
+                    continue
+                out.append(
+                    {
+                        "target": f"{config.SHORT_NAMES.get(name, name)} {pass_name} "
+                        f"launches <= the original's, {backend} ({mode})",
+                        "threshold": theirs["launches"],
+                        "value": ours["launches"],
+                        "met": ours["launches"] <= theirs["launches"],
+                    }
+                )
+            ceiling = config.LAUNCH_TARGETS.get(name)
+            ours = get(name, backend, mode, "forward+backward", "launch")
+            if ceiling is not None and ours is not None:
+                out.append(
+                    {
+                        "target": f"{config.SHORT_NAMES.get(name, name)} "
+                        f"forward+backward launches <= {ceiling}, {backend} ({mode})",
+                        "threshold": ceiling,
+                        "value": ours["launches"],
+                        "met": ours["launches"] <= ceiling,
+                    }
+                )
+    for (name, pass_name), ceiling in config.TRAFFIC_TARGETS.items():
+        value = passes(get(name, "jax", "jax.jit", pass_name, "traffic"))
+        if value is None:
+            continue
+        out.append(
+            {
+                "target": f"{config.SHORT_NAMES.get(name, name)} {pass_name} XLA "
+                f"traffic <= {ceiling} passes (JAX)",
+                "threshold": ceiling,
+                "value": round(value, 1),
+                "met": value <= ceiling,
+            }
+        )
+    return out
+
+
 def _agreement(workers: list[dict]) -> dict:
     fixtures, live, reference, float64 = [], [], [], []
     for worker in workers:
@@ -265,6 +344,7 @@ def build(settings: dict, raw: dict) -> dict:
             )
     ratios = speedups(records)
     overhead = model_overhead(records)
+    counts = [c for w in workers for c in w.get("counts", [])]
     notes = list(raw.get("notes", []))
     reference = raw.get("reference", {"requested": False, "status": "not requested"})
     if not reference.get("requested"):
@@ -315,6 +395,9 @@ def build(settings: dict, raw: dict) -> dict:
         "speedups": ratios,
         "model_overhead": overhead,
         "targets": targets(settings, ratios, overhead),
+        "counts": counts,
+        "count_targets": count_targets(counts),
+        "followup": raw.get("followup"),
         "agreement": _agreement(workers),
         "errors": errors,
         "notes": notes,
@@ -522,6 +605,7 @@ def markdown(document: dict) -> str:
             for t in document["targets"]
         ]
         lines += _table(["target", "value", "result", "detail"], rows) + [""]
+    lines += count_tables(document)
     agreement = document["agreement"]
     lines += ["## Agreement", "", f"Rule: {agreement['rule']}.", ""]
     if agreement["fixtures"]:
@@ -625,6 +709,106 @@ def markdown(document: dict) -> str:
         lines.append("")
     lines += ["## Notes", ""] + [f"- {n}" for n in document["notes"]] + [""]
     return "\n".join(lines)
+
+
+def _pair(values, fmt="{}") -> str:
+    if all(v is None for v in values):
+        return ""
+    return " / ".join("-" if v is None else fmt.format(v) for v in values)
+
+
+def count_tables(document: dict) -> list[str]:
+    """The counts as Markdown: launches, XLA traffic and peaks, targets."""
+    counts = document.get("counts") or []
+    if not counts:
+        return []
+    get = count_lookup(counts)
+    names = list(dict.fromkeys(r["name"] for r in counts))
+    settings = document["settings"]
+    lines = [
+        "## Kernel launches (where nothing fuses)",
+        "",
+        "Forward / forward + backward (the gradient of `sum(y * cotangent)` with "
+        "respect to the input and every weight), layers at "
+        f"{config.shape_key(config.LAUNCH_SHAPE)}, models at "
+        f"{config.shape_key(config.MODEL_LAUNCH_INPUT)}. TF graph: the ops of the "
+        "`tf.function` that run (what the outputs and variable updates need), "
+        "less constants, identities, variable reads, shape ops and reshapes "
+        "(`benchmarks/counts.py`); torch eager: ATen ops, views excluded.",
+        "",
+    ]
+    rows = []
+    for name in names:
+        row = [config.SHORT_NAMES.get(name, name)]
+        for backend, mode in config.LAUNCH_COLUMNS:
+            row.append(
+                _pair(
+                    [
+                        (get(name, backend, mode, p, "launch") or {}).get("launches")
+                        for p in config.PASSES
+                    ]
+                )
+            )
+        rows.append(row)
+    header = ["layer", "original (TF 2.14)", "TF graph", "torch eager"]
+    lines += _table(header, rows) + [""]
+    traffic = settings.get("traffic_shape")
+    if traffic:
+        one = 4 * math.prod(traffic) / 1e6
+        lines += [
+            "## Memory traffic across XLA kernels, peaks",
+            "",
+            f"Layers at {config.shape_key(traffic)} (one pass over the input: "
+            f"{one:.1f} MB), models at "
+            f"{config.shape_key(settings.get('model_traffic_input') or [])} (passes "
+            "over the model input). Passes: in the optimised HLO's ENTRY, every "
+            "kernel reads each distinct operand once and writes its result once; "
+            "XLA's own `bytes accessed` counts every shifted read of a stencil "
+            "again. Temporaries: XLA's buffer assignment. torch peak: the most "
+            "bytes held at once by the tensors an eager call made.",
+            "",
+        ]
+        rows = []
+        for name in names:
+            jax_ = [get(name, "jax", "jax.jit", p, "traffic") for p in config.PASSES]
+            tf_ = [
+                get(name, "tensorflow", "tf.function+XLA", p, "traffic")
+                for p in config.PASSES
+            ]
+            torch_ = [get(name, "torch", "eager", p, "traffic") for p in config.PASSES]
+            rows.append(
+                [
+                    config.SHORT_NAMES.get(name, name),
+                    _pair([passes(r) for r in jax_], "{:.1f}"),
+                    _pair([(r or {}).get("kernels") for r in jax_]),
+                    _pair([passes(r, "bytes_accessed") for r in jax_], "{:.1f}"),
+                    _pair([passes(r, "temp_bytes") for r in jax_], "{:.1f}"),
+                    _pair([passes(r) for r in tf_], "{:.1f}"),
+                    _pair([passes(r, "peak_bytes") for r in torch_], "{:.1f}"),
+                ]
+            )
+        header = [
+            "layer",
+            "JAX passes",
+            "JAX kernels",
+            "XLA bytes accessed (passes)",
+            "JAX temporaries (inputs)",
+            "TF+XLA passes",
+            "torch eager peak (inputs)",
+        ]
+        lines += _table(header, rows) + [""]
+    if document.get("count_targets"):
+        lines += ["## Count targets", ""]
+        rows = [
+            [
+                t["target"],
+                _num(t["value"], 4),
+                "met" if t["met"] else "**missed**",
+            ]
+            for t in document["count_targets"]
+        ]
+        lines += _table(["target", "value", "result"], rows) + [""]
+    return lines
 
 
 def _worst_array(entry: dict) -> str:

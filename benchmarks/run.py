@@ -3,6 +3,7 @@
     nox -s bench                                    # all backends, full run
     nox -s bench -- --quick                         # < 3 min on 2 CPU cores
     nox -s bench -- --reference-repo ../ssr         # beside the original
+    nox -s bench -- --reference-repo ../ssr --followup-repo ../mfr  # both papers
     python -m benchmarks --help                     # every option
 
 Each backend runs in its own process (``KERAS_BACKEND`` set), the layers in
@@ -12,7 +13,13 @@ implementation (a checkout of ``miguelmartins/ssr``) runs in a separate
 virtual environment with ``tensorflow-cpu==2.14.1`` and ``numpy<2``
 (``tensorflow[and-cuda]==2.14.1`` where ``nvidia-smi`` finds a GPU), built
 under ``.nox/bench-reference`` on first use and reused after; or give its
-interpreter with ``--reference-python``.
+interpreter with ``--reference-python``. With ``--followup-repo PATH`` (a
+checkout of ``miguelmartins/multifractal-recalibration``) the follow-up's
+layers run beside keras_ssr's family in that environment too, in their own
+processes (both checkouts name their package ``neural_components``).
+
+Besides the timings, every backend counts what does not depend on load
+(:mod:`benchmarks.counts`): kernel launches, XLA traffic and torch's peak.
 
 The report (``report.json``, ``report.md``, ``report.png``) goes to
 ``benchmarks/results/<name>/``.
@@ -56,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="checkout of the original implementation (miguelmartins/ssr): "
         "time it beside keras_ssr and compare outputs live",
+    )
+    parser.add_argument(
+        "--followup-repo",
+        metavar="PATH",
+        help="checkout of the follow-up's code "
+        "(miguelmartins/multifractal-recalibration): count its layers' "
+        "launches beside keras_ssr's (run in the original's environment)",
     )
     parser.add_argument(
         "--reference-python",
@@ -125,6 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
         f"{config.shape_key(config.MODEL['input_shape'])})",
     )
     parser.add_argument("--skip-layers", action="store_true", help="no layer timings")
+    parser.add_argument(
+        "--count-layers",
+        help="comma-separated layers whose launches and traffic are counted "
+        "(default: every public layer)",
+    )
+    parser.add_argument(
+        "--skip-counts",
+        action="store_true",
+        help="no launch, traffic and peak counts (benchmarks/counts.py)",
+    )
     parser.add_argument("--skip-models", action="store_true", help="no model timings")
     parser.add_argument(
         "--fixture-layers",
@@ -201,6 +225,12 @@ def resolve_settings(args: argparse.Namespace) -> dict:
     else:
         levels = config.QUICK_LEVEL_SHAPES if args.quick else config.LEVEL_SHAPES
         shapes = [[batch, *level] for level in levels]
+    layer_shapes = {
+        name: [[batch, *level] for level in config.FAMILY_LEVEL_SHAPES]
+        if config.source(name) == "followup" and not (args.shapes or args.quick)
+        else shapes
+        for name in layers
+    }
     model_batch = args.batch_size or (
         config.QUICK_MODEL_BATCH_SIZE if args.quick else config.DEFAULT_BATCH_SIZE
     )
@@ -232,6 +262,13 @@ def resolve_settings(args: argparse.Namespace) -> dict:
             f"No compile mode left to run for backends {backends}. "
             f"Received: modes={args.modes!r}"
         )
+    count_layers = _csv(args.count_layers) or list(config.COUNTED_LAYERS)
+    unknown = sorted(set(count_layers) - set(config.COUNTED_LAYERS))
+    if unknown:
+        raise ValueError(
+            f"--count-layers must name some of {list(config.COUNTED_LAYERS)}. "
+            f"Received: count_layers={args.count_layers!r}"
+        )
     fixture_layers = _csv(args.fixture_layers) or (
         ["SingularityStrengthRecalibration"] if args.quick else None
     )
@@ -256,6 +293,7 @@ def resolve_settings(args: argparse.Namespace) -> dict:
         "modes": modes,
         "layers": {name: config.LAYERS[name] for name in layers},
         "shapes": shapes,
+        "layer_shapes": layer_shapes,
         "model": model,
         "models": [] if args.skip_models else list(config.MODELS),
         "model_batch_size": model_batch,
@@ -266,6 +304,12 @@ def resolve_settings(args: argparse.Namespace) -> dict:
         "budget_s": budget,
         "model_budget_s": model_budget,
         "skip_layers": bool(args.skip_layers),
+        "counts": not args.skip_counts,
+        "count_layers": count_layers,
+        "launch_shape": list(config.LAUNCH_SHAPE),
+        "model_launch_input": list(config.MODEL_LAUNCH_INPUT),
+        "traffic_shape": shapes[0],
+        "model_traffic_input": [model_batch, *model["input_shape"]],
         "fixtures": not args.no_fixtures,
         # --quick checks the SSR's recorded cases only (they cover SE, LSS
         # and the batch normalisation); each case compiles anew.
@@ -477,12 +521,13 @@ def run_in_process(spec: dict) -> dict:
 # The run
 
 
-def layer_spec(settings: dict, backend: str, live_dir: str | None) -> dict:
+def layer_spec(settings: dict, backend: str, live_dir: str | None, layers=None) -> dict:
     return {
         "task": "layers",
         "backend": None if settings["in_process"] else backend,
-        "layers": list(settings["layers"]),
+        "layers": list(settings["layers"]) if layers is None else layers,
         "shapes": settings["shapes"],
+        "layer_shapes": settings["layer_shapes"],
         "modes": settings["modes"].get(backend, []),
         "warmup": settings["warmup"],
         "repeats": settings["repeats"],
@@ -491,6 +536,19 @@ def layer_spec(settings: dict, backend: str, live_dir: str | None) -> dict:
         "fixture_layers": settings["fixture_layers"],
         "warm_up": not settings["in_process"],
         "live_dir": live_dir,
+        "seed": settings["seed"],
+    }
+
+
+def count_spec(settings: dict, backend: str) -> dict:
+    return {
+        "task": "counts",
+        "backend": None if settings["in_process"] else backend,
+        "layers": settings["count_layers"],
+        "models": list(config.MODELS),
+        "model_config": settings["model"],
+        "traffic_shape": settings["traffic_shape"],
+        "model_traffic_input": settings["model_traffic_input"],
         "seed": settings["seed"],
     }
 
@@ -557,6 +615,9 @@ def execute(args: argparse.Namespace, settings: dict, out_dir: pathlib.Path) -> 
 
     reference_python = None
     raw["reference"] = {"requested": bool(args.reference_repo)}
+    if args.followup_repo:
+        repo = os.path.abspath(args.followup_repo)
+        raw["followup"] = {"repo": repo, "commit": git_commit(repo)}
     if args.reference_repo:
         repo = os.path.abspath(args.reference_repo)
         raw["reference"].update(repo=repo, commit=git_commit(repo))
@@ -573,6 +634,10 @@ def execute(args: argparse.Namespace, settings: dict, out_dir: pathlib.Path) -> 
 
     layer_names = list(settings["layers"])
     run_layers = bool(layer_names) and not settings["skip_layers"]
+    by_source = {
+        source: [n for n in layer_names if config.source(n) == source]
+        for source in config.ORIGINAL_CLASSES
+    }
     live_dir = None
     if reference_python and run_layers:
         live_dir = str(out_dir / "live")
@@ -585,7 +650,7 @@ def execute(args: argparse.Namespace, settings: dict, out_dir: pathlib.Path) -> 
             {
                 "task": "prepare",
                 "backend": first,
-                "layers": layer_names,
+                "layers": by_source["ssr"],
                 "shapes": settings["shapes"],
                 "live_dir": live_dir,
                 "seed": settings["seed"],
@@ -601,12 +666,12 @@ def execute(args: argparse.Namespace, settings: dict, out_dir: pathlib.Path) -> 
     gpu = _has_nvidia_gpu()
     if reference_python:
         jobs = []
-        if run_layers:
+        if run_layers and by_source["ssr"]:
             jobs.append(
                 (
                     "original-layers",
                     {
-                        **layer_spec(settings, "original", live_dir),
+                        **layer_spec(settings, "original", live_dir, by_source["ssr"]),
                         "reference_repo": args.reference_repo,
                         "backend": "original",
                     },
@@ -623,6 +688,33 @@ def execute(args: argparse.Namespace, settings: dict, out_dir: pathlib.Path) -> 
                     },
                 )
             )
+        if settings["counts"]:
+            jobs.append(
+                (
+                    "original-counts",
+                    {
+                        **count_spec(settings, "original"),
+                        "reference_repo": args.reference_repo,
+                        "source": "ssr",
+                        "backend": "original",
+                    },
+                )
+            )
+        run_jobs(
+            jobs, "original", reference_python, "benchmarks.original_worker", {}, group
+        )
+    if reference_python and args.followup_repo:
+        repo = os.path.abspath(args.followup_repo)
+        jobs = []
+        if run_layers and by_source["followup"]:
+            spec = layer_spec(settings, "original", None, by_source["followup"])
+            jobs.append(("followup-layers", {**spec, "fixtures_dir": None}))
+        if settings["counts"]:
+            jobs.append(("followup-counts", count_spec(settings, "original")))
+        jobs = [
+            (label, {**spec, "reference_repo": repo, "source": "followup"})
+            for label, spec in jobs
+        ]
         run_jobs(
             jobs, "original", reference_python, "benchmarks.original_worker", {}, group
         )
@@ -635,7 +727,7 @@ def execute(args: argparse.Namespace, settings: dict, out_dir: pathlib.Path) -> 
             {
                 "task": "float64",
                 "backend": "jax",
-                "layers": layer_names,
+                "layers": by_source["ssr"],
                 "shapes": settings["shapes"],
                 "live_dir": live_dir,
                 "seed": settings["seed"],
@@ -644,6 +736,8 @@ def execute(args: argparse.Namespace, settings: dict, out_dir: pathlib.Path) -> 
         )
     for backend in settings["backends"]:
         jobs = []
+        if settings["counts"]:
+            jobs.append((f"{backend}-counts", count_spec(settings, backend)))
         if run_layers:
             jobs.append((f"{backend}-layers", layer_spec(settings, backend, live_dir)))
         for model in settings["models"]:
@@ -679,10 +773,17 @@ def main(argv: list[str] | None = None) -> int:
             "--in-process runs the current backend only; the original needs its "
             "own process. Received: --reference-repo with --in-process"
         )
-    if args.reference_repo and not os.path.isdir(args.reference_repo):
+    for option in ("reference_repo", "followup_repo"):
+        value = getattr(args, option)
+        if value and not os.path.isdir(value):
+            parser.error(
+                f"--{option.replace('_', '-')} must be a directory. "
+                f"Received: {option}={value!r}"
+            )
+    if args.followup_repo and not args.reference_repo:
         parser.error(
-            f"--reference-repo must be a directory. "
-            f"Received: reference_repo={args.reference_repo!r}"
+            "--followup-repo runs in the original's environment: give "
+            "--reference-repo too. Received: --followup-repo alone"
         )
     started = dt.datetime.now(dt.timezone.utc)
     name = args.name or started.strftime("%Y%m%d-%H%M%S")

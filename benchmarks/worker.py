@@ -132,9 +132,10 @@ def bench_layers(spec: dict, backend: Backend) -> dict:
             errors.append(common.error_record(f"warm-up {mode}", exc))
     fixture_layers = spec.get("fixture_layers")
     for layer_name in spec["layers"]:
-        kwargs = config.LAYERS[layer_name]
-        if spec.get("fixtures_dir") and (
-            fixture_layers is None or layer_name in fixture_layers
+        if (
+            spec.get("fixtures_dir")
+            and (fixture_layers is None or layer_name in fixture_layers)
+            and any(common.fixture_cases(spec["fixtures_dir"], layer_name))
         ):
             for mode in spec["modes"]:
                 try:
@@ -147,7 +148,7 @@ def bench_layers(spec: dict, backend: Backend) -> dict:
                     errors.append(
                         common.error_record(f"fixtures {layer_name} {mode}", exc)
                     )
-        for shape in spec["shapes"]:
+        for shape in spec.get("layer_shapes", {}).get(layer_name, spec["shapes"]):
             shape = tuple(shape)
             paths = None
             if spec.get("live_dir"):
@@ -165,7 +166,7 @@ def bench_layers(spec: dict, backend: Backend) -> dict:
                     "mode": mode,
                 }
                 try:
-                    layer = make_layer(layer_name, kwargs)
+                    layer = make_layer(layer_name, config.LAYERS[layer_name])
                     layer.build(shape)
                     weights = None
                     if paths and os.path.exists(paths["weights"]):
@@ -223,6 +224,55 @@ def bench_layers(spec: dict, backend: Backend) -> dict:
         "live": live,
         "errors": errors,
     }
+
+
+def count_task(spec: dict, backend: Backend) -> dict:
+    """The ``"counts"`` task: launches and traffic of every layer and model.
+
+    For every compile mode of ``config.COUNT_MODES[backend]``, every layer of
+    ``spec["layers"]`` (built fresh, default weights) and model of
+    ``spec["models"]`` is counted at the shapes the mode names; see
+    :mod:`benchmarks.counts`. Nothing is timed.
+    """
+    records, errors = [], []
+    rng = np.random.default_rng(spec.get("seed", 0))
+    shapes = {"launch": config.LAUNCH_SHAPE, "traffic": tuple(spec["traffic_shape"])}
+    model_shapes = {
+        "launch": config.MODEL_LAUNCH_INPUT,
+        "traffic": tuple(spec["model_traffic_input"]),
+    }
+    subjects = [("layer", n, shapes) for n in spec["layers"]]
+    subjects += [("model", n, model_shapes) for n in spec.get("models", [])]
+    for mode, kinds in config.COUNT_MODES[backend.name].items():
+        for suite, name, where in subjects:
+            for kind in kinds:
+                shape = where[kind]
+                base = {
+                    "suite": suite,
+                    "name": name,
+                    "shape": list(shape),
+                    "implementation": "keras_ssr",
+                    "backend": backend.name,
+                    "mode": mode,
+                }
+                try:
+                    subject, x, cotangent = common.count_subject(
+                        suite, name, shape, spec, rng, make_layer, build_model
+                    )
+                    if not subject.built:
+                        subject.build(shape)
+                    compiled = backend.compile_layer(
+                        subject, mode, list(subject.trainable_variables)
+                    )
+                    result = backend.count(
+                        compiled, mode, backend.tensor(x), backend.tensor(cotangent)
+                    )
+                except Exception as exc:  # noqa: BLE001 (reported, not hidden)
+                    errors.append(common.error_record(f"counts {name} {mode}", exc))
+                    continue
+                records.extend(common.count_records(base, result))
+                del subject, compiled
+    return {"counts": records, "errors": errors}
 
 
 def warm_up_layers(backend: Backend, mode: str) -> None:
@@ -399,6 +449,7 @@ TASKS = {
     "model": bench_model,
     "prepare": prepare,
     "float64": float64_truth,
+    "counts": count_task,
     "suite": run_suite,
 }
 

@@ -43,6 +43,8 @@ def tiny_run(tmp_path_factory, monkeypatch_module):
             ",".join(LAYERS),
             "--fixture-layers",
             "SqueezeExcite",
+            "--count-layers",
+            ",".join(LAYERS),
             "--modes",
             MODE,
             "--warmup",
@@ -176,6 +178,28 @@ def test_markdown_tables(tiny_run):
             assert sum(r.startswith(prefix) for r in rows) == 2, prefix
     header = f"| layer | shape | pass | {BACKEND} ({MODE}) |"
     assert header in rows
+
+
+def test_counts_are_reported(tiny_run):
+    """Every counted layer and model, in each of the backend's count modes,
+    at the launch shape or the run's layer shape."""
+    out, document = tiny_run
+    counts = document["counts"]
+    modes = config.COUNT_MODES[BACKEND]
+    names = set(LAYERS) | set(config.MODELS)
+    assert {(c["name"], c["mode"], c["pass"]) for c in counts} == {
+        (n, m, p) for n in names for m in modes for p in config.PASSES
+    }
+    for record in counts:
+        assert record["backend"] == BACKEND
+        if "launches" in record:
+            assert record["launches"] == sum(record["ops"].values()) > 0
+        else:
+            assert record["bytes"] >= record["input_bytes"] > 0
+            assert record["kernels"] == sum(record["kinds"].values()) > 0
+    text = (out / "tiny.md").read_text()
+    assert "## Kernel launches (where nothing fuses)" in text
+    assert "## Memory traffic across XLA kernels, peaks" in text
 
 
 def test_png_written(tiny_run):
@@ -313,6 +337,8 @@ def test_memory_window_sees_an_allocation():
         (["--batch-size", "0"], "Received: batch_size=0"),
         (["--modes", "xla"], "--modes must name some of"),
         (["--fixture-layers", "Dense"], "--fixture-layers must name some of"),
+        (["--count-layers", "Dense"], "--count-layers must name some of"),
+        (["--followup-repo", "."], "Received: --followup-repo alone"),
         (
             ["--in-process", "--reference-repo", "."],
             "Received: --reference-repo with --in-process",

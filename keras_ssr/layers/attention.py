@@ -140,8 +140,7 @@ class MapGate(ChannelGate):
         self.alpha.build(input_shape)
 
     def descriptor(self, inputs, training=None):
-        alpha = self.alpha(inputs, training=training)
-        return ssr_ops.accurate_mean(alpha, self.spatial_axes(len(inputs.shape)))
+        return self.alpha.pooled(inputs, training=training)
 
     def semantic_variables(self) -> dict:
         names = super().semantic_variables()

@@ -92,9 +92,8 @@ class WeightedLocalSingularityStrength(LocalSingularityStrength):
         )
         super().build(input_shape)
 
-    def call(self, inputs, training=None):
-        self.check_inputs(inputs)
-        alpha = ssr_ops.weighted_singularity_strength(
+    def map(self, inputs):
+        return ssr_ops.weighted_singularity_strength(
             inputs,
             self.ols_weights,
             self.max_scale,
@@ -102,7 +101,6 @@ class WeightedLocalSingularityStrength(LocalSingularityStrength):
             self.data_format,
             self.synchronized,
         )
-        return ops.cast(self.bn(alpha, training=training), self.compute_dtype)
 
     def semantic_variables(self) -> dict:
         names = {"ols.weights": self.ols_weights}

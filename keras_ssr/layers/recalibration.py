@@ -17,7 +17,7 @@ from keras_ssr.layers._base import (
     register,
 )
 from keras_ssr.layers.attention import ChannelGate, SqueezeExcite
-from keras_ssr.layers.normalization import bn_variables, map_batch_norm
+from keras_ssr.layers.normalization import _add_scaled, bn_variables, map_batch_norm
 
 COMBINES = ("max", "add")
 STYLE_WEIGHTS = ("shared", "per_channel")
@@ -208,14 +208,15 @@ class StyleBasedRecalibration(MapLayer):
         if not self.built:
             self.build(tuple(inputs.shape))
         mean, std = ssr_ops.style_pool(inputs, self.data_format)
-        kernel = ops.cast(self.kernel, mean.dtype)
+        styles = ops.stack([mean, std], axis=1)  # (batch, 2, channels)
+        kernel = ops.expand_dims(ops.cast(self.kernel, mean.dtype), 0)  # (1, 2, C|1)
         # An empty batch has no batch statistics: the moving ones, unchanged
         # (as CenteredBatchNormalization does).
         empty = mean.shape[0] == 0 and not distributed.spans_replicas(
             (0,), self.synchronized
         )
         if not (training and self.bn.trainable) or empty:
-            return ops.sigmoid(self.bn(mean * kernel[0] + std * kernel[1]))
+            return ops.sigmoid(self.bn(ops.sum(styles * kernel, axis=1)))
         # Batch statistics: the normalised style does not change when every
         # channel's style is shifted, so normalise the style of the centred
         # statistics. Its gradient w.r.t. the kernel is then a sum of small,
@@ -224,19 +225,16 @@ class StyleBasedRecalibration(MapLayer):
         # centres are the batch means, over the global batch when the BN's
         # moments are (every replica must shift by the same amount); as the
         # output does not depend on them, they carry no gradient.
-        centre, _ = ssr_ops.centered_moments(
-            ops.stop_gradient(ops.stack([mean, std], axis=1)),
-            axes=(0,),
-            synchronized=self.synchronized,
-        )
-        centre_m, centre_s = centre[:, 0], centre[:, 1]
-        style = (mean - centre_m) * kernel[0] + (std - centre_s) * kernel[1]
+        fixed = ops.stop_gradient(styles)
+        if distributed.spans_replicas((0,), self.synchronized):
+            centre = ssr_ops.centered_moments(fixed, axes=(0,), synchronized=True)[0]
+        else:
+            centre = ssr_ops.accurate_mean(fixed, 0, keepdims=True)
+        style = ops.sum((styles - centre) * kernel, axis=1)
         gates = ops.sigmoid(self.bn(style, training=True))
         # The moving mean must follow the uncentred style's batch mean.
-        shift = ops.reshape(centre_m * kernel[0] + centre_s * kernel[1], (-1,))
-        self.bn.moving_mean.assign(
-            self.bn.moving_mean + (1.0 - self.bn.momentum) * ops.stop_gradient(shift)
-        )
+        shift = ops.reshape(ops.sum(centre * ops.stop_gradient(kernel), axis=1), (-1,))
+        _add_scaled(self.bn.moving_mean, shift, 1.0 - self.bn.momentum)
         return gates
 
     def call(self, inputs, training=None):

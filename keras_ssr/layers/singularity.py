@@ -14,8 +14,41 @@ from keras_ssr.layers._base import (
 from keras_ssr.layers.normalization import bn_variables, map_batch_norm
 
 
+class NormalizedMap(MapLayer):
+    """A map layer whose map (:meth:`map`) is batch-normalised by ``self.bn``
+    (a :class:`~keras_ssr.layers.normalization.CenteredBatchNormalization`, or
+    ``None`` for none). :meth:`pooled` gives the spatial mean of the output
+    without forming the normalised map."""
+
+    def map(self, inputs):
+        """The map before the batch normalisation, float32 (or wider)."""
+        raise NotImplementedError
+
+    def call(self, inputs, training=None):
+        self.check_inputs(inputs)
+        alpha = self.map(inputs)
+        if self.bn is not None:
+            alpha = self.bn(alpha, training=training)
+        return ops.cast(alpha, self.compute_dtype)
+
+    def pooled(self, inputs, training=None):
+        """``mean(self(inputs, training))`` over the spatial axes, ``(batch,
+        channels)``: what :class:`~keras_ssr.layers.attention.MapGate`
+        reads."""
+        self.check_inputs(inputs)
+        if not self.built:
+            self.build(tuple(inputs.shape))
+        alpha = self.map(inputs)
+        spatial = self.spatial_axes(len(inputs.shape))
+        if self.bn is None:
+            pooled = ssr_ops.accurate_mean(alpha, spatial)
+        else:
+            pooled = self.bn.pooled(alpha, spatial, training=training)
+        return ops.cast(pooled, self.compute_dtype)
+
+
 @register
-class LocalSingularityStrength(MapLayer):
+class LocalSingularityStrength(NormalizedMap):
     """Local singularity strength (Hölder exponent) map, batch-normalised.
 
     Per channel: min-max scale onto ``[1, 256]``, box sums ``mu_j`` of sides
@@ -92,12 +125,10 @@ class LocalSingularityStrength(MapLayer):
         self.bn.build(input_shape)
         self.lock_input_spec(input_shape, channels)
 
-    def call(self, inputs, training=None):
-        self.check_inputs(inputs)
-        alpha = ssr_ops.singularity_strength(
+    def map(self, inputs):
+        return ssr_ops.singularity_strength(
             inputs, self.max_scale, self.scaling, self.data_format, self.synchronized
         )
-        return ops.cast(self.bn(alpha, training=training), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -180,7 +211,7 @@ class LearnableMeasure(MapLayer):
 
 
 @register
-class LocalSingularityStrengthXu(MapLayer):
+class LocalSingularityStrengthXu(NormalizedMap):
     """Singularity strength from Xu et al.'s learnable measures.
 
     Min-max scaling onto ``[1, 256]`` -> :class:`LearnableMeasure` with
@@ -269,16 +300,12 @@ class LocalSingularityStrengthXu(MapLayer):
             self.bn.build(input_shape)
         self.lock_input_spec(input_shape, channels)
 
-    def call(self, inputs, training=None):
-        self.check_inputs(inputs)
+    def map(self, inputs):
         dtype = _checks.wide_float(inputs.dtype)
         kernels = [ops.cast(kernel, dtype) for kernel in self.measure.kernels]
-        alpha = ssr_ops.learnable_singularity_strength(
+        return ssr_ops.learnable_singularity_strength(
             inputs, kernels, self.scaling, self.data_format, self.synchronized
         )
-        if self.bn is not None:
-            alpha = self.bn(alpha, training=training)
-        return ops.cast(alpha, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)

@@ -146,16 +146,19 @@ def _float32_or_wider(x):
     return kops.cast(x, dtype)
 
 
-def _compiled_on_jax(fn):
-    """Runs ``fn(x, *static)`` as one XLA program on the JAX backend.
+def _compiled_on_jax(fn=None, *, tensors: int = 1):
+    """Runs ``fn(*tensors, *static)`` as one XLA program on the JAX backend.
 
     Called eagerly, JAX compiles every primitive separately for every new
     shape (each box-sum slice is its own program): about 1 s for a first
     call of :func:`singularity_strength`, against 0.1 s jitted. Inside an
     outer ``jax.jit``/``grad`` the wrapper is a nested jit, which XLA
     inlines. Symbolic ``KerasTensor`` inputs and other backends call ``fn``
-    directly. Every argument after ``x`` must be hashable and static.
+    directly. The first ``tensors`` arguments are arrays; every one after
+    them must be hashable and static.
     """
+    if fn is None:
+        return functools.partial(_compiled_on_jax, tensors=tensors)
     if keras.backend.backend() != "jax":
         return fn
     import inspect
@@ -163,13 +166,13 @@ def _compiled_on_jax(fn):
     import jax
 
     arity = len(inspect.signature(fn).parameters)
-    jitted = jax.jit(fn, static_argnums=tuple(range(1, arity)))
+    jitted = jax.jit(fn, static_argnums=tuple(range(tensors, arity)))
 
     @functools.wraps(fn)
-    def call(x, *static):
-        if isinstance(x, keras.KerasTensor):
-            return fn(x, *static)
-        return jitted(x, *static)
+    def call(*args):
+        if any(isinstance(a, keras.KerasTensor) for a in args[:tensors]):
+            return fn(*args)
+        return jitted(*args)
 
     return call
 

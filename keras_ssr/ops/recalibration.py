@@ -19,33 +19,38 @@ Every function works on one, two or three spatial axes, in either
 
 from __future__ import annotations
 
-import functools
 import itertools
+import math
 
 import keras
 import numpy as np
 from keras import ops as kops
 
-from keras_ssr import _checks
+from keras_ssr import _checks, distributed
 from keras_ssr.ops._utils import (
     _as_float_tensor,
     _check_input,
     _check_scales,
+    _compiled_on_jax,
     _float32_or_wider,
+    _is_empty,
 )
-from keras_ssr.ops.reductions import centered_moments
+from keras_ssr.ops.reductions import _axis_mean, _axis_sum, centered_moments
 from keras_ssr.ops.singularity import (
     EPSILON,
     MAX_SCALE_LIMIT,
-    box_sums,
+    _weighted_strength_with_gradient,
     dyadic_scales,
-    min_max_scale,
 )
 
 #: Added to the variance before SRM's square root (the follow-up's value).
 STYLE_EPSILON = 1e-12
 #: The two cosine bases FCA can use (see :func:`cosine_bases`).
 BASES = ("followup", "dct")
+#: :func:`frequency_pool` weights the map by one table of the separable bases'
+#: products up to this many entries (a constant of 16 MiB), and axis by axis
+#: beyond.
+FULL_TABLE_ENTRIES = 2**22
 
 __all__ = [
     "BASES",
@@ -99,10 +104,11 @@ def weighted_ols_coefficients(weights, scales):
             f"`weights` must have shape ({scales.size},), one per scale. "
             f"Received: weights.shape={tuple(weights.shape)}"
         )
-    d = kops.convert_to_tensor(centred, dtype=weights.dtype)
+    dtype = keras.backend.standardize_dtype(weights.dtype)
+    d, d2 = (kops.convert_to_tensor(v.astype(dtype)) for v in (centred, centred**2))
     s = kops.sigmoid(weights)
-    numerator = s * d - kops.mean(s * d)
-    return numerator / kops.sum(s * kops.square(d))
+    numerator = s * d - _axis_mean(s * d, (0,), False)
+    return numerator / kops.sum(s * d2)
 
 
 def weighted_ols_slope(measures, weights, scales):
@@ -177,37 +183,30 @@ def weighted_singularity_strength(
     data_format = _checks.standardize_data_format(data_format)
     synchronized = _checks.check_bool("synchronized", synchronized)
     x = _as_float_tensor("x", x)
-    _check_input(x, data_format)
+    spatial = _check_input(x, data_format)
     x = _float32_or_wider(x)
     weights = kops.cast(_as_float_tensor("weights", weights), x.dtype)
-    if keras.backend.backend() == "jax" and not isinstance(x, keras.KerasTensor):
-        # Eager JAX compiles every slice of the box sums on its own.
-        strength = _jax_weighted_strength(max_scale, scaling, data_format, synchronized)
-        return strength(x, weights)
-    return _weighted_strength(x, weights, max_scale, scaling, data_format, synchronized)
-
-
-def _weighted_strength(x, weights, max_scale, scaling, data_format, synchronized):
-    scaled = min_max_scale(x, scaling, data_format, synchronized=synchronized)
-    measures = box_sums(scaled, max_scale, data_format)
-    return weighted_ols_slope(measures, weights, dyadic_scales(max_scale))
-
-
-@functools.cache
-def _jax_weighted_strength(
-    max_scale: int, scaling: str, data_format: str, synchronized: bool
-):
-    import jax
-
-    return jax.jit(
-        functools.partial(
-            _weighted_strength,
-            max_scale=max_scale,
-            scaling=scaling,
-            data_format=data_format,
-            synchronized=synchronized,
-        )
+    coefficients = weighted_ols_coefficients(weights, dyadic_scales(max_scale))
+    axes = (0, *spatial) if scaling == "batch" else spatial
+    if _is_empty(x) and not distributed.spans_replicas(axes, synchronized):
+        return x  # no extrema, no slope: the empty map
+    return _weighted_strength(
+        x, coefficients, max_scale, scaling, data_format, synchronized
     )
+
+
+@_compiled_on_jax(tensors=2)
+def _weighted_strength(x, coefficients, max_scale, scaling, data_format, synchronized):
+    spatial = _check_input(x, data_format)
+    strength = _weighted_strength_with_gradient(
+        max_scale,
+        scaling,
+        spatial,
+        data_format,
+        bool(synchronized) and scaling == "batch",
+        keras.backend.standardize_dtype(x.dtype),
+    )
+    return strength(x, kops.cast(coefficients, x.dtype))
 
 
 # --------------------------------------------------------------------------
@@ -341,9 +340,21 @@ def frequency_pool(
     channel_axis = len(x.shape) - 1 if data_format == "channels_last" else 1
     freqs = frequency_groups(x.shape[channel_axis], low_freq, len(spatial))
     y = _float32_or_wider(x)
-    # Reduce the last spatial axis first so the remaining axes keep their places.
+    tables = [cosine_bases(n, low_freq, basis)[f] for n, f in zip(sizes, freqs)]
+    if math.prod(sizes) * len(freqs[0]) <= FULL_TABLE_ENTRIES:
+        # One weighted sum: the product of the axes' tables, (C, *sizes).
+        table = tables[0]
+        for t in tables[1:]:
+            table = table[..., None] * t.reshape(
+                t.shape[:1] + (1,) * (table.ndim - 1) + t.shape[1:]
+            )
+        if data_format == "channels_last":
+            table = np.moveaxis(table, 0, -1)
+        table = kops.convert_to_tensor(table[None], dtype=y.dtype)
+        return _axis_sum(y * table, spatial, False)
+    # Axis by axis, the last spatial axis first so the others keep their places.
     for k in reversed(range(len(spatial))):
-        table = cosine_bases(sizes[k], low_freq, basis)[freqs[k]]  # (C, size)
+        table = tables[k]  # (C, size)
         ndim = len(y.shape)
         axis = spatial[k]
         channel = ndim - 1 if data_format == "channels_last" else 1

@@ -5,8 +5,9 @@ singularity-strength map with its hand-written gradient.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
+import keras
 import numpy as np
 from keras import ops as kops
 
@@ -20,7 +21,7 @@ from keras_ssr.ops._utils import (
     _is_empty,
     _slice,
 )
-from keras_ssr.ops.reductions import accurate_sum
+from keras_ssr.ops.reductions import _sums
 
 #: Added to every measure before the logarithm (``keras.backend.epsilon()``
 #: of the original).
@@ -28,6 +29,7 @@ EPSILON = 1e-7
 #: Bounds of the min-max scaled map: ``[1, 256]``, so every measure is >= 1.
 MINIMUM_VALUE = 1.0
 MAXIMUM_VALUE = 256.0
+SPAN = MAXIMUM_VALUE - MINIMUM_VALUE
 #: The scaling denominator ``max - min`` is clipped to this range.
 DENOMINATOR_RANGE = (1e-7, 1e9)
 #: Largest ``max_scale`` accepted: boxes up to 65536 cells a side.
@@ -190,14 +192,6 @@ def ols_weights(scales: Sequence[float]) -> np.ndarray:
     return centred / float(np.sum(centred**2))
 
 
-def _slope(measures: Iterable, weights: np.ndarray):
-    slope = None
-    for measure, weight in zip(measures, weights, strict=True):
-        term = kops.log(measure + EPSILON) * float(weight)
-        slope = term if slope is None else slope + term
-    return slope
-
-
 def ols_slope(measures, scales: Sequence[float]):
     """Least-squares slope of ``log(measures + 1e-7)`` against ``log(scales)``.
 
@@ -279,106 +273,312 @@ def _singularity_strength(
     x, max_scale: int, scaling: str, data_format: str, synchronized: bool
 ):
     spatial = _check_input(x, data_format)
-    strength = _strength_with_gradient(max_scale, scaling, spatial, synchronized)
-    return strength(_float32_or_wider(x))
+    x = _float32_or_wider(x)
+    strength = _strength_with_gradient(
+        max_scale,
+        scaling,
+        spatial,
+        data_format,
+        synchronized,
+        keras.backend.standardize_dtype(x.dtype),
+    )
+    return strength(x)
 
 
-def _box_sums_adjoint(terms: Sequence, spatial_axes: Sequence[int]):
-    """``sum_j B_j^T v_j`` for ``terms = [v_1 .. v_J]``, ``B_j``: box of side ``2**j``.
+# --------------------------------------------------------------------------
+# The map as one op: min-max scaling, box measures, log-ratios
 
-    The adjoint of a "SAME" box sum of side ``k`` (``(k-1)//2`` cells before,
-    ``k//2`` after) is the box sum with the mirrored alignment (``k//2``
-    before, ``(k-1)//2`` after), which doubles like the forward one. Horner
-    over the scales::
 
-        sum_j B_j^T v_j = D_1(v_1 + D_2(v_2 + D_4(v_3 + ... D_(K/2)(v_J))))
+def _slope_pairs(max_scale: int) -> list[tuple[float, int, int]]:
+    """``(w, big, small)``: ``sum_j w_j log m_j`` as ``sum w log(m_big / m_small)``.
 
-    with ``D_s(a) = a[:-s] + a[s:]`` per spatial axis and ``v_j`` zero-padded
-    by ``(2**(j-1), 2**(j-1) - 1)``: slices and additions only, like the
-    forward pass (autodiff of the forward slices would scatter into padded
-    zeros instead, ~7x slower on TensorFlow without XLA).
+    The dyadic log-scales ``j log 2`` are evenly spaced, so the OLS weights
+    are antisymmetric, ``w_j = -w_(J+1-j)``, and the middle scale of an odd
+    ``J`` has weight zero: ``J // 2`` log-ratios of box sizes ``2**big``
+    and ``2**small`` carry the whole slope (``max_scale=3``: one, of the
+    8-box over the 2-box).
     """
-    total = None
-    for j in range(len(terms), 0, -1):
-        half = 2 ** (j - 1)
-        padding = [(0, 0)] * len(terms[j - 1].shape)
-        for axis in spatial_axes:
-            padding[axis] = (half, half - 1)
-        term = kops.pad(terms[j - 1], padding)
-        total = term if total is None else _double(total, 2**j, spatial_axes) + term
-    return _double(total, 1, spatial_axes)
+    weights = ols_weights(dyadic_scales(max_scale))
+    return [
+        (float(weights[max_scale - 1 - i]), max_scale - i, i + 1)
+        for i in range(max_scale // 2)
+    ]
+
+
+def _crop(x, spatial_axes: Sequence[int], start: int, length_less: int):
+    """``x[start : size - length_less]`` along every spatial axis, one slice."""
+    if not start and not length_less:
+        return x
+    index = [slice(None)] * len(x.shape)
+    for axis in spatial_axes:
+        index[axis] = slice(start, -length_less if length_less else None)
+    return x[tuple(index)]
+
+
+def _pad(x, spatial_axes: Sequence[int], before: int, after: int, value=0.0):
+    padding = [(0, 0)] * len(x.shape)
+    for axis in spatial_axes:
+        padding[axis] = (before, after)
+    return kops.pad(x, padding, constant_values=value)
+
+
+def _pools(dtype, rank: int) -> bool:
+    """Whether box measures are averages by pooling (one op per box) or sums
+    by doubling (slices and additions). Slices are views in torch, where the
+    doubling launches no more kernels and its CPU pooling is slow; elsewhere
+    every slice is a copy (TensorFlow) or a stencil to fuse (XLA), and a
+    pooling window is read once, except in TensorFlow's float64 3-D pooling,
+    which has no CPU kernel."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return rank < 3 or _checks.wide_float(dtype) != "float64"
+    return backend != "torch"
+
+
+class _Boxes:
+    """The box measures of the scaled map ``s = 1 + 255 t`` for the sides
+    ``2**j`` the slope needs, divided by 255 (``t = (x - lo) / d``).
+
+    ``t`` is padded by ``k/2 - 1`` cells before and ``k/2`` after each
+    spatial axis with ``-1/255``, so that ``s`` is zero outside the map, as
+    the "SAME" zero padding of the original's convolutions. The measure of
+    side ``k`` is then either the box average ``A_k(s) = 255 avg_k(t') + 1``
+    (pooling, one pad per box) or the box sum ``B_k(s) = 255 sum_k(t') +
+    k**d`` (doubling, from one pad of ``K = 2**max_scale``); ``eps`` is
+    added as ``eps / k**d`` or ``eps``. The ratio of two measures differs
+    between the two by ``(k/k')**d``: the slope by the constant
+    :attr:`offset` (``d``, or 0).
+    """
+
+    def __init__(self, max_scale, spatial, data_format, sides, dtype):
+        self.spatial = spatial
+        self.data_format = data_format
+        self.full = 2**max_scale
+        self.sides = sorted(sides)
+        self.rank = len(spatial)
+        self.pools = _pools(dtype, self.rank)
+        self.offset = float(self.rank) if self.pools else 0.0
+
+    def shift(self, k: int) -> float:
+        """``m_k = box(t') + shift(k)``: ``(1 + eps/k**d) / span`` or
+        ``(k**d + eps) / span``."""
+        if self.pools:
+            return (1.0 + EPSILON / k**self.rank) / SPAN
+        return (float(k**self.rank) + EPSILON) / SPAN
+
+    def measures(self, t) -> dict:
+        if self.pools:
+            out = {}
+            for k in self.sides:  # each its own pad: XLA fuses it into the pool
+                padded = _pad(t, self.spatial, k // 2 - 1, k // 2, -1.0 / SPAN)
+                pooled = kops.average_pool(
+                    padded, (k,) * self.rank, 1, "valid", self.data_format
+                )
+                out[k] = pooled + self.shift(k)
+            return out
+        padded = _pad(t, self.spatial, self.full // 2 - 1, self.full // 2, -1.0 / SPAN)
+        out, size = {}, 1
+        sums = padded
+        while size < self.sides[-1]:
+            sums = _double(sums, size, self.spatial)
+            size *= 2
+            if size in self.sides:
+                crop = (self.full - size) // 2
+                out[size] = _crop(sums, self.spatial, crop, crop) + self.shift(size)
+        return out
+
+    def adjoint(self, terms: dict):
+        """``sum_k B_k^T g_k`` (``terms``: side -> ``g_k``), on ``t``'s grid.
+
+        The adjoint of a "SAME" box of side ``k`` (``k/2 - 1`` cells before,
+        ``k/2`` after) is the box with the mirrored alignment (``k/2``
+        before, ``k/2 - 1`` after): pooling a padded ``g_k``, or Horner over
+        the doublings, ``D_1(g_2 + D_2(g_4 + D_4(g_8 ...)))`` with
+        ``D_s(a) = a[:-s] + a[s:]`` (slices and additions only; autodiff of
+        the forward slices would scatter into zeros).
+        """
+        total = None
+        # the positive terms first: no negation
+        order = sorted(self.sides, key=lambda k: (-terms[k][0], -k))
+        if self.pools:
+            for k in order:
+                sign, g = terms[k]
+                g = _pad(g, self.spatial, k // 2, k // 2 - 1)
+                g = kops.average_pool(g, (k,) * self.rank, 1, "valid", self.data_format)
+                total = _signed_sum(total, sign, g)
+            return total
+        for k in sorted(self.sides, reverse=True):
+            sign, g = terms[k]
+            total = _signed_sum(total, sign, _pad(g, self.spatial, k // 2, k // 2 - 1))
+            smaller = max((s for s in self.sides if s < k), default=1)
+            while k > smaller:
+                k //= 2
+                total = _double(total, k, self.spatial)
+        return total
+
+
+def _signed_sum(total, sign: int, term):
+    if total is None:
+        return term if sign > 0 else -term
+    return total + term if sign > 0 else total - term
+
+
+class _Scaling:
+    """Min-max scaling inside a hand-written gradient: ``t = (x - lo) / d``
+    with ``d = clip(hi - lo)`` (the scaled map is ``1 + 255 t``), and the
+    chain rule back through ``lo`` and ``hi``.
+
+    The extrema's gradients are shared equally among tied entries (as
+    TensorFlow's ``reduce_min``/``reduce_max``). The four per-channel sums
+    that chain rule needs (``sum dt``, ``sum dt t`` and the two tie counts)
+    are taken together (:func:`keras_ssr.ops.reductions._sums`).
+    ``synchronized``: ``lo``/``hi`` are all-reduced (min, max) over
+    replicas, and so are those sums (:func:`keras_ssr.distributed.reducer`;
+    no-ops on one device).
+    """
+
+    def __init__(self, x, axes, synchronized):
+        self.x, self.axes = x, axes
+        self.reduce = distributed.reducer(synchronized)
+        self.lo = self.reduce(kops.min(x, axis=axes, keepdims=True), "min")
+        self.hi = self.reduce(kops.max(x, axis=axes, keepdims=True), "max")
+        self.raw = self.hi - self.lo
+        self.d = kops.clip(self.raw, *DENOMINATOR_RANGE)
+        self.t = (x - self.lo) / self.d
+
+    def backward(self, dt, factor=1.0):
+        """``dx`` for ``factor * dt``, the gradient with respect to ``t``."""
+        x, t = self.x, self.t
+        at_lo = kops.equal(x, self.lo)
+        at_hi = kops.equal(x, self.hi)
+        dtype = keras.backend.standardize_dtype(t.dtype)
+        minus_one, zero = (np.asarray(v, dtype) for v in (-1.0, 0.0))
+        sums = _sums(
+            [dt, dt * t, kops.cast(at_lo, t.dtype), kops.where(at_hi, minus_one, zero)],
+            self.axes,
+        )
+        total, moment, ties_lo, minus_ties_hi = (self.reduce(v, "sum") for v in sums)
+        # dt/dlo = -1/d + t/d and dt/dhi = -t/d where d is not clipped: the
+        # extrema's shares, times d (divided out with it at the end).
+        moment = kops.where(self.raw == self.d, moment, 0.0)
+        share_lo = (moment - total) / ties_lo
+        share_hi = moment / minus_ties_hi
+        extrema = kops.where(at_lo, share_lo, kops.where(at_hi, share_hi, 0.0))
+        divisor = self.d if factor == 1.0 else self.d * (1.0 / factor)
+        return (dt + extrema) / divisor
 
 
 @functools.cache
 def _strength_with_gradient(
-    max_scale: int, scaling: str, spatial: tuple[int, ...], synchronized: bool = False
+    max_scale: int,
+    scaling: str,
+    spatial: tuple[int, ...],
+    data_format: str,
+    synchronized: bool = False,
+    dtype: str = "float32",
 ):
-    """Min-max scaling, box sums, log and slope as one op with a hand-written
-    gradient (``keras.ops.custom_gradient``, every backend).
+    """Min-max scaling, box measures, log and slope as one op with a
+    hand-written gradient (``keras.ops.custom_gradient``, every backend).
 
-    Forward: ``s = 1 + (x - lo) / d * 255`` with ``d = clip(hi - lo)``,
-    ``alpha = sum_j w_j log(B_j s + eps)``. Backward, for the upstream ``u``:
-    ``v_j = w_j u / (B_j s + eps)``, ``g = sum_j B_j^T v_j``
-    (:func:`_box_sums_adjoint`), and the chain rule through ``lo``/``hi``,
-    whose gradients are shared equally among tied extrema (as TensorFlow's
-    ``reduce_min``/``reduce_max``). The two per-channel sums that chain rule
-    needs come from adjoint identities, ``sum_p g_p = sum_j <v_j, B_j 1>``
-    and ``sum_p g_p (s_p - 1) = sum_j <v_j, B_j s> - sum_p g_p``, so that
-    ``g`` has a single, elementwise consumer. Only the scaled map is kept
-    for the backward pass; the box sums are recomputed there (additions).
-
-    ``synchronized``: ``lo``/``hi`` are all-reduced (min, max) over replicas,
-    and so are the per-channel sums and tie counts of the backward pass
-    (:func:`keras_ssr.distributed.reducer`; no-ops on one device).
+    Forward: :class:`_Scaling`'s ``t``, the measures ``m_k`` of
+    :class:`_Boxes`, and ``alpha = sum w log(m_big / m_small) + offset``
+    (:func:`_slope_pairs`). Backward, for the upstream ``u``: ``g_k = +-w u
+    / m_k``, ``dt = sum_k B_k^T g_k`` (:meth:`_Boxes.adjoint`), then
+    :meth:`_Scaling.backward`. Only ``x``, ``t`` and the measures are kept
+    for the backward pass.
     """
-    weights = [float(w) for w in ols_weights(dyadic_scales(max_scale))]
-    span = MAXIMUM_VALUE - MINIMUM_VALUE
-    low, high = DENOMINATOR_RANGE
+    pairs = _slope_pairs(max_scale)
+    boxes = _Boxes(
+        max_scale,
+        spatial,
+        data_format,
+        {2**j for _, big, small in pairs for j in (big, small)},
+        dtype,
+    )
+    axes = spatial if scaling == "sample" else (0, *spatial)
+    first = pairs[0][0]
 
     @kops.custom_gradient
     def strength(x):
-        axes = spatial if scaling == "sample" else (0, *spatial)
-        reduce = distributed.reducer(synchronized)
-        lo = reduce(kops.min(x, axis=axes, keepdims=True), "min")
-        hi = reduce(kops.max(x, axis=axes, keepdims=True), "max")
-        raw = hi - lo
-        d = kops.clip(raw, low, high)
-        scaled = MINIMUM_VALUE + (x - lo) / d * span
-        alpha = _slope(_iter_box_sums(scaled, max_scale, spatial), weights)
+        scaled = _Scaling(x, axes, synchronized)
+        measures = boxes.measures(scaled.t)
+        alpha = None
+        for w, big, small in pairs:
+            term = kops.log(measures[2**big] / measures[2**small]) * w
+            alpha = term if alpha is None else alpha + term
+        if boxes.offset:
+            alpha = alpha + boxes.offset
 
         def grad(*args, upstream=None):
             if upstream is None:
                 (upstream,) = args
-            upstream = kops.cast(upstream, scaled.dtype)
-            measures = list(_iter_box_sums(scaled, max_scale, spatial))
-            dims = kops.shape(x)  # holds tensors for dynamic axes (exported graphs)
-            ones = kops.ones(
-                tuple(dims[a] if a in spatial else 1 for a in range(len(dims))),
-                dtype=scaled.dtype,
-            )
-            counts = _iter_box_sums(ones, max_scale, spatial)
-            terms = [upstream * (w / (m + EPSILON)) for w, m in zip(weights, measures)]
-            total = None  # sum_p g_p
-            moment = None  # sum_p g_p * s_p
-            for v, m, c in zip(terms, measures, counts):
-                a = accurate_sum(v * c, axes, keepdims=True)
-                b = accurate_sum(v * m, axes, keepdims=True)
-                total = a if total is None else total + a
-                moment = b if moment is None else moment + b
-            total = reduce(total, "sum")
-            moment = reduce(moment, "sum") - MINIMUM_VALUE * total  # sum g_p (s_p - 1)
-            inside = kops.cast(kops.logical_and(raw >= low, raw <= high), scaled.dtype)
-            grad_lo = (moment * inside - total * span) / d
-            grad_hi = -moment * inside / d
-            at_lo = kops.cast(kops.equal(x, lo), scaled.dtype)
-            at_hi = kops.cast(kops.equal(x, hi), scaled.dtype)
-            ties_lo = reduce(kops.sum(at_lo, axis=axes, keepdims=True), "sum")
-            ties_hi = reduce(kops.sum(at_hi, axis=axes, keepdims=True), "sum")
-            return (
-                _box_sums_adjoint(terms, spatial) * (span / d)
-                + at_lo * (grad_lo / ties_lo)
-                + at_hi * (grad_hi / ties_hi)
-            )
+            upstream = kops.cast(upstream, x.dtype)
+            terms = {}  # the gradient / w_1
+            for w, big, small in pairs:
+                u = upstream if w == first else upstream * (w / first)
+                terms[2**big] = (1, u / measures[2**big])
+                terms[2**small] = (-1, u / measures[2**small])
+            return scaled.backward(boxes.adjoint(terms), first)
+
+        return alpha, grad
+
+    return strength
+
+
+@functools.cache
+def _weighted_strength_with_gradient(
+    max_scale: int,
+    scaling: str,
+    spatial: tuple[int, ...],
+    data_format: str,
+    synchronized: bool,
+    dtype: str,
+):
+    """The follow-up's weighted slope as one op with a hand-written gradient.
+
+    ``alpha = sum_j c_j log m_j`` for coefficients ``c`` summing to zero
+    (:func:`keras_ssr.ops.weighted_ols_coefficients`), evaluated as
+    ``sum_(j>1) c_j log(m_j / m_1)``: the log-ratios to the smallest box,
+    whose terms are small (as the centred logs of
+    :func:`keras_ssr.ops.weighted_ols_slope`). Its gradient with respect to
+    ``c_j`` is the sum of ``u log(m_j / m_1)`` (that of ``c_1`` zero: any
+    constant added to them all is lost through ``sum c = 0``).
+    """
+    boxes = _Boxes(
+        max_scale, spatial, data_format, set(dyadic_scales(max_scale)), dtype
+    )
+    sides = dyadic_scales(max_scale)
+    # log(m_j / m_1) of box sums = that of the measures + d log(k_j / k_1)
+    offsets = np.asarray([boxes.offset * np.log(k / sides[0]) for k in sides], dtype)
+    axes = spatial if scaling == "sample" else (0, *spatial)
+
+    @kops.custom_gradient
+    def strength(x, coefficients):
+        scaled = _Scaling(x, axes, synchronized)
+        measures = boxes.measures(scaled.t)
+        logs = [kops.log(measures[k] / measures[sides[0]]) for k in sides[1:]]
+        c = kops.unstack(coefficients)
+        alpha = None
+        for log, c_j in zip(logs, c[1:]):
+            alpha = log * c_j if alpha is None else alpha + log * c_j
+        if boxes.offset:
+            alpha = alpha + kops.sum(coefficients * kops.convert_to_tensor(offsets))
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            u = kops.cast(upstream, x.dtype)
+            terms = {k: (1, u * c_j / measures[k]) for k, c_j in zip(sides, c)}
+            dx = scaled.backward(boxes.adjoint(terms))
+            every = tuple(range(len(x.shape)))
+            products = [u * log for log in logs]
+            if boxes.offset:
+                products.append(u)
+            sums = [kops.reshape(v, (1,)) for v in _sums(products, every)]
+            dc = kops.pad(kops.concatenate(sums[: len(logs)]), [(1, 0)])
+            if boxes.offset:
+                dc = dc + sums[-1] * kops.convert_to_tensor(offsets)
+            return dx, dc
 
         return alpha, grad
 
