@@ -29,6 +29,7 @@ _SUBMODULES = (
     "testing",
 )
 _LAYERS = (
+    "BatchNormalization",
     "FrequencyChannelAttention",
     "LearnableMeasure",
     "LocalSingularityStrength",

@@ -44,7 +44,19 @@ import keras
 from keras import ops as kops
 
 from keras_ssr import _checks
-from keras_ssr._serialization import register
+
+__all__ = [
+    "REDUCTIONS",
+    "all_reduce",
+    "batch_count",
+    "batch_max",
+    "batch_min",
+    "local_statistics",
+    "num_replicas",
+    "reducer",
+    "replica_sum",
+    "spans_replicas",
+]
 
 #: The reductions :func:`all_reduce` understands.
 REDUCTIONS = ("sum", "min", "max")
@@ -266,45 +278,11 @@ def batch_count(x, axis: Sequence[int]):
     return _all_reduce(count, "sum") if spans_replicas(axes) else count
 
 
-@register
-class SynchronizedBatchNormalization(keras.layers.BatchNormalization):
-    """``keras.layers.BatchNormalization`` with moments over the global batch.
+def __getattr__(name: str):
+    # PEP 562: the deprecated class, now a subclass of
+    # keras_ssr.layers.BatchNormalization (which imports this module).
+    if name == "SynchronizedBatchNormalization":
+        from keras_ssr.layers.normalization import SynchronizedBatchNormalization
 
-    The U-Nets use it for ``synchronized_bn=True``. Arguments, weights and
-    single-device results are Keras' own. In training, the batch mean and
-    variance are taken over the global batch:
-
-    - TensorFlow: Keras' ``synchronized=True`` (all-reduces in the replica
-      context);
-    - PyTorch: under a ``torch.distributed`` process group, the mean and the
-      centred variance from :func:`replica_sum` of per-replica sums (two
-      all-reduces per call, plus one for the counts);
-    - JAX: Keras' own moments, already global under ``keras.distribution``.
-
-    Its saved config has no ``synchronized`` entry (Keras rejects
-    ``synchronized=True`` off TensorFlow), so a model saved on one backend
-    loads on the others.
-    """
-
-    def __init__(self, **kwargs):
-        kwargs.pop("synchronized", None)
-        if keras.backend.backend() == "tensorflow":
-            kwargs["synchronized"] = True
-        super().__init__(**kwargs)
-
-    def _moments(self, inputs, mask):
-        axes = tuple(self._reduction_axes)
-        if mask is not None or keras.backend.backend() != "torch":
-            return super()._moments(inputs, mask)
-        if not spans_replicas(axes):
-            return super()._moments(inputs, mask)
-        count = batch_count(inputs, axes)
-        mean = replica_sum(kops.sum(inputs, axis=axes, keepdims=True)) / count
-        centred = kops.square(inputs - mean)
-        variance = replica_sum(kops.sum(centred, axis=axes, keepdims=True)) / count
-        return kops.reshape(mean, (-1,)), kops.reshape(variance, (-1,))
-
-    def get_config(self):
-        config = super().get_config()
-        config.pop("synchronized", None)
-        return config
+        return SynchronizedBatchNormalization
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

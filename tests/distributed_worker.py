@@ -37,7 +37,7 @@ LAYER_DTYPE = "float64"
 #: JAX compiles each layer twice (one device, sharded): only the composite
 #: SSR and multifractal layers (which hold the singularity layers, the soft
 #: histogram and their BN), SRM and the BN.
-JAX_CASES = ("ssr", "ssr_xu", "cbn", "srm", "multifractal")
+JAX_CASES = ("ssr", "ssr_xu", "bn", "srm", "multifractal")
 #: The follow-up family's layers.
 FAMILY_CASES = ("wlss", "histogram", "srm", "multifractal")
 #: Set by ``before`` on the command line: also train the U-Net with
@@ -76,8 +76,7 @@ def unet_batch():
 
 def layer_cases():
     """``name -> (factory(synchronized), variants)``."""
-    from keras_ssr import distributed, layers
-    from keras_ssr.layers.normalization import CenteredBatchNormalization
+    from keras_ssr import layers
 
     both = ("sync", "local")
     kw = {"dtype": LAYER_DTYPE}
@@ -102,11 +101,7 @@ def layer_cases():
             ),
             ("sync",),
         ),
-        "cbn": (lambda s: CenteredBatchNormalization(synchronized=s, **kw), both),
-        "sbn": (
-            lambda s: distributed.SynchronizedBatchNormalization(**kw),
-            ("sync",),
-        ),
+        "bn": (lambda s: layers.BatchNormalization(synchronized=s, **kw), both),
         "wlss": (
             lambda s: layers.WeightedLocalSingularityStrength(3, synchronized=s, **kw),
             both,

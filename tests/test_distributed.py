@@ -24,16 +24,13 @@ import numpy_oracle as oracle
 import pytest
 
 from keras_ssr import distributed, layers, models
-from keras_ssr.layers.normalization import CenteredBatchNormalization
 
 BACKEND = keras.backend.backend()
 WORKER = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
-#: Two replicas against one device, layers alone in float64. Keras' own
-#: BatchNormalization (``sbn`` on one device) rounds like float32.
-LAYER_RTOL = {"sbn": 1e-6}
-LAYER_RTOL_DEFAULT = 1e-9
+#: Two replicas against one device, layers alone in float64.
+LAYER_RTOL = 1e-9
 #: The layers checked against NumPy, on one device and with ``synchronized=False``.
-NUMPY_CASES = ("lss", "cbn", *worker.FAMILY_CASES)
+NUMPY_CASES = ("lss", "bn", *worker.FAMILY_CASES)
 
 
 def _load(path) -> dict:
@@ -100,10 +97,9 @@ def test_layer_on_two_replicas_equals_one_device(runs, name, quantity):
     ref = runs[name]["ref"][quantity]
     got = runs[name]["sync"][quantity]
     assert len(got) == len(ref) > 0
-    rtol = LAYER_RTOL.get(name, LAYER_RTOL_DEFAULT)
     for i, (g, r) in enumerate(zip(got, ref)):
         assert g.shape == r.shape
-        assert _relative_error(g, r) <= rtol, (name, quantity, i)
+        assert _relative_error(g, r) <= LAYER_RTOL, (name, quantity, i)
 
 
 def _semantic_weights(runs, name) -> dict:
@@ -140,7 +136,7 @@ def _numpy_layer(name, x, w):
     x = np.asarray(x, np.float64)
     if name == "lss":
         return bn(oracle.singularity_strength(x, 3, "batch"))
-    if name == "cbn":
+    if name == "bn":
         return bn(x)
     if name == "wlss":
         return wlss(x)
@@ -224,7 +220,7 @@ def test_all_reduce_rejects_an_unknown_op():
         lambda s: layers.LocalSingularityStrengthXu(3, synchronized=s),
         lambda s: layers.SingularityStrengthRecalibration(2, 3, synchronized=s),
         lambda s: layers.SingularityStrengthRecalibrationXu(2, 3, synchronized=s),
-        lambda s: CenteredBatchNormalization(synchronized=s),
+        lambda s: layers.BatchNormalization(synchronized=s),
         lambda s: layers.WeightedLocalSingularityStrength(3, synchronized=s),
         lambda s: layers.SoftHistogram(4, synchronized=s),
         lambda s: layers.StyleBasedRecalibration(synchronized=s),
@@ -251,9 +247,16 @@ def test_synchronized_bn_unet_on_one_device_is_the_plain_unet():
     kwargs = {"channels_per_level": (2, 4), "input_shape": (8, 8, 3)}
     plain = models.build_unet(**kwargs)
     synced = models.build_unet(synchronized_bn=True, **kwargs)
-    kinds = {type(layer) for layer in synced.layers}
-    assert distributed.SynchronizedBatchNormalization in kinds
-    assert keras.layers.BatchNormalization not in kinds
+    bns = [layer for layer in synced.layers if "_bn_" in layer.name]
+    assert bns and all(
+        type(bn) is layers.BatchNormalization and bn.synchronized for bn in bns
+    )
+    # The plain U-Net keeps Keras' own, the original's layer.
+    assert all(
+        type(layer) is keras.layers.BatchNormalization
+        for layer in plain.layers
+        if "_bn_" in layer.name
+    )
     synced.set_weights(plain.get_weights())
     x = np.random.default_rng(0).uniform(size=(2, 8, 8, 3)).astype("float32")
     # Training mode: the batch moments (inference reads the same moving ones).
@@ -263,18 +266,15 @@ def test_synchronized_bn_unet_on_one_device_is_the_plain_unet():
         rtol=1e-6,
         atol=1e-6,
     )
-    # Saved without a backend-specific ``synchronized`` entry.
+    # Saved with ``synchronized``, which keras_ssr's class takes on every
+    # backend (Keras' own takes it on TensorFlow only).
     bn = synced.get_layer("encoder_0_bn_0")
-    assert "synchronized" not in bn.get_config()
+    assert bn.get_config()["synchronized"] is True
     restored = keras.Model.from_config(synced.get_config())
-    assert isinstance(
-        restored.get_layer("encoder_0_bn_0"), distributed.SynchronizedBatchNormalization
-    )
+    assert restored.get_layer("encoder_0_bn_0").synchronized is True
     with pytest.raises(TypeError, match="synchronized_bn"):
         models.build_unet(synchronized_bn=1, **kwargs)
     for builder in (models.get_unet, models.get_ssr_unet):
         model = builder([2, 4], input_shape=[8, 8, 3], synchronized_bn=True)
-        assert isinstance(
-            model.get_layer("encoder_0_bn_0"),
-            distributed.SynchronizedBatchNormalization,
-        )
+        bn = model.get_layer("encoder_0_bn_0")
+        assert isinstance(bn, layers.BatchNormalization) and bn.synchronized

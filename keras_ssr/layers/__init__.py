@@ -13,6 +13,7 @@ from keras_ssr.layers.multifractal import (
     SoftHistogramLayer,
     WeightedLocalSingularityStrength,
 )
+from keras_ssr.layers.normalization import BatchNormalization
 from keras_ssr.layers.recalibration import (
     FrequencyChannelAttention,
     SpatialSqueezeExcite,
@@ -25,6 +26,7 @@ from keras_ssr.layers.singularity import (
 )
 
 __all__ = [
+    "BatchNormalization",
     "ChannelGate",
     "FrequencyChannelAttention",
     "LearnableMeasure",

@@ -1,6 +1,15 @@
-"""Batch normalisation that keeps float32 gradients accurate."""
+"""keras_ssr's batch normalisation: centred float32 moments, global on request.
+
+:class:`BatchNormalization` normalises the attention layers' maps (their
+``bn`` sub-layers) and, with ``synchronized_bn=True``, the U-Nets' blocks.
+``CenteredBatchNormalization`` and ``SynchronizedBatchNormalization``, the
+two classes it replaces, remain as deprecated, registered subclasses, so
+that saved models and code that name them load and run.
+"""
 
 from __future__ import annotations
+
+import warnings
 
 import keras
 from keras import ops
@@ -11,13 +20,25 @@ from keras_ssr._serialization import register
 from keras_ssr.layers._base import BN_EPSILON, BN_MOMENTUM, full_precision_policy
 from keras_ssr.ops.reductions import _train_normalize, _train_pool_normalize
 
+__all__ = [
+    "BatchNormalization",
+    "CenteredBatchNormalization",
+    "SynchronizedBatchNormalization",
+]
+
+#: The keys Keras 3.14 added to ``BatchNormalization``'s config (batch
+#: renormalisation), which Keras 3.8 does not take.
+_RENORM_KEYS = ("renorm", "renorm_clipping", "renorm_momentum")
+
 
 @register
-class CenteredBatchNormalization(keras.layers.BatchNormalization):
-    """``keras.layers.BatchNormalization`` with centred float32 arithmetic.
+class BatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` with centred float32 arithmetic,
+    and moments over the global batch on every backend.
 
-    Same arguments, weights, moving-average updates and results as the
-    Keras layer, but the batch variance is a two-pass centred mean square
+    Same arguments, weights (``gamma``, ``beta``, ``moving_mean``,
+    ``moving_variance``), moving-average updates and results as the Keras
+    layer, but the batch variance is a two-pass centred mean square
     (:func:`keras_ssr.ops.centered_moments`) and the output is formed as
     ``(x - mean) * gamma / sqrt(var + eps) + beta``
     (:func:`keras_ssr.ops.batch_normalize`). Keras' backends form
@@ -25,48 +46,79 @@ class CenteredBatchNormalization(keras.layers.BatchNormalization):
     ``E[x**2] - E[x]**2``), which for maps like the singularity strength,
     narrow and far from zero, loses the gradient with respect to ``gamma``
     to cancellation: about 3e-4 relative against float64, where the
-    original's fused TF kernel reaches 4e-5. Masks and batch
-    renormalisation fall back to the Keras implementation. An empty batch
-    in training is normalised with the moving statistics and leaves them
-    unchanged (it has no mean to add to them).
+    original's fused TF kernel reaches 4e-5. The arithmetic runs in float32
+    (float64 for float64 inputs) under any dtype policy, as Keras' does.
 
-    ``synchronized=True`` (the default, unlike Keras') takes the training
-    moments over the global batch under ``tf.distribute`` and
-    ``torch.distributed`` (:mod:`keras_ssr.distributed`; on every backend,
-    not only TensorFlow); ``False`` takes them per replica. Under JAX's
-    ``keras.distribution`` they are global either way.
+    An empty batch in training is normalised with the moving statistics and
+    leaves them unchanged (it has no mean to add to them). With a ``mask``
+    the layer is Keras' own (its masked moments, per replica).
+
+    Args:
+        synchronized: under data parallelism (``tf.distribute``,
+            ``torch.distributed``), whether the training moments are taken
+            over the global batch (:mod:`keras_ssr.distributed`, on every
+            backend, where Keras' ``synchronized=True`` is TensorFlow's
+            only) or per replica (``False``, the default, as Keras'). Under
+            JAX's ``keras.distribution`` they are global either way.
+        fused: whether a backend's fused kernel normalises where one keeps
+            float32 accuracy (the default; one launch forward and one
+            backward where the ``keras.ops`` path takes up to a dozen):
+            PyTorch's ``torch.native_batch_norm`` (training and inference,
+            on the map moved channels first and contiguous, where its sums
+            are cascaded) and TensorFlow's ``FusedBatchNormV3`` (inference,
+            channels last, rank 5 or less). TensorFlow trains on the
+            ``keras.ops`` path: without oneDNN its fused kernel adds float32
+            sums in order, and an SSR-Xu fixture's measure gradient lands
+            2e-4 off float64 with it (9e-5 without). JAX always takes the
+            ``keras.ops`` path (XLA fuses it). ``False``: the ``keras.ops``
+            path everywhere. Both paths agree within float32 rounding
+            (tested, outputs, moving statistics and gradients, in training
+            and inference).
+        **kwargs: the arguments of ``keras.layers.BatchNormalization``
+            (``axis``, ``momentum``, ``epsilon``, ``center``, ``scale``,
+            initialisers, regularisers, constraints) and of the base
+            ``Layer``.
+
+    Call arguments:
+        inputs: a floating-point tensor of any rank.
+        training: whether to normalise with the batch's moments (and move
+            the moving statistics towards them) or with the moving ones.
+        mask: optional; as Keras' layer.
+
+    Raises:
+        ValueError: for ``renorm=True`` (batch renormalisation, Keras 3.14's
+            ``keras.layers.BatchNormalization`` has it; Keras 3.8 does not).
+        TypeError: for a non-bool ``synchronized`` or ``fused``.
+
+    Example:
+        >>> bn = BatchNormalization(synchronized=True)
+        >>> bn(keras.random.normal((4, 8, 8, 3)), training=True).shape
+        (4, 8, 8, 3)
+
+    The moving statistics move in place where the backend allows it (one
+    ``lerp_`` on PyTorch, one ``ResourceApplyGradientDescent`` on
+    TensorFlow, per variable: 6 and 4 fewer launches per training call than
+    ``Variable.assign``), through the public ``Variable.value``; under a
+    ``keras.StatelessScope`` (JAX, ``stateless_call``, symbolic tracing) and
+    ``tf.distribute`` they are assigned (see :func:`move_towards`).
     """
 
-    def __init__(self, *args, synchronized=True, **kwargs):
-        super().__init__(*args, **kwargs)
-        if not isinstance(synchronized, bool):
-            raise TypeError(
-                "`synchronized` must be a bool. "
-                f"Received: synchronized={synchronized!r}"
+    def __init__(self, *args, synchronized=False, fused=True, **kwargs):
+        renorm = {key: kwargs.pop(key) for key in _RENORM_KEYS if key in kwargs}
+        if renorm.get("renorm"):
+            raise ValueError(
+                "keras_ssr's BatchNormalization does no batch renormalisation; "
+                "use keras.layers.BatchNormalization(renorm=True) (Keras >= 3.14). "
+                f"Received: renorm={renorm['renorm']!r}"
             )
-        self.synchronized = synchronized
-
-    def _moments(self, inputs, mask):
-        if mask is not None:
-            return super()._moments(inputs, mask)
-        axes = self._reduction_axes
-        mean, variance = ssr_ops.centered_moments(inputs, axes, self.synchronized)
-        return ops.reshape(mean, (-1,)), ops.reshape(variance, (-1,))
-
-    #: Whether PyTorch normalises with its fused kernel
-    #: (``torch.native_batch_norm``), and TensorFlow with its own
-    #: (``FusedBatchNormV3``) in inference, channels last: one launch forward
-    #: and one backward, where the ``keras.ops`` path takes up to a dozen.
-    #: Set ``False`` (on the class or a layer) for the ``keras.ops`` path.
-    #: TensorFlow trains on the ``keras.ops`` path: without oneDNN its fused
-    #: kernel's float32 sums run in order, and an SSR-Xu fixture's measure
-    #: gradient lands 2e-4 off float64 (the ``keras.ops`` path: 9e-5).
-    fused = True
+        # Keras' own `synchronized` stays False: it is TensorFlow's only, and
+        # this layer's moments are its own (see `call`).
+        super().__init__(*args, **kwargs)
+        self.synchronized = _checks.check_bool("synchronized", synchronized)
+        self.fused = _checks.check_bool("fused", fused)
 
     def call(self, inputs, training=None, mask=None):
-        # Batch renormalisation (``renorm``) came in Keras 3.14; the floor,
-        # Keras 3.8, has no such attribute.
-        if mask is not None or getattr(self, "renorm", False):
+        if mask is not None:
             return super().call(inputs, training=training, mask=mask)
         x, axes, scale, offset, reshape = self._prepare(inputs)
         if self._batch_statistics(x, axes, training):
@@ -130,7 +182,7 @@ class CenteredBatchNormalization(keras.layers.BatchNormalization):
         return bool(training) and self.trainable and not empty
 
     def _fusable(self, x, inference=False) -> bool:
-        """Whether a fused kernel takes ``x`` (see :attr:`fused`)."""
+        """Whether a fused kernel takes ``x`` (see ``fused``)."""
         if not self.fused or _checks.wide_float(x.dtype) != "float32":
             return False
         backend = keras.backend.backend()
@@ -152,8 +204,7 @@ class CenteredBatchNormalization(keras.layers.BatchNormalization):
         x, axes, scale, offset, reshape = self._prepare(inputs)
         spatial = tuple(sorted(a % len(x.shape) for a in spatial_axes))
         plain = (
-            getattr(self, "renorm", False)
-            or spatial != tuple(a for a in axes if a != 0)
+            spatial != tuple(a for a in axes if a != 0)
             or self._fusable(x)
             or distributed.spans_replicas(axes, self.synchronized)
         )
@@ -179,48 +230,140 @@ class CenteredBatchNormalization(keras.layers.BatchNormalization):
     def update_moving_statistics(self, mean, variance):
         """Moves the moving mean and variance towards a batch's (any shape
         holding one value per channel) by ``1 - momentum``."""
-        for moving, value in (
-            (self.moving_mean, mean),
-            (self.moving_variance, variance),
-        ):
-            value = ops.cast(ops.reshape(value, (-1,)), moving.dtype)
-            inner = getattr(moving, "_value", None)
-            if keras.backend.backend() == "torch" and inner is not None:
-                import torch
+        rate = 1.0 - self.momentum
+        move_towards(self.moving_mean, mean, rate)
+        move_towards(self.moving_variance, variance, rate)
 
-                with torch.no_grad():  # one launch
-                    inner.lerp_(value, 1.0 - self.momentum)
-            else:
-                _add_scaled(moving, value - moving, 1.0 - self.momentum)
+    def get_config(self):
+        config = super().get_config()
+        config["fused"] = self.fused
+        return config
 
 
-def _add_scaled(variable, delta, rate: float) -> None:
-    """``variable += rate * delta`` in one launch where the backend has the op
-    (TensorFlow's ``ResourceApplyGradientDescent``, torch's in-place
-    ``add_``), where Keras' ``assign(variable + rate * delta)`` takes three.
-    Keras' assignment under a stateless scope (JAX, ``stateless_call``) or a
-    ``tf.distribute`` strategy."""
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(
+        f"{old} is deprecated: use {new}. It remains registered, so that "
+        "saved models naming it load.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+
+
+@register
+class CenteredBatchNormalization(BatchNormalization):
+    """Deprecated: :class:`BatchNormalization` (whose ``synchronized``
+    defaults to ``False``; this name's to ``True``).
+
+    Registered under its own name, so that models saved with it load.
+    """
+
+    def __init__(self, *args, synchronized=True, **kwargs):
+        _deprecated(
+            "keras_ssr.layers.normalization.CenteredBatchNormalization",
+            "keras_ssr.layers.BatchNormalization",
+        )
+        super().__init__(*args, synchronized=synchronized, **kwargs)
+
+
+@register
+class SynchronizedBatchNormalization(BatchNormalization):
+    """Deprecated: ``keras_ssr.layers.BatchNormalization(synchronized=True)``.
+
+    The class ``build_unet(synchronized_bn=True)`` used to build; registered
+    under its own name, so that models saved with it (whose configs have no
+    ``synchronized`` entry) load, global moments on every backend.
+    """
+
+    def __init__(self, *args, synchronized=True, **kwargs):
+        _deprecated(
+            "keras_ssr.distributed.SynchronizedBatchNormalization",
+            "keras_ssr.layers.BatchNormalization(synchronized=True)",
+        )
+        super().__init__(*args, synchronized=synchronized, **kwargs)
+
+
+def _in_place_storage(variable):
+    """The backend variable behind ``variable`` that an update may change in
+    place, or ``None`` where it must be ``variable.assign``-ed.
+
+    ``Variable.value`` is public: on PyTorch it is the tensor that Keras'
+    own ``assign`` copies into, on TensorFlow the ``tf.Variable``. Keras'
+    one private function used here, ``in_stateless_scope``, tells whether a
+    ``keras.StatelessScope`` is recording assignments (JAX's training,
+    ``Layer.stateless_call``, symbolic tracing): Keras 3 (3.8 to 3.15) has
+    no public way to ask, and an in-place update there would change the
+    variable (or a tensor the caller passed) instead of recording a new
+    value. ``tf.distribute`` variables are assigned too.
+    """
     from keras.src.backend.common.stateless_scope import in_stateless_scope
 
     backend = keras.backend.backend()
-    inner = None if in_stateless_scope() else getattr(variable, "_value", None)
-    if backend == "tensorflow" and inner is not None:
-        import tensorflow as tf
+    if backend not in ("torch", "tensorflow") or in_stateless_scope():
+        return None
+    value = variable.value
+    if backend == "torch":
+        import torch
 
-        if not tf.distribute.has_strategy() and hasattr(inner, "handle"):
-            tf.raw_ops.ResourceApplyGradientDescent(
-                var=inner.handle,
-                alpha=tf.constant(-rate, inner.dtype),
-                delta=tf.cast(delta, inner.dtype),
-            )
-            return
-    elif backend == "torch" and inner is not None:
+        return value if isinstance(value, torch.Tensor) else None
+    import tensorflow as tf
+
+    if tf.distribute.has_strategy() or not isinstance(value, tf.Variable):
+        return None
+    return value
+
+
+def move_towards(variable, target, rate: float) -> None:
+    """``variable += rate * (target - variable)``, a moving average.
+
+    ``target`` holds ``variable``'s values in any shape. One ``lerp_`` on
+    PyTorch, a subtraction and one ``ResourceApplyGradientDescent`` on
+    TensorFlow, where the storage may change in place
+    (:func:`_in_place_storage`); else ``variable.assign``: three launches
+    more per variable on PyTorch, two on TensorFlow, which would put
+    ``SoftHistogram``, ``WeightedLocalSingularityStrength`` and
+    ``MultifractalRecalibration`` above the authors' launch counts on
+    PyTorch, and ``LocalSingularityStrength`` and SSR on TensorFlow
+    (``tests/test_counts.py``).
+    """
+    target = ops.cast(ops.reshape(target, (-1,)), variable.dtype)
+    storage = _in_place_storage(variable)
+    if storage is None:
+        variable.assign(variable + (target - variable) * rate)
+    elif keras.backend.backend() == "torch":
         import torch
 
         with torch.no_grad():
-            inner.add_(delta, alpha=rate)
-        return
-    variable.assign(variable + delta * rate)
+            storage.lerp_(target, rate)
+    else:
+        _apply_descent(storage, target - storage, rate)
+
+
+def add_scaled(variable, delta, rate: float) -> None:
+    """``variable += rate * delta`` (``delta`` in any shape holding
+    ``variable``'s values): one launch where the storage may change in place
+    (see :func:`move_towards`), else ``variable.assign``."""
+    delta = ops.cast(ops.reshape(delta, (-1,)), variable.dtype)
+    storage = _in_place_storage(variable)
+    if storage is None:
+        variable.assign(variable + delta * rate)
+    elif keras.backend.backend() == "torch":
+        import torch
+
+        with torch.no_grad():
+            storage.add_(delta, alpha=rate)
+    else:
+        _apply_descent(storage, delta, rate)
+
+
+def _apply_descent(storage, delta, rate: float) -> None:
+    """``storage += rate * delta`` in one TensorFlow op."""
+    import tensorflow as tf
+
+    tf.raw_ops.ResourceApplyGradientDescent(
+        var=storage.handle,
+        alpha=tf.constant(-rate, storage.dtype),
+        delta=tf.cast(delta, storage.dtype),
+    )
 
 
 def _fused_batch_norm(x, axis, scale, offset, epsilon, moments=None):
@@ -284,13 +427,13 @@ def _fused_batch_norm(x, axis, scale, offset, epsilon, moments=None):
     return y if moments is not None else (y, mean, variance)
 
 
-def map_batch_norm(layer, axis: int | None = None) -> CenteredBatchNormalization:
+def map_batch_norm(layer, axis: int | None = None) -> BatchNormalization:
     """The BN of a map layer: the original's and the follow-up's
     ``BatchNormalization()`` (tf.keras defaults, momentum 0.99, epsilon
     1e-3), named ``bn``, in float32 under 16-bit policies, over ``axis``
     (default the layer's channel axis), its moments global under data
     parallelism unless ``layer.synchronized`` is false."""
-    return CenteredBatchNormalization(
+    return BatchNormalization(
         axis=layer.channel_axis if axis is None else axis,
         momentum=BN_MOMENTUM,
         epsilon=BN_EPSILON,

@@ -17,7 +17,7 @@ from keras_ssr.layers._base import (
     register,
 )
 from keras_ssr.layers.attention import ChannelGate, SqueezeExcite
-from keras_ssr.layers.normalization import _add_scaled, bn_variables, map_batch_norm
+from keras_ssr.layers.normalization import add_scaled, bn_variables, map_batch_norm
 
 COMBINES = ("max", "add")
 STYLE_WEIGHTS = ("shared", "per_channel")
@@ -211,7 +211,7 @@ class StyleBasedRecalibration(MapLayer):
         styles = ops.stack([mean, std], axis=1)  # (batch, 2, channels)
         kernel = ops.expand_dims(ops.cast(self.kernel, mean.dtype), 0)  # (1, 2, C|1)
         # An empty batch has no batch statistics: the moving ones, unchanged
-        # (as CenteredBatchNormalization does).
+        # (as keras_ssr's BatchNormalization does).
         empty = mean.shape[0] == 0 and not distributed.spans_replicas(
             (0,), self.synchronized
         )
@@ -234,7 +234,7 @@ class StyleBasedRecalibration(MapLayer):
         gates = ops.sigmoid(self.bn(style, training=True))
         # The moving mean must follow the uncentred style's batch mean.
         shift = ops.reshape(ops.sum(centre * ops.stop_gradient(kernel), axis=1), (-1,))
-        _add_scaled(self.bn.moving_mean, shift, 1.0 - self.bn.momentum)
+        add_scaled(self.bn.moving_mean, shift, 1.0 - self.bn.momentum)
         return gates
 
     def call(self, inputs, training=None):

@@ -16,7 +16,7 @@ from keras_ssr.layers.normalization import bn_variables, map_batch_norm
 
 class NormalizedMap(MapLayer):
     """A map layer whose map (:meth:`map`) is batch-normalised by ``self.bn``
-    (a :class:`~keras_ssr.layers.normalization.CenteredBatchNormalization`, or
+    (a :class:`~keras_ssr.layers.BatchNormalization`, or
     ``None`` for none). :meth:`pooled` gives the spatial mean of the output
     without forming the normalised map."""
 

@@ -8,8 +8,8 @@ from typing import Any
 import keras
 
 from keras_ssr import _checks
-from keras_ssr.distributed import SynchronizedBatchNormalization
 from keras_ssr.layers._base import BN_EPSILON, BN_MOMENTUM
+from keras_ssr.layers.normalization import BatchNormalization
 from keras_ssr.models.insertion import _has_parameter, wide_reduction_ratio
 from keras_ssr.models.registry import (
     PER_LAYER_OPTION,
@@ -53,13 +53,19 @@ class _Parts:
     the plain U-Net and the encoder U-Net."""
 
     def __init__(
-        self, spatial_rank, data_format, with_bn, batch_norm, bn_momentum, bn_epsilon
+        self,
+        spatial_rank,
+        data_format,
+        with_bn,
+        synchronized_bn,
+        bn_momentum,
+        bn_epsilon,
     ):
         self.spatial_rank = spatial_rank
         self.data_format = data_format
         self.channel_axis = -1 if data_format == "channels_last" else 1
         self.with_bn = with_bn
-        self.batch_norm = batch_norm
+        self.synchronized_bn = synchronized_bn
         self.bn_momentum = bn_momentum
         self.bn_epsilon = bn_epsilon
         if spatial_rank == 2:
@@ -90,14 +96,25 @@ class _Parts:
                 name=f"{prefix}_conv_{j}",
             )(x)
             if self.with_bn:
-                x = self.batch_norm(
-                    axis=self.channel_axis,
-                    momentum=self.bn_momentum,
-                    epsilon=self.bn_epsilon,
-                    name=f"{prefix}_bn_{j}",
-                )(x)
+                x = self.batch_norm(f"{prefix}_bn_{j}")(x)
             x = keras.layers.ReLU(name=f"{prefix}_relu_{j}")(x)
         return x
+
+    def batch_norm(self, name: str) -> keras.layers.BatchNormalization:
+        """A block's BN: Keras' own, the original's layer (what any Keras
+        loads, with each backend's own arithmetic: the convolutions' outputs
+        are not the narrow, off-centre maps keras_ssr's centred arithmetic is
+        for), or, with ``synchronized_bn``, keras_ssr's, whose moments are
+        global under data parallelism on every backend."""
+        kwargs = dict(
+            axis=self.channel_axis,
+            momentum=self.bn_momentum,
+            epsilon=self.bn_epsilon,
+            name=name,
+        )
+        if self.synchronized_bn:
+            return BatchNormalization(synchronized=True, **kwargs)
+        return keras.layers.BatchNormalization(**kwargs)
 
     def head(self, x, n_classes: int):
         out_channels = 1 if n_classes <= 2 else n_classes
@@ -205,11 +222,11 @@ def build_unet(
         name: the model's name (default ``"unet"``).
         synchronized_bn: whether the blocks' BatchNormalization takes its
             training moments over the global batch under data parallelism
-            (:class:`keras_ssr.distributed.SynchronizedBatchNormalization`:
-            Keras' ``synchronized=True`` on TensorFlow, keras_ssr's
-            all-reduce under ``torch.distributed``; JAX's
-            ``keras.distribution`` is global anyway). ``False`` (the
-            original) takes them per replica. The attention layers' own
+            (:class:`keras_ssr.layers.BatchNormalization` with
+            ``synchronized=True``: all-reduces under ``tf.distribute`` and
+            ``torch.distributed``; JAX's ``keras.distribution`` is global
+            anyway). ``False`` (the original) builds Keras' own
+            ``BatchNormalization``, per replica. The attention layers' own
             statistics are global unless built with ``synchronized=False``.
         bn_momentum: momentum of the blocks' BatchNormalization moving
             statistics, in ``[0, 1]`` (the original's 0.99; a short training
@@ -304,17 +321,12 @@ def build_unet(
     synchronized_bn = _checks.check_bool("synchronized_bn", synchronized_bn)
     bn_momentum = _checks.check_real("bn_momentum", bn_momentum, 0.0, 1.0)
     bn_epsilon = _checks.check_real("bn_epsilon", bn_epsilon, 0.0, open_minimum=True)
-    batch_norm = (
-        SynchronizedBatchNormalization
-        if synchronized_bn
-        else keras.layers.BatchNormalization
-    )
     if name is not None and not isinstance(name, str):
         raise TypeError(f"`name` must be a string or None. Received: name={name!r}")
     factory, kwargs = _resolve_attention(attention, attention_kwargs)
 
     parts = _Parts(
-        len(shape) - 1, data_format, with_bn, batch_norm, bn_momentum, bn_epsilon
+        len(shape) - 1, data_format, with_bn, synchronized_bn, bn_momentum, bn_epsilon
     )
     inputs = keras.Input(shape=shape, name="input")
     x = inputs
@@ -530,16 +542,11 @@ def _build_encoder_unet(
     )  # fmt: skip
     inputs = model.inputs[0]
     _check_input_shape(tuple(inputs.shape[1:]), data_format, levels + 1)
-    batch_norm = (
-        SynchronizedBatchNormalization
-        if synchronized_bn
-        else keras.layers.BatchNormalization
-    )
     parts = _Parts(
         len(inputs.shape) - 2,
         data_format,
         with_bn,
-        batch_norm,
+        synchronized_bn,
         bn_momentum,
         bn_epsilon,
     )
