@@ -23,7 +23,11 @@ import numpy as np
 
 from keras_ssr import _checks
 from keras_ssr import ops as ssr_ops
-from keras_ssr.layers import ChannelGate
+from keras_ssr.layers import (
+    LocalSingularityStrength,
+    MapGate,
+    MultifractalRecalibration,
+)
 
 __all__ = ["DepthFeatures", "depth_features", "singularity_maps"]
 
@@ -62,24 +66,16 @@ def import_matplotlib():
 
 
 def _ssr_layers(model: keras.Model) -> list:
-    """Layers with a singularity-strength ``alpha`` sub-layer, in order."""
-    return [
-        layer
-        for layer in model.layers
-        if isinstance(layer, ChannelGate) and hasattr(layer, "alpha")
-    ]
+    """Layers whose channel gates come from a singularity-strength map
+    (:class:`~keras_ssr.layers.MapGate`: its ``alpha`` sub-layer), in order."""
+    return [layer for layer in model.layers if isinstance(layer, MapGate)]
 
 
 def _gate_layers(model: keras.Model) -> list:
-    """Layers with per-pixel ``gates`` (Multifractal recalibration), in order."""
-    from keras_ssr import layers
-
-    kinds = tuple(
-        kind
-        for kind in (getattr(layers, "MultifractalRecalibration", None),)
-        if kind is not None
-    )
-    return [layer for layer in model.layers if kinds and isinstance(layer, kinds)]
+    """Layers with per-pixel gates (Multifractal recalibration), in order."""
+    return [
+        layer for layer in model.layers if isinstance(layer, MultifractalRecalibration)
+    ]
 
 
 def _encoder_outputs(model: keras.Model, data_format: str) -> list:
@@ -176,10 +172,10 @@ def depth_features(
     """The feature maps of ``image`` at each depth of ``model``.
 
     Which maps: with ``layer_names``, the outputs of those layers; else, if
-    the model has SSR layers (any :class:`~keras_ssr.layers.ChannelGate` with
-    a singularity-strength ``alpha``, e.g. an SSR-U-Net), the *inputs* of
-    those layers, which are the maps whose singularity strength the SSR
-    computes; else the inputs of its per-pixel gate layers
+    the model has SSR layers (any :class:`~keras_ssr.layers.MapGate`, whose
+    ``alpha`` sub-layer is a singularity-strength map, e.g. an SSR-U-Net),
+    the *inputs* of those layers, which are the maps whose singularity
+    strength the SSR computes; else the inputs of its per-pixel gate layers
     (:class:`~keras_ssr.layers.MultifractalRecalibration`); else the output
     of the last layer at each resolution while the resolution decreases,
     the deepest level (bottleneck) excluded when the network then upsamples
@@ -283,7 +279,8 @@ def _to_channels_last(tensor, layer) -> np.ndarray:
 def _gate_maps(depth: DepthFeatures, picked: list[int]) -> np.ndarray:
     """The per-pixel gates of ``depth.gate_layer`` (inference mode)."""
     layer = depth.gate_layer
-    gates = layer.gates(_in_layer_format(depth.features, layer), training=False)
+    x = _in_layer_format(depth.features, layer)
+    _, gates = layer(x, training=False, return_gates=True)
     return _to_channels_last(gates, layer)[..., picked]
 
 
@@ -295,13 +292,22 @@ def _alpha_maps(
         alpha = layer.alpha(_in_layer_format(depth.features, layer), training=False)
         return _to_channels_last(alpha, layer)[..., picked]
     if max_scale is None:
-        layer_scale = getattr(depth.ssr_layer or depth.gate_layer, "max_scale", None)
-        max_scale = layer_scale if layer_scale is not None else DEFAULT_MAX_SCALE
+        max_scale = _layer_max_scale(depth.ssr_layer or depth.gate_layer)
     x = keras.ops.convert_to_tensor(depth.features[None][..., picked])
     alpha = ssr_ops.singularity_strength(
         x, max_scale, scaling="sample", data_format="channels_last"
     )
     return keras.ops.convert_to_numpy(alpha)[0]
+
+
+def _layer_max_scale(layer) -> int:
+    """The dyadic scales of ``layer``'s singularity map (its ``alpha``: a
+    :class:`~keras_ssr.layers.LocalSingularityStrength` or a subclass), else
+    :data:`DEFAULT_MAX_SCALE` (Xu's learnable measures, no layer)."""
+    alpha = None if layer is None else layer.alpha
+    if isinstance(alpha, LocalSingularityStrength):
+        return alpha.max_scale
+    return DEFAULT_MAX_SCALE
 
 
 def display_image(image: np.ndarray) -> tuple[np.ndarray, str | None]:

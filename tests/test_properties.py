@@ -91,13 +91,11 @@ def test_gates_lie_in_the_open_unit_interval(x, cls, training):
     # Inputs within +-0.1 keep the sigmoid's argument moderate: in float32,
     # sigmoid(z) rounds to exactly 1.0 for z > ~17 (hypothesis found x = 63).
     x = x / 1000.0
-    gates = _np(layer.gates(_t(x), training=training))
-    assert gates.shape == (x.shape[0], channels)
+    y, gates = (_np(t) for t in layer(_t(x), training=training, return_gates=True))
+    assert gates.shape == (x.shape[0],) + (1,) * (x.ndim - 2) + (channels,)
     assert np.all(gates > 0.0) and np.all(gates < 1.0)
     # and the layer multiplies by them
-    y = _np(layer(_t(x), training=training))
-    expand = (slice(None),) + (None,) * (x.ndim - 2) + (slice(None),)
-    np.testing.assert_allclose(y, x * gates[expand], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(y, x * gates, rtol=1e-5, atol=1e-7)
 
 
 @given(

@@ -1,7 +1,15 @@
-"""keras_ssr layers: the original's class names and arguments, in Keras 3."""
+"""keras_ssr layers: the original's class names and arguments, in Keras 3.
 
+Base classes, for your own layers and for inspection: :class:`MapLayer`
+(``data_format``, the input ranks it takes in ``ranks``), :class:`Recalibration`
+(``layer(x, return_gates=True)``), :class:`ChannelGate` and :class:`MapGate`
+(channel gates from a map sub-layer ``alpha``).
+"""
+
+from keras_ssr.layers._base import MapLayer, Recalibration
 from keras_ssr.layers.attention import (
     ChannelGate,
+    MapGate,
     SingularityStrengthRecalibration,
     SingularityStrengthRecalibrationXu,
     SqueezeExcite,
@@ -32,8 +40,11 @@ __all__ = [
     "LearnableMeasure",
     "LocalSingularityStrength",
     "LocalSingularityStrengthXu",
+    "MapGate",
+    "MapLayer",
     "MonofractalRecalibration",
     "MultifractalRecalibration",
+    "Recalibration",
     "SingularityStrengthRecalibration",
     "SingularityStrengthRecalibrationXu",
     "SoftHistogram",

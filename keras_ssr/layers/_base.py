@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 
 from keras_ssr import _checks
@@ -84,3 +86,83 @@ class MapLayer(keras.layers.Layer):
         config["data_format"] = self.data_format
         config.update({key: getattr(self, key) for key in self.config_keys})
         return config
+
+
+class Recalibration(MapLayer):
+    """Base of the layers that recalibrate a map by gates computed from it.
+
+    ``layer(x, training=None, return_gates=False)`` returns the recalibrated
+    map; with ``return_gates=True``, as Keras' ``MultiHeadAttention`` with
+    ``return_attention_scores``, the pair ``(outputs, gates)``: the gates the
+    layer applied, in the output's dtype, shaped to broadcast against ``x``
+    (:meth:`compute_gates_shape`). Channel gates are ``(batch, 1, .., 1,
+    channels)`` (``(batch, channels, 1, .., 1)`` channels first) with
+    ``outputs == x * gates``; per-pixel gates have ``x``'s shape.
+
+    Subclasses compute the gates in :meth:`compute_gates`, apply them in
+    :meth:`apply_gates` and give their shape in :meth:`compute_gates_shape`.
+    """
+
+    def compute_gates(self, inputs, training=None):
+        """The gates of ``inputs`` (a tensor of the call's dtype), as
+        :meth:`compute_gates_shape` shapes them."""
+        raise NotImplementedError
+
+    def apply_gates(self, inputs, gates):
+        """The recalibrated map; the default multiplies ``inputs`` by ``gates``."""
+        return inputs * gates
+
+    def compute_gates_shape(self, input_shape):
+        """The gates' shape for ``input_shape``; the default, channel gates:
+        every spatial size 1."""
+        shape = list(input_shape)
+        for axis in self.spatial_axes(len(shape)):
+            shape[axis] = 1
+        return tuple(shape)
+
+    def channel_gates(self, gates, ndim: int):
+        """``(batch, channels)`` gates with a size-1 axis for each spatial
+        axis of a rank-``ndim`` map, so that they broadcast against it."""
+        for axis in self.spatial_axes(ndim):
+            gates = keras.ops.expand_dims(gates, axis)
+        return gates
+
+    def call(self, inputs, training=None, return_gates=False):
+        _checks.check_bool("return_gates", return_gates)
+        inputs = keras.ops.convert_to_tensor(inputs)
+        self.check_inputs(inputs)
+        gates = self.compute_gates(inputs, training)
+        outputs = self.apply_gates(inputs, gates)
+        return (outputs, gates) if return_gates else outputs
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def compute_output_spec(self, inputs, training=None, return_gates=False):
+        outputs = super().compute_output_spec(inputs, training=training)
+        if not _checks.check_bool("return_gates", return_gates):
+            return outputs
+        shapes = self.compute_gates_shape(tuple(inputs.shape))
+        if shapes and isinstance(shapes[0], tuple):  # several gates
+            gates = tuple(keras.KerasTensor(s, dtype=outputs.dtype) for s in shapes)
+        else:
+            gates = keras.KerasTensor(shapes, dtype=outputs.dtype)
+        return outputs, gates
+
+    def deprecated_inspection(self, name: str, inputs, training=None):
+        """The gates of ``inputs`` for a deprecated inspection method ``name``
+        (through ``__call__``, with ``return_gates=True``), after a
+        ``DeprecationWarning``."""
+        warnings.warn(
+            f"{type(self).__name__}.{name}() is deprecated: call the layer with "
+            "`return_gates=True` (`outputs, gates = layer(x, return_gates=True)`), "
+            "whose gates broadcast against the input.",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return self(inputs, training=training, return_gates=True)[1]
+
+    def squeezed_channel_gates(self, gates):
+        """Channel gates as :meth:`channel_gates` shapes them, back to
+        ``(batch, channels)``: what the deprecated ``gates()`` returned."""
+        return keras.ops.squeeze(gates, axis=self.spatial_axes(len(gates.shape)))

@@ -7,14 +7,15 @@ from keras import ops
 
 from keras_ssr import _checks
 from keras_ssr import ops as ssr_ops
-from keras_ssr.layers._base import MapLayer, register
+from keras_ssr.layers._base import Recalibration, register
 from keras_ssr.layers.singularity import (
     LocalSingularityStrength,
     LocalSingularityStrengthXu,
+    NormalizedMap,
 )
 
 
-class ChannelGate(MapLayer):
+class ChannelGate(Recalibration):
     """Base of the excitation-style channel attention layers.
 
     A per-channel descriptor ``d`` of shape ``(batch, channels)`` (from
@@ -22,7 +23,11 @@ class ChannelGate(MapLayer):
     ``W1`` of shape ``(channels, channels // r)`` (the ``squeeze`` Dense) and
     ``W2`` of shape ``(channels // r, channels)`` (the ``excite`` Dense); the
     output is the input with every channel multiplied by its gate. Works on
-    1-D, 2-D and 3-D inputs in either data format.
+    1-D, 2-D and 3-D inputs in either data format. ``layer(x,
+    return_gates=True)`` returns ``(outputs, gates)``, the gates shaped
+    ``(batch, 1, .., 1, channels)`` (channels first: ``(batch, channels, 1,
+    .., 1)``), ``outputs == x * gates`` (see
+    :class:`~keras_ssr.layers.Recalibration`).
     """
 
     config_keys = ("r",)
@@ -60,25 +65,16 @@ class ChannelGate(MapLayer):
         """The ``(batch, channels)`` statistic that drives the gates."""
         raise NotImplementedError
 
+    def compute_gates(self, inputs, training=None):
+        gates = self.excite(self.squeeze(self.descriptor(inputs, training)))
+        return self.channel_gates(ops.cast(gates, inputs.dtype), len(inputs.shape))
+
     def gates(self, inputs, training=None):
-        """The channel gates, ``(batch, channels)``, each in ``(0, 1)``.
-
-        Useful to inspect what the attention does; ``call`` multiplies the
-        input by these.
-        """
-        self.check_inputs(inputs)
-        if not self.built:
-            self.build(tuple(inputs.shape))
-        return self.excite(self.squeeze(self.descriptor(inputs, training)))
-
-    def call(self, inputs, training=None):
-        gates = ops.cast(self.gates(inputs, training), inputs.dtype)
-        for axis in self.spatial_axes(len(inputs.shape)):
-            gates = ops.expand_dims(gates, axis)
-        return inputs * gates
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
+        """Deprecated: ``layer(x, return_gates=True)[1]``, whose gates broadcast
+        against ``x``. The channel gates, ``(batch, channels)``, each in
+        ``(0, 1)``."""
+        gates = self.deprecated_inspection("gates", inputs, training)
+        return self.squeezed_channel_gates(gates)
 
     def semantic_variables(self) -> dict:
         return {
@@ -104,6 +100,9 @@ class SqueezeExcite(ChannelGate):
 
     Call arguments:
         inputs: floating-point tensor with 1, 2 or 3 spatial axes.
+        return_gates: also return the channel gates, ``(outputs, gates)``,
+            the gates ``(batch, 1, .., 1, channels)`` (channels first:
+            ``(batch, channels, 1, .., 1)``) with ``outputs == x * gates``.
 
     Input shape:
         ``(batch, *spatial, channels)`` or ``(batch, channels, *spatial)``.
@@ -130,11 +129,19 @@ class SqueezeExcite(ChannelGate):
 
 
 class MapGate(ChannelGate):
-    """A :class:`ChannelGate` driven by the spatial mean of a map layer.
+    """A :class:`ChannelGate` driven by the spatial mean of a map sub-layer.
 
-    Subclasses set ``self.alpha`` (a layer returning a map of the input's
-    shape) in ``__init__``; its weights are named ``alpha.<name>``.
+    Every ``MapGate`` has ``alpha``: the sub-layer that computes the map
+    (the singularity strength, batch-normalised) whose spatial mean drives
+    the gates; ``layer.alpha(x, training=False)`` reads it, in ``x``'s
+    shape. :func:`keras_ssr.plot.singularity_maps` draws it for these
+    layers (SSR, SSR-Xu, Monofractal). Subclasses set ``self.alpha`` (a
+    :class:`~keras_ssr.layers.singularity.NormalizedMap`) in ``__init__``;
+    its weights are named ``alpha.<name>``.
     """
+
+    #: The map sub-layer (set by subclasses).
+    alpha: NormalizedMap
 
     def build_descriptor(self, input_shape):
         self.alpha.build(input_shape)
@@ -177,6 +184,9 @@ class SingularityStrengthRecalibration(MapGate):
         inputs: floating-point tensor with 1, 2 or 3 spatial axes.
         training: whether the batch normalisation of ``alpha`` uses batch
             statistics.
+        return_gates: also return the channel gates, ``(outputs, gates)``,
+            the gates ``(batch, 1, .., 1, channels)`` (channels first:
+            ``(batch, channels, 1, .., 1)``) with ``outputs == x * gates``.
 
     Input shape:
         ``(batch, *spatial, channels)`` or ``(batch, channels, *spatial)``.
@@ -192,6 +202,9 @@ class SingularityStrengthRecalibration(MapGate):
         >>> ssr = SingularityStrengthRecalibration(r=2, max_scale=3)
         >>> ssr(keras.random.uniform((2, 32, 32, 8))).shape
         (2, 32, 32, 8)
+        >>> y, gates = ssr(keras.random.uniform((2, 32, 32, 8)), return_gates=True)
+        >>> gates.shape
+        (2, 1, 1, 8)
 
     References:
         Martins et al., "Singularity Strength Recalibration of Fully
@@ -241,6 +254,14 @@ class SingularityStrengthRecalibrationXu(MapGate):
         synchronized: under data parallelism, whether ``alpha``'s batch
             statistics are global (default) or per replica.
         **kwargs: base ``Layer`` arguments.
+
+    Call arguments:
+        inputs: floating-point tensor ``(batch, height, width, channels)``
+            (or channels first).
+        training: whether the batch normalisation of ``alpha`` uses batch
+            statistics.
+        return_gates: also return the channel gates, as
+            :class:`SingularityStrengthRecalibration`.
 
     Input shape:
         ``(batch, height, width, channels)`` or channels first.

@@ -7,12 +7,14 @@ learnably weighted singularity strengths.
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 from keras import ops
 
 from keras_ssr import _checks
 from keras_ssr import ops as ssr_ops
-from keras_ssr.layers._base import MapLayer, register
+from keras_ssr.layers._base import MapLayer, Recalibration, register
 from keras_ssr.layers.attention import SingularityStrengthRecalibration
 from keras_ssr.layers.normalization import bn_variables, map_batch_norm
 from keras_ssr.layers.singularity import LocalSingularityStrength
@@ -189,16 +191,28 @@ class SoftHistogram(MapLayer):
         self.lock_input_spec(input_shape, channels)
 
     def histogram(self, inputs):
-        """The soft assignments before the batch normalisation, float32."""
-        self.check_inputs(inputs)
+        """Deprecated: ``keras_ssr.ops.soft_histogram(x, layer.anchors,
+        layer.widths, layer.data_format)``. The soft assignments before the
+        batch normalisation, float32 (builds the layer by calling it, in
+        inference, if it is not built)."""
+        warnings.warn(
+            "SoftHistogram.histogram() is deprecated: use keras_ssr.ops."
+            "soft_histogram(x, layer.anchors, layer.widths, layer.data_format).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         if not self.built:
-            self.build(tuple(inputs.shape))
+            self(inputs, training=False)
+        return self._assignments(inputs)
+
+    def _assignments(self, inputs):
         return ssr_ops.soft_histogram(
             inputs, self.anchors, self.widths, self.data_format
         )
 
     def call(self, inputs, training=None):
-        histogram = self.histogram(inputs)
+        self.check_inputs(inputs)
+        histogram = self._assignments(inputs)
         return ops.cast(self.bn(histogram, training=training), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
@@ -215,7 +229,7 @@ SoftHistogramLayer = SoftHistogram
 
 
 @register
-class MultifractalRecalibration(MapLayer):
+class MultifractalRecalibration(Recalibration):
     """Multifractal recalibration: an additive, per-pixel gate.
 
     ``y = x + sigmoid(sum_k relu(h_k))`` with ``h`` the batch-normalised
@@ -239,6 +253,11 @@ class MultifractalRecalibration(MapLayer):
     Call arguments:
         inputs: floating-point tensor with 1, 2 or 3 spatial axes.
         training: whether both batch normalisations use batch statistics.
+        return_gates: also return the per-pixel gates, ``(outputs, gates)``,
+            the gates of the input's shape, in ``[1/2, 1)``, with
+            ``outputs == x + gates``. ``layer.alpha(x)`` reads the weighted
+            singularity map, ``layer.histogram(layer.alpha(x))`` its
+            normalised soft histogram.
 
     Output shape:
         Same as the input.
@@ -299,21 +318,22 @@ class MultifractalRecalibration(MapLayer):
         self.histogram.build(input_shape)
         self.lock_input_spec(input_shape, channels)
 
-    def gates(self, inputs, training=None):
-        """The per-pixel gates ``sigmoid(sum_k relu(h_k))``, input-shaped, float32."""
-        self.check_inputs(inputs)
-        if not self.built:
-            self.build(tuple(inputs.shape))
+    def compute_gates(self, inputs, training=None):
+        """The per-pixel gates ``sigmoid(sum_k relu(h_k))``, input-shaped."""
         alpha = self.alpha(inputs, training=training)
         counts = self.histogram(alpha, training=training)
-        return ops.sigmoid(ops.sum(ops.relu(counts), axis=-1))
+        return ops.cast(ops.sigmoid(ops.sum(ops.relu(counts), axis=-1)), inputs.dtype)
 
-    def call(self, inputs, training=None):
-        inputs = ops.convert_to_tensor(inputs)
-        return inputs + ops.cast(self.gates(inputs, training), inputs.dtype)
+    def apply_gates(self, inputs, gates):
+        return inputs + gates
 
-    def compute_output_shape(self, input_shape):
+    def compute_gates_shape(self, input_shape):
         return tuple(input_shape)
+
+    def gates(self, inputs, training=None):
+        """Deprecated: ``layer(x, return_gates=True)[1]``. The per-pixel gates
+        ``sigmoid(sum_k relu(h_k))``, input-shaped."""
+        return self.deprecated_inspection("gates", inputs, training)
 
     def semantic_variables(self) -> dict:
         names = _prefixed("alpha.", self.alpha)

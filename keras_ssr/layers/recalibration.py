@@ -12,22 +12,12 @@ from keras import ops
 
 from keras_ssr import _checks, distributed
 from keras_ssr import ops as ssr_ops
-from keras_ssr.layers._base import (
-    MapLayer,
-    register,
-)
+from keras_ssr.layers._base import Recalibration, register
 from keras_ssr.layers.attention import ChannelGate, SqueezeExcite
 from keras_ssr.layers.normalization import add_scaled, bn_variables, map_batch_norm
 
 COMBINES = ("max", "add")
 STYLE_WEIGHTS = ("shared", "per_channel")
-
-
-def _expand_spatial(layer: MapLayer, gates, ndim: int):
-    """``(batch, channels)`` gates broadcastable against a rank-``ndim`` map."""
-    for axis in layer.spatial_axes(ndim):
-        gates = ops.expand_dims(gates, axis)
-    return gates
 
 
 @register
@@ -52,6 +42,15 @@ class SpatialSqueezeExcite(ChannelGate):
         data_format: ``"channels_last"`` or ``"channels_first"``; ``None``
             takes ``keras.config.image_data_format()``.
         **kwargs: base ``Layer`` arguments.
+
+    Call arguments:
+        inputs: floating-point tensor with 1 to 3 spatial axes.
+        return_gates: also return the gates, ``(outputs, (channel,
+            spatial))``: the channel branch's ``(batch, 1, .., 1, channels)``
+            and the spatial branch's ``(batch, *spatial, 1)`` (channels
+            first: ``(batch, channels, 1, .., 1)`` and ``(batch, 1,
+            *spatial)``), with ``outputs == max(x * channel, x * spatial)``
+            (``combine="max"``) or their sum (``"add"``).
 
     Input shape:
         ``(batch, *spatial, channels)`` or ``(batch, channels, *spatial)``,
@@ -95,30 +94,42 @@ class SpatialSqueezeExcite(ChannelGate):
             name="spatial_bias", shape=(1,), initializer="zeros"
         )
 
-    def spatial_gates(self, inputs):
-        """The spatial gates ``sigmoid(conv_1x1(x))``, one channel, in (0, 1)."""
-        self.check_inputs(inputs)
-        if not self.built:
-            self.build(tuple(inputs.shape))
-        channels = self.spatial_kernel.shape[-2]
-        kernel = ops.reshape(self.spatial_kernel, (channels, 1))
+    def compute_gates(self, inputs, training=None):
+        """``(channel gates, spatial gates)``: the channel branch's, shaped to
+        broadcast (:class:`ChannelGate`), and ``sigmoid(conv_1x1(x))``, one
+        channel, ``(batch, *spatial, 1)`` (channels first: ``(batch, 1,
+        *spatial)``)."""
+        channel = super().compute_gates(inputs, training)
+        size = self.spatial_kernel.shape[-2]
+        kernel = ops.reshape(self.spatial_kernel, (size, 1))
         first = self.data_format == "channels_first"
         x = ops.moveaxis(inputs, 1, -1) if first else inputs
         logits = ops.matmul(x, ops.cast(kernel, x.dtype))
-        gates = ops.sigmoid(logits + ops.cast(self.spatial_bias, x.dtype))
-        return ops.moveaxis(gates, -1, 1) if first else gates
+        spatial = ops.sigmoid(logits + ops.cast(self.spatial_bias, x.dtype))
+        return channel, ops.moveaxis(spatial, -1, 1) if first else spatial
 
-    def call(self, inputs, training=None):
-        inputs = ops.convert_to_tensor(inputs)
-        ndim = len(inputs.shape)
-        channel = inputs * _expand_spatial(
-            self, ops.cast(self.gates(inputs), inputs.dtype), ndim
-        )
-        spatial = inputs * ops.cast(self.spatial_gates(inputs), inputs.dtype)
+    def apply_gates(self, inputs, gates):
+        channel, spatial = inputs * gates[0], inputs * gates[1]
         if self.combine == "add":
             return channel + spatial
         # As the original's reduce_max over a stack: ties share the gradient.
         return ops.max(ops.stack([channel, spatial], axis=-1), axis=-1)
+
+    def compute_gates_shape(self, input_shape):
+        spatial = list(input_shape)
+        spatial[self.channel_axis] = 1
+        return super().compute_gates_shape(input_shape), tuple(spatial)
+
+    def gates(self, inputs, training=None):
+        """Deprecated: ``layer(x, return_gates=True)[1][0]``. The channel
+        branch's gates, ``(batch, channels)``."""
+        gates = self.deprecated_inspection("gates", inputs, training)
+        return self.squeezed_channel_gates(gates[0])
+
+    def spatial_gates(self, inputs):
+        """Deprecated: ``layer(x, return_gates=True)[1][1]``. The spatial gates
+        ``sigmoid(conv_1x1(x))``, one channel, in (0, 1)."""
+        return self.deprecated_inspection("spatial_gates", inputs)[1]
 
     def semantic_variables(self) -> dict:
         names = super().semantic_variables()
@@ -128,7 +139,7 @@ class SpatialSqueezeExcite(ChannelGate):
 
 
 @register
-class StyleBasedRecalibration(MapLayer):
+class StyleBasedRecalibration(Recalibration):
     """SRM: channels gated by their style (mean and standard deviation).
 
     Per channel ``c``: the spatial mean ``m_c`` and ``s_c = sqrt(var_c +
@@ -156,6 +167,9 @@ class StyleBasedRecalibration(MapLayer):
     Call arguments:
         inputs: floating-point tensor with 1, 2 or 3 spatial axes.
         training: whether the batch normalisation uses batch statistics.
+        return_gates: also return the channel gates, ``(outputs, gates)``,
+            the gates ``(batch, 1, .., 1, channels)`` (channels first:
+            ``(batch, channels, 1, .., 1)``) with ``outputs == x * gates``.
 
     Input shape:
         ``(batch, *spatial, channels)`` or ``(batch, channels, *spatial)``.
@@ -202,11 +216,20 @@ class StyleBasedRecalibration(MapLayer):
         self.bn.build((input_shape[0], channels))
         self.lock_input_spec(input_shape, channels)
 
+    def compute_gates(self, inputs, training=None):
+        """The channel gates ``sigmoid(BN(z))``, shaped to broadcast."""
+        gates = self._style_gates(inputs, training)
+        return self.channel_gates(ops.cast(gates, inputs.dtype), len(inputs.shape))
+
     def gates(self, inputs, training=None):
-        """The channel gates ``sigmoid(BN(z))``, ``(batch, channels)``."""
-        self.check_inputs(inputs)
-        if not self.built:
-            self.build(tuple(inputs.shape))
+        """Deprecated: ``layer(x, return_gates=True)[1]``, whose gates broadcast
+        against ``x``. The channel gates ``sigmoid(BN(z))``, ``(batch,
+        channels)``."""
+        gates = self.deprecated_inspection("gates", inputs, training)
+        return self.squeezed_channel_gates(gates)
+
+    def _style_gates(self, inputs, training):
+        """``sigmoid(BN(z))``, ``(batch, channels)``."""
         mean, std = ssr_ops.style_pool(inputs, self.data_format)
         styles = ops.stack([mean, std], axis=1)  # (batch, 2, channels)
         kernel = ops.expand_dims(ops.cast(self.kernel, mean.dtype), 0)  # (1, 2, C|1)
@@ -236,14 +259,6 @@ class StyleBasedRecalibration(MapLayer):
         shift = ops.reshape(ops.sum(centre * ops.stop_gradient(kernel), axis=1), (-1,))
         add_scaled(self.bn.moving_mean, shift, 1.0 - self.bn.momentum)
         return gates
-
-    def call(self, inputs, training=None):
-        inputs = ops.convert_to_tensor(inputs)
-        gates = ops.cast(self.gates(inputs, training), inputs.dtype)
-        return inputs * _expand_spatial(self, gates, len(inputs.shape))
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
 
     def semantic_variables(self) -> dict:
         names = {"style.kernel": self.kernel}
@@ -278,6 +293,12 @@ class FrequencyChannelAttention(ChannelGate):
             average pooling).
         data_format: ``"channels_last"`` or ``"channels_first"``.
         **kwargs: base ``Layer`` arguments.
+
+    Call arguments:
+        inputs: floating-point tensor with 1 to 3 spatial axes.
+        return_gates: also return the channel gates, ``(outputs, gates)``,
+            the gates ``(batch, 1, .., 1, channels)`` (channels first:
+            ``(batch, channels, 1, .., 1)``) with ``outputs == x * gates``.
 
     Input shape:
         ``(batch, *spatial, channels)`` or ``(batch, channels, *spatial)``

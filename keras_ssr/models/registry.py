@@ -23,6 +23,7 @@ from keras_ssr import _checks
 from keras_ssr._settings import REGISTER_HINT
 from keras_ssr.layers import (
     FrequencyChannelAttention,
+    MapLayer,
     MonofractalRecalibration,
     MultifractalRecalibration,
     SingularityStrengthRecalibration,
@@ -384,7 +385,9 @@ def _make_attention(
             f"{layer!r} (of type {type(layer).__name__}). "
             f"Received: attention={attention!r}"
         )
-    ranks = getattr(layer, "ranks", None)
+    # keras_ssr's layers say which input ranks they take (MapLayer.ranks);
+    # any other layer is taken at its word.
+    ranks = layer.ranks if isinstance(layer, MapLayer) else None
     if ranks is not None and spatial_rank is not None and spatial_rank + 2 not in ranks:
         supported = sorted(r - 2 for r in ranks)
         raise ValueError(
