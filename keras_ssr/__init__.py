@@ -18,13 +18,17 @@ from keras_ssr._lazy import attach
 __version__ = "0.1.0"
 
 _SUBMODULES = (
+    "cv",
     "data",
+    "demo",
+    "distributed",
     "initializers",
     "layers",
     "losses",
     "metrics",
     "models",
     "ops",
+    "plot",
     "porting",
     "testing",
 )
@@ -43,13 +47,14 @@ _LAYERS = (
     "SpatialSqueezeExcite",
     "SqueezeExcite",
     "StyleBasedRecalibration",
+    "TrilinearUpSampling3D",
     "WeightedLocalSingularityStrength",
 )
 
 __getattr__, __dir__, __all__ = attach(
     __name__,
     {**{name: name for name in _SUBMODULES}, **{name: "layers" for name in _LAYERS}},
-    submodules=("cli", "cv", "demo", "distributed", "plot", "reference"),
+    submodules=("cli", "reference"),
 )
 
 

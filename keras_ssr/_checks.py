@@ -201,6 +201,25 @@ def standardize_data_format(data_format) -> str:
     return check_choice("data_format", data_format, DATA_FORMATS)
 
 
+def channel_axis(data_format: str, ndim: int | None = None) -> int:
+    """The channel axis of a rank-``ndim`` tensor whose first axis is the batch.
+
+    ``1`` for ``"channels_first"``; ``ndim - 1`` for ``"channels_last"``, or
+    ``-1`` when ``ndim`` is ``None``. The one place keras_ssr says where the
+    channels are (with :func:`spatial_axes`).
+    """
+    if data_format == "channels_first":
+        return 1
+    return -1 if ndim is None else ndim - 1
+
+
+def spatial_axes(data_format: str, ndim: int) -> tuple[int, ...]:
+    """The spatial axes of a rank-``ndim`` tensor whose first axis is the
+    batch: every axis but the batch and the channels (:func:`channel_axis`)."""
+    channels = channel_axis(data_format, ndim)
+    return tuple(a for a in range(1, ndim) if a != channels)
+
+
 def check_scaling(scaling) -> str:
     return check_choice("scaling", scaling, SCALINGS)
 
@@ -235,14 +254,14 @@ def check_shape(
             f"(batch, {spatial} spatial and channel axes). "
             f"Received: input_shape={shape}"
         )
-    channel_axis = len(shape) - 1 if data_format == "channels_last" else 1
-    channels = shape[channel_axis]
+    axis = channel_axis(data_format, len(shape))
+    channels = shape[axis]
     if channels is None:
         raise ValueError(
-            f"{owner} needs a known channel dimension (axis {channel_axis} for "
+            f"{owner} needs a known channel dimension (axis {axis} for "
             f"data_format={data_format!r}). Received: input_shape={shape}"
         )
-    return channel_axis, int(channels)
+    return axis, int(channels)
 
 
 def wide_float(dtype) -> str:

@@ -13,6 +13,11 @@ import argparse
 import importlib
 import sys
 
+__all__ = [
+    "build_parser",
+    "main",
+]
+
 #: sub-command -> (module, one-line help)
 COMMANDS = {
     "demo": ("keras_ssr.demo", "train U-Net and SSR-U-Net on built-in data"),

@@ -7,6 +7,10 @@ import keras
 from keras_ssr import ops as ssr_ops
 from keras_ssr._serialization import register
 
+__all__ = [
+    "GaussianKernel",
+]
+
 
 @register
 class GaussianKernel(keras.initializers.Initializer):

@@ -98,7 +98,7 @@ def _encoder_outputs(model: keras.Model, data_format: str) -> list:
         shape = getattr(output, "shape", None)
         if shape is None or len(shape) != 4:
             continue
-        height = shape[1] if data_format == "channels_last" else shape[2]
+        height = shape[_checks.spatial_axes(data_format, 4)[0]]
         if height is None:
             continue
         if not levels or height < levels[-1][0]:

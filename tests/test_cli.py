@@ -99,14 +99,15 @@ else:
 print("ok")
 """.format(
         names=[
-            "FrequencyChannelAttention", "LearnableMeasure",
+            "BatchNormalization", "FrequencyChannelAttention", "LearnableMeasure",
             "LocalSingularityStrength", "LocalSingularityStrengthXu",
             "MonofractalRecalibration", "MultifractalRecalibration",
             "SingularityStrengthRecalibration", "SingularityStrengthRecalibrationXu",
             "SoftHistogram", "SoftHistogramLayer", "SpatialSqueezeExcite",
-            "SqueezeExcite", "StyleBasedRecalibration",
-            "WeightedLocalSingularityStrength", "data", "initializers", "layers",
-            "losses", "metrics", "models", "ops", "porting", "testing",
+            "SqueezeExcite", "StyleBasedRecalibration", "TrilinearUpSampling3D",
+            "WeightedLocalSingularityStrength", "cv", "data", "demo", "distributed",
+            "initializers", "layers", "losses", "metrics", "models", "ops", "plot",
+            "porting", "testing",
         ],
     )  # fmt: skip
     process = subprocess.run(

@@ -11,6 +11,7 @@ checked under the fixtures' rule ``max|a - e| <= 1e-4 * max(1, max|e|)``.
 from __future__ import annotations
 
 import re
+import warnings
 
 import fixtures_mfr as mfr
 import keras
@@ -390,16 +391,41 @@ def test_builder_defaults_follow_the_followup():
     assert (fca.r, fca.low_freq, fca.basis) == (2, 4, "followup")
 
 
-def test_arguments_the_followup_ignores():
+def test_arguments_the_followup_ignores_warn():
     # Its FCA is always built with r=2; its SE and SRM U-Nets take r /
-    # max_scale and do not use them.
-    fca = models.get_fca_encoder_unet([16, 32], r=8, input_shape=(16, 16, 3))
+    # max_scale and do not use them. Another value than the used one warns,
+    # naming the argument; the default does not.
+    shape = {"input_shape": (16, 16, 3)}
+    with pytest.warns(UserWarning, match=r"ignores `r`.*attention_kwargs.*r=8"):
+        fca = models.get_fca_encoder_unet([16, 32], r=8, **shape)
     assert fca.get_layer("encoder_0_attention").r == 2
-    se = models.get_se_unet([16, 32], 4, 9, input_shape=(16, 16, 3))
+    with pytest.warns(UserWarning, match="ignores `max_scale`.*max_scale=9"):
+        se = models.get_se_unet([16, 32], 4, 9, **shape)
     assert se.get_layer("encoder_0_attention").r == 4
-    srm = models.get_srm_encoder_unet([16, 32], 7, 9, input_shape=(16, 16, 3))
-    plain = models.get_srm_encoder_unet([16, 32], input_shape=(16, 16, 3))
+    with pytest.warns(UserWarning, match="ignores") as caught:
+        srm = models.get_srm_encoder_unet([16, 32], 7, 9, **shape)
+    assert sorted(str(w.message).split("`")[1] for w in caught) == ["max_scale", "r"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the defaults, and what is used: silent
+        plain = models.get_srm_encoder_unet([16, 32], **shape)
+        models.get_fca_encoder_unet([16, 32], r=2, **shape)
+        models.get_se_unet([16, 32], 4, 3, **shape)
     assert srm.count_params() == plain.count_params()
+
+
+def test_bn_options_without_bn_warn():
+    arguments = {"channels_per_level": [2, 4], "input_shape": (8, 8, 3)}
+    with pytest.warns(UserWarning, match="`bn_momentum`.*with_bn=False"):
+        model = models.build_unet(with_bn=False, bn_momentum=0.9, **arguments)
+    assert not [layer for layer in model.layers if "_bn_" in layer.name]
+    with pytest.warns(UserWarning, match="`synchronized_bn`, `bn_epsilon`"):
+        models.get_unet(
+            with_bn=False, synchronized_bn=True, bn_epsilon=1e-5, **arguments
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        models.get_ssr_unet(with_bn=False, **arguments)
+        models.build_unet(bn_momentum=0.9, **arguments)
 
 
 def test_paper_options_reach_the_layers():

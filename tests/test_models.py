@@ -376,7 +376,7 @@ def test_trilinear_upsampling(data_format):
     expected = x.astype("float64")
     for axis in (1, 2, 3):
         expected = _linear_2x_numpy(expected, axis)
-    layer = models.TrilinearUpSampling3D(data_format=data_format)
+    layer = layers.TrilinearUpSampling3D(data_format=data_format)
     if data_format == "channels_first":
         y = np.moveaxis(_numpy(layer(np.moveaxis(x, -1, 1))), 1, -1)
     else:
@@ -394,7 +394,7 @@ def test_trilinear_matches_keras_bilinear_on_flat_volumes():
     rng = np.random.default_rng(2)
     image = rng.normal(size=(2, 4, 6, 3)).astype("float32")
     volume = np.repeat(image[:, None], 3, axis=1)
-    y = _numpy(models.TrilinearUpSampling3D(data_format="channels_last")(volume))
+    y = _numpy(layers.TrilinearUpSampling3D(data_format="channels_last")(volume))
     bilinear = keras.layers.UpSampling2D(2, interpolation="bilinear")(image)
     for depth in range(6):
         np.testing.assert_allclose(y[:, depth], _numpy(bilinear), rtol=1e-5, atol=1e-6)
@@ -406,7 +406,7 @@ def test_volumetric_unet_trains_one_step():
     )
     assert isinstance(model.get_layer("encoder_0_conv_0"), keras.layers.Conv3D)
     assert isinstance(
-        model.get_layer("decoder_0_upsample"), models.TrilinearUpSampling3D
+        model.get_layer("decoder_0_upsample"), layers.TrilinearUpSampling3D
     )
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(2, 8, 8, 8, 1)).astype("float32")

@@ -64,7 +64,8 @@ class FlipDataset(keras.utils.PyDataset):
                 f"y.shape={self.y.shape}"
             )
         self.data_format = _checks.standardize_data_format(data_format)
-        spatial = slice(1, 3) if self.data_format == "channels_last" else slice(2, 4)
+        self._rows, self._cols = _checks.spatial_axes(self.data_format, 4)
+        spatial = slice(self._rows, self._cols + 1)
         if self.x.shape[spatial] != self.y.shape[spatial]:
             raise ValueError(
                 "`x` and `y` must have the same spatial size. Received: "
@@ -75,9 +76,6 @@ class FlipDataset(keras.utils.PyDataset):
         self.shuffle = bool(shuffle)
         self.flip = _checks.check_bool("flip", flip)
         self.epoch = 0
-        self._rows, self._cols = (
-            (1, 2) if self.data_format == "channels_last" else (2, 3)
-        )
 
     def __len__(self) -> int:
         return math.ceil(len(self.x) / self.batch_size)

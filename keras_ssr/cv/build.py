@@ -12,7 +12,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_ssr import metrics
+from keras_ssr import _checks, metrics
 from keras_ssr.cv.config import CVConfig
 from keras_ssr.cv.files import atomic_path
 from keras_ssr.cv.splits import fold_splits
@@ -76,7 +76,7 @@ def load_data(config: CVConfig, return_labels: bool = False):
             data_format=config.data_format,
             scale=config.isic_scale,
         )
-        size = x.shape[1:3] if config.data_format == "channels_last" else x.shape[2:]
+        size = [x.shape[a] for a in _checks.spatial_axes(config.data_format, 4)]
         if tuple(size) != config.target_size:
             raise ValueError(
                 f"The ISIC arrays are {size[0]}x{size[1]} but target_size="
@@ -178,7 +178,8 @@ def build_model(
         input_shape=tuple(input_shape),
         n_classes=2,
         with_bn=config.with_bn,
-        synchronized_bn=bool(synchronized),
+        # The U-Net's blocks have a BN to synchronise only with `with_bn`.
+        synchronized_bn=bool(synchronized) and config.with_bn,
         attention=config.attention,
         attention_kwargs=config.attention_kwargs or None,
         data_format=config.data_format,

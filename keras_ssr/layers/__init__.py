@@ -32,6 +32,7 @@ from keras_ssr.layers.singularity import (
     LocalSingularityStrength,
     LocalSingularityStrengthXu,
 )
+from keras_ssr.layers.upsampling import TrilinearUpSampling3D
 
 __all__ = [
     "BatchNormalization",
@@ -52,5 +53,6 @@ __all__ = [
     "SpatialSqueezeExcite",
     "SqueezeExcite",
     "StyleBasedRecalibration",
+    "TrilinearUpSampling3D",
     "WeightedLocalSingularityStrength",
 ]

@@ -42,7 +42,7 @@ class MapLayer(keras.layers.Layer):
     def __init__(self, data_format=None, **kwargs):
         super().__init__(**kwargs)
         self.data_format = _checks.standardize_data_format(data_format)
-        self.channel_axis = -1 if self.data_format == "channels_last" else 1
+        self.channel_axis = _checks.channel_axis(self.data_format)
 
     def sublayer(self, cls, *args, name: str, **kwargs):
         """A ``cls(*args, **kwargs)`` sub-layer named ``name``, in this layer's
@@ -63,15 +63,14 @@ class MapLayer(keras.layers.Layer):
         return channels
 
     def lock_input_spec(self, input_shape, channels: int) -> None:
-        axis = len(input_shape) - 1 if self.data_format == "channels_last" else 1
+        axis = _checks.channel_axis(self.data_format, len(input_shape))
         self.input_spec = keras.layers.InputSpec(
             ndim=len(input_shape), axes={axis: channels}
         )
 
     def spatial_axes(self, ndim: int) -> tuple[int, ...]:
-        if self.data_format == "channels_last":
-            return tuple(range(1, ndim - 1))
-        return tuple(range(2, ndim))
+        """The spatial axes of a rank-``ndim`` map in this layer's format."""
+        return _checks.spatial_axes(self.data_format, ndim)
 
     def check_inputs(self, inputs) -> None:
         _checks.check_float("inputs", inputs)

@@ -14,6 +14,14 @@ from keras_ssr.layers.singularity import (
     NormalizedMap,
 )
 
+__all__ = [
+    "ChannelGate",
+    "MapGate",
+    "SingularityStrengthRecalibration",
+    "SingularityStrengthRecalibrationXu",
+    "SqueezeExcite",
+]
+
 
 class ChannelGate(Recalibration):
     """Base of the excitation-style channel attention layers.

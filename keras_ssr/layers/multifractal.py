@@ -19,6 +19,14 @@ from keras_ssr.layers.attention import SingularityStrengthRecalibration
 from keras_ssr.layers.normalization import bn_variables, map_batch_norm
 from keras_ssr.layers.singularity import LocalSingularityStrength
 
+__all__ = [
+    "MonofractalRecalibration",
+    "MultifractalRecalibration",
+    "SoftHistogram",
+    "SoftHistogramLayer",
+    "WeightedLocalSingularityStrength",
+]
+
 
 def _prefixed(prefix: str, layer) -> dict:
     return {prefix + k: v for k, v in layer.semantic_variables().items()}

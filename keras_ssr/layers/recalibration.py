@@ -16,6 +16,12 @@ from keras_ssr.layers._base import Recalibration, register
 from keras_ssr.layers.attention import ChannelGate, SqueezeExcite
 from keras_ssr.layers.normalization import add_scaled, bn_variables, map_batch_norm
 
+__all__ = [
+    "FrequencyChannelAttention",
+    "SpatialSqueezeExcite",
+    "StyleBasedRecalibration",
+]
+
 COMBINES = ("max", "add")
 STYLE_WEIGHTS = ("shared", "per_channel")
 

@@ -13,6 +13,13 @@ from keras_ssr.layers._base import (
 )
 from keras_ssr.layers.normalization import bn_variables, map_batch_norm
 
+__all__ = [
+    "LearnableMeasure",
+    "LocalSingularityStrength",
+    "LocalSingularityStrengthXu",
+    "NormalizedMap",
+]
+
 
 class NormalizedMap(MapLayer):
     """A map layer whose map (:meth:`map`) is batch-normalised by ``self.bn``

@@ -48,29 +48,17 @@ from keras_ssr.models.insertion import (
     wide_reduction_ratio,
 )
 from keras_ssr.models.registry import (
-    AttentionFactory,
     attention_names,
     attention_options,
     attention_reference,
     get_attention,
     register_attention,
 )
-from keras_ssr.models.unet import (
-    BN_EPSILON,
-    BN_MOMENTUM,
-    build_unet,
-    get_ssr_unet,
-    get_unet,
-)
-from keras_ssr.models.upsampling import TrilinearUpSampling3D
+from keras_ssr.models.unet import build_unet, get_ssr_unet, get_unet
 
 __all__ = [
-    "BN_EPSILON",
-    "BN_MOMENTUM",
     "ENCODERS",
-    "AttentionFactory",
     "FeaturePyramidModel",
-    "TrilinearUpSampling3D",
     "adapt_input_channels",
     "attention_names",
     "attention_options",
@@ -92,3 +80,41 @@ __all__ = [
     "stage_layers",
     "wide_reduction_ratio",
 ]
+
+#: Names that ``keras_ssr.models`` exported before it held builders, the
+#: registry and insertion only: where each lives now.
+_MOVED = {
+    "TrilinearUpSampling3D": (
+        "keras_ssr.layers.upsampling",
+        "keras_ssr.layers.TrilinearUpSampling3D",
+    ),
+    "BN_MOMENTUM": (
+        "keras_ssr.layers._base",
+        "0.99, keras.layers.BatchNormalization's default momentum",
+    ),
+    "BN_EPSILON": (
+        "keras_ssr.layers._base",
+        "1e-3, keras.layers.BatchNormalization's default epsilon",
+    ),
+    "AttentionFactory": (
+        "keras_ssr.models.registry",
+        "a layer class or a callable returning a layer (the type alias is "
+        "keras_ssr.models.registry.AttentionFactory)",
+    ),
+}
+
+
+def __getattr__(name: str):
+    # PEP 562: the moved names, with a DeprecationWarning.
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    import warnings
+
+    module, instead = _MOVED[name]
+    warnings.warn(
+        f"keras_ssr.models.{name} is deprecated: use {instead}.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(importlib.import_module(module), name)

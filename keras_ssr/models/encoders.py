@@ -11,6 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_ssr import _checks
 from keras_ssr.models.insertion import (
     _data_formats,
     _insert,
@@ -20,6 +21,13 @@ from keras_ssr.models.insertion import (
     _stride,
     stage_layers,
 )
+
+__all__ = [
+    "ENCODERS",
+    "adapt_input_channels",
+    "encoder_names",
+    "encoder_options",
+]
 
 #: keras.applications encoders by name: the constructor, and (for the ones
 #: tested here) the layers whose outputs are the skip features at strides 2,
@@ -286,7 +294,8 @@ def _transfer_rgb_weights(rgb: keras.Model, model: keras.Model, channels: int):
 
 def _named_encoder(key, input_shape, data_format, weights, kwargs):
     constructor = getattr(keras.applications, ENCODERS[key][0])
-    channel_axis = -1 if data_format == "channels_last" else 0
+    # The channel axis of the unbatched shape.
+    channel_axis = _checks.channel_axis(data_format, len(input_shape) + 1) - 1
     channels = input_shape[channel_axis]
     with _image_data_format(data_format):
         if weights is None or channels == RGB:

@@ -24,8 +24,9 @@ Where the follow-up's signature takes an argument its model does not use
 (``max_scale`` of ``get_se_unet``, ``r`` and ``max_scale`` of
 ``get_srm_encoder_unet``, ``r`` of ``get_fca_encoder_unet``, whose FCA is
 always built with ``r=2``), the builder accepts it and ignores it too, as
-documented on each. Every layer is named as in :mod:`keras_ssr.models`
-(``encoder_{i}_attention`` for the recalibration), so
+documented on each, with a ``UserWarning`` when it is given a value other
+than what the model uses (its default). Every layer is named as in
+:mod:`keras_ssr.models` (``encoder_{i}_attention`` for the recalibration), so
 :func:`keras_ssr.porting.load_weights` places the follow-up's weights.
 """
 
@@ -35,7 +36,7 @@ from collections.abc import Sequence
 
 import keras
 
-from keras_ssr.models.unet import build_named_unet, named_builder
+from keras_ssr.models.unet import build_named_unet, named_builder, warn_ignored
 
 __all__ = [
     "get_fca_encoder_unet",
@@ -47,6 +48,8 @@ __all__ = [
 ]
 
 _DEFAULT_SHAPE = (224, 224, 3)
+#: Why the follow-up's SE and SRM builders ignore some of their arguments.
+_UNUSED = "the follow-up's builder takes it for its signature and does not use it"
 
 
 @named_builder
@@ -104,7 +107,7 @@ def get_se_unet(
         channels_per_level: filters per level, the last the bottleneck's.
         r: reduction ratio of the excitation MLP.
         max_scale: accepted for the follow-up's signature and unused (as
-            there).
+            there); a value other than 3 warns.
         {shared args}
 
     Returns:
@@ -119,7 +122,7 @@ def get_se_unet(
         >>> model.get_layer("encoder_1_attention").r
         4
     """
-    del max_scale  # the follow-up's SE U-Net takes it and does not use it
+    warn_ignored("se_unet", "max_scale", max_scale, 3, _UNUSED)
     args = (channels_per_level, input_shape, n_classes, with_bn)
     kwargs = {"r": r}
     return build_named_unet("se_unet", "se", kwargs, args, options)
@@ -179,8 +182,10 @@ def get_srm_encoder_unet(
 
     Args:
         channels_per_level: filters per level, the last the bottleneck's.
-        r: accepted for the follow-up's signature and unused (as there).
-        max_scale: accepted for the follow-up's signature and unused.
+        r: accepted for the follow-up's signature and unused (as there); a
+            value other than 2 warns.
+        max_scale: accepted for the follow-up's signature and unused; a
+            value other than 3 warns.
         {shared args}
         style_weights: keyword-only; ``"shared"`` (the follow-up's one
             ``(2, 1)`` kernel for all channels) or the SRM paper's one per
@@ -198,7 +203,8 @@ def get_srm_encoder_unet(
         >>> type(model.get_layer("encoder_0_attention")).__name__
         'StyleBasedRecalibration'
     """
-    del r, max_scale  # the follow-up's SRM U-Net takes them and does not use them
+    warn_ignored("srm_encoder_unet", "r", r, 2, _UNUSED)
+    warn_ignored("srm_encoder_unet", "max_scale", max_scale, 3, _UNUSED)
     args = (channels_per_level, input_shape, n_classes, with_bn)
     kwargs = {"style_weights": style_weights}
     return build_named_unet("srm_encoder_unet", "srm", kwargs, args, options)
@@ -225,7 +231,7 @@ def get_fca_encoder_unet(
     Args:
         channels_per_level: filters per level, the last the bottleneck's.
         r: accepted for the follow-up's signature and ignored (its FCA
-            always has ``r=2``); build with
+            always has ``r=2``; another value warns); build with
             ``build_unet(..., attention="fca", attention_kwargs={"r": r})``
             for another ratio.
         low_freq: the ``low_freq x low_freq`` lowest frequencies are used.
@@ -242,11 +248,21 @@ def get_fca_encoder_unet(
             :class:`~keras_ssr.layers.FrequencyChannelAttention`.
 
     Example:
-        >>> model = get_fca_encoder_unet([16, 16, 32], r=8, input_shape=[32, 32, 3])
-        >>> model.get_layer("encoder_0_attention").r
-        2
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     model = get_fca_encoder_unet([16, 16, 32], r=8, input_shape=[32, 32, 3])
+        >>> model.get_layer("encoder_0_attention").r, caught[0].category.__name__
+        (2, 'UserWarning')
     """
-    del r  # the follow-up builds its FCA with r=2 whatever r it is given
+    warn_ignored(
+        "fca_encoder_unet",
+        "r",
+        r,
+        2,
+        "the follow-up builds every FCA with r=2; for another ratio, "
+        "build_unet(..., attention='fca', attention_kwargs={'r': r})",
+    )
     args = (channels_per_level, input_shape, n_classes, with_bn)
     kwargs = {"r": 2, "low_freq": low_freq, "basis": basis}
     return build_named_unet("fca_encoder_unet", "fca", kwargs, args, options)

@@ -32,6 +32,13 @@ from keras_ssr.models.registry import (
     _resolve_attention,
 )
 
+__all__ = [
+    "FeaturePyramidModel",
+    "insert_attention",
+    "stage_layers",
+    "wide_reduction_ratio",
+]
+
 #: Ranks of a spatial feature map: batch, 1 to 3 spatial axes, channels.
 SPATIAL_RANKS = (3, 4, 5)
 STAGES = "stages"
@@ -155,7 +162,7 @@ def _data_formats(model) -> dict[int, str]:
     ``keras.config.image_data_format()``."""
     layers = _flatten(model)
     known = [getattr(layer, "data_format", None) for layer in layers]
-    known = [f if f in ("channels_last", "channels_first") else None for f in known]
+    known = [f if f in _checks.DATA_FORMATS else None for f in known]
     following = next((f for f in known if f), keras.config.image_data_format())
     formats, current = {}, None
     for layer, fmt in zip(layers, known):
@@ -164,12 +171,9 @@ def _data_formats(model) -> dict[int, str]:
     return formats
 
 
-def _channel_axis(data_format: str) -> int:
-    return -1 if data_format == "channels_last" else 1
-
-
 def _spatial(shape, data_format: str) -> tuple:
-    return tuple(shape[1:-1] if data_format == "channels_last" else shape[2:])
+    """The spatial sizes of a (batched) ``shape``."""
+    return tuple(shape[a] for a in _checks.spatial_axes(data_format, len(shape)))
 
 
 def _stride(input_spatial, output_spatial):
@@ -381,7 +385,7 @@ class _Rewriter:
         data_format = self.formats.get(id(anchor), keras.config.image_data_format())
         kwargs = dict(self.kwargs)
         if self.auto_r:
-            channels = output.shape[_channel_axis(data_format)]
+            channels = output.shape[_checks.channel_axis(data_format)]
             kwargs[PER_LAYER_OPTION] = wide_reduction_ratio(channels)
         name = f"{anchor.name}_attention"
         suffix = 0

@@ -33,6 +33,14 @@ from keras_ssr.layers import (
     StyleBasedRecalibration,
 )
 
+__all__ = [
+    "attention_names",
+    "attention_options",
+    "attention_reference",
+    "get_attention",
+    "register_attention",
+]
+
 AttentionFactory = Callable[..., keras.layers.Layer]
 
 

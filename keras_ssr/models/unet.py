@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ import keras
 from keras_ssr import _checks
 from keras_ssr.layers._base import BN_EPSILON, BN_MOMENTUM
 from keras_ssr.layers.normalization import BatchNormalization
+from keras_ssr.layers.upsampling import TrilinearUpSampling3D
 from keras_ssr.models.insertion import _has_parameter, wide_reduction_ratio
 from keras_ssr.models.registry import (
     PER_LAYER_OPTION,
@@ -17,7 +19,12 @@ from keras_ssr.models.registry import (
     _make_attention,
     _resolve_attention,
 )
-from keras_ssr.models.upsampling import TrilinearUpSampling3D
+
+__all__ = [
+    "build_unet",
+    "get_ssr_unet",
+    "get_unet",
+]
 
 
 def _check_input_shape(input_shape, data_format: str, levels: int) -> tuple:
@@ -30,8 +37,9 @@ def _check_input_shape(input_shape, data_format: str, levels: int) -> tuple:
             "`input_shape` must have 3 entries (2-D images) or 4 (volumes), the "
             f"batch axis excluded. Received: input_shape={input_shape!r}"
         )
-    channels = shape[-1] if data_format == "channels_last" else shape[0]
-    spatial = shape[:-1] if data_format == "channels_last" else shape[1:]
+    batched = (None, *shape)
+    channels = batched[_checks.channel_axis(data_format, len(batched))]
+    spatial = [batched[a] for a in _checks.spatial_axes(data_format, len(batched))]
     if channels is None:
         raise ValueError(
             f"`input_shape` needs a known channel dimension (data_format="
@@ -46,6 +54,43 @@ def _check_input_shape(input_shape, data_format: str, levels: int) -> tuple:
                 f"{data_format!r}). Received: input_shape={input_shape!r}"
             )
     return shape
+
+
+def _check_bn_options(with_bn, synchronized_bn, bn_momentum, bn_epsilon) -> tuple:
+    """The blocks' BN options, checked; a warning for those set without
+    ``with_bn``, where there is no BN for them to set."""
+    with_bn = _checks.check_bool("with_bn", with_bn)
+    synchronized_bn = _checks.check_bool("synchronized_bn", synchronized_bn)
+    bn_momentum = _checks.check_real("bn_momentum", bn_momentum, 0.0, 1.0)
+    bn_epsilon = _checks.check_real("bn_epsilon", bn_epsilon, 0.0, open_minimum=True)
+    given = {
+        "synchronized_bn": (synchronized_bn, False),
+        "bn_momentum": (bn_momentum, BN_MOMENTUM),
+        "bn_epsilon": (bn_epsilon, BN_EPSILON),
+    }
+    unused = {k: v for k, (v, default) in given.items() if v != default}
+    if not with_bn and unused:
+        warnings.warn(
+            f"{', '.join(f'`{k}`' for k in unused)} set the U-Net blocks' "
+            "BatchNormalization, which with_bn=False leaves out: ignored (the "
+            "attention layers have their own). Received: with_bn=False, "
+            + ", ".join(f"{k}={v!r}" for k, v in unused.items()),
+            UserWarning,
+            stacklevel=3,
+        )
+    return with_bn, synchronized_bn, bn_momentum, bn_epsilon
+
+
+def warn_ignored(builder: str, name: str, value, used, why: str) -> None:
+    """Warns that the named builder ``get_{builder}`` ignores its argument
+    ``name`` (kept for the authors' signature) when it is given ``value``,
+    which differs from ``used``, what the model gets."""
+    if value != used:
+        warnings.warn(
+            f"get_{builder}() ignores `{name}`: {why}. Received: {name}={value!r}",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 class _Parts:
@@ -63,7 +108,7 @@ class _Parts:
     ):
         self.spatial_rank = spatial_rank
         self.data_format = data_format
-        self.channel_axis = -1 if data_format == "channels_last" else 1
+        self.channel_axis = _checks.channel_axis(data_format)
         self.with_bn = with_bn
         self.synchronized_bn = synchronized_bn
         self.bn_momentum = bn_momentum
@@ -165,8 +210,8 @@ def build_unet(
     of that level's filters; a 1x1 convolution to one sigmoid channel when
     ``n_classes <= 2``, else ``n_classes`` softmax channels. A 4-entry
     ``input_shape`` builds the volumetric variant (Conv3D, MaxPooling3D,
-    :class:`TrilinearUpSampling3D`). See the module docstring for the layer
-    names.
+    :class:`~keras_ssr.layers.TrilinearUpSampling3D`). See the module
+    docstring for the layer names.
 
     Encoder U-Net: the encoder's features at strides 2, 4, 8, 16 (those it
     has) are the skips, its output (stride 32 for keras.applications) the
@@ -317,10 +362,9 @@ def build_unet(
     data_format = _checks.standardize_data_format(data_format)
     shape = _check_input_shape(input_shape, data_format, len(channels))
     n_classes = _checks.check_int("n_classes", n_classes, 1)
-    with_bn = _checks.check_bool("with_bn", with_bn)
-    synchronized_bn = _checks.check_bool("synchronized_bn", synchronized_bn)
-    bn_momentum = _checks.check_real("bn_momentum", bn_momentum, 0.0, 1.0)
-    bn_epsilon = _checks.check_real("bn_epsilon", bn_epsilon, 0.0, open_minimum=True)
+    with_bn, synchronized_bn, bn_momentum, bn_epsilon = _check_bn_options(
+        with_bn, synchronized_bn, bn_momentum, bn_epsilon
+    )
     if name is not None and not isinstance(name, str):
         raise TypeError(f"`name` must be a string or None. Received: name={name!r}")
     factory, kwargs = _resolve_attention(attention, attention_kwargs)
@@ -505,10 +549,9 @@ def _build_encoder_unet(
         data_format = encoders.data_format_of(encoder)
     data_format = _checks.standardize_data_format(data_format)
     n_classes = _checks.check_int("n_classes", n_classes, 1)
-    with_bn = _checks.check_bool("with_bn", with_bn)
-    synchronized_bn = _checks.check_bool("synchronized_bn", synchronized_bn)
-    bn_momentum = _checks.check_real("bn_momentum", bn_momentum, 0.0, 1.0)
-    bn_epsilon = _checks.check_real("bn_epsilon", bn_epsilon, 0.0, open_minimum=True)
+    with_bn, synchronized_bn, bn_momentum, bn_epsilon = _check_bn_options(
+        with_bn, synchronized_bn, bn_momentum, bn_epsilon
+    )
     if name is not None and not isinstance(name, str):
         raise TypeError(f"`name` must be a string or None. Received: name={name!r}")
     if input_shape is not None:

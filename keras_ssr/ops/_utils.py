@@ -136,9 +136,7 @@ def _check_input(x, data_format: str, min_rank: int = 3) -> tuple[int, ...]:
             f"`x` must have a batch axis, a channel axis and at least one "
             f"spatial axis. Received: x.shape={tuple(x.shape)}"
         )
-    if data_format == "channels_last":
-        return tuple(range(1, ndim - 1))
-    return tuple(range(2, ndim))
+    return _checks.spatial_axes(data_format, ndim)
 
 
 def _float32_or_wider(x):

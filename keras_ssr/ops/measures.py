@@ -12,6 +12,12 @@ from keras_ssr import _checks
 from keras_ssr.ops._utils import _as_float_tensor, _check_input, _float32_or_wider
 from keras_ssr.ops.singularity import min_max_scale, ols_slope
 
+__all__ = [
+    "gaussian_kernel",
+    "learnable_measures",
+    "learnable_singularity_strength",
+]
+
 
 def gaussian_kernel(size: int, sigma: float | None = None) -> np.ndarray:
     """The original's Gaussian initial kernel for a learnable measure.

@@ -337,8 +337,8 @@ def frequency_pool(
             "frequency_pool needs static spatial sizes to build its bases. "
             f"Received: x.shape={tuple(x.shape)}"
         )
-    channel_axis = len(x.shape) - 1 if data_format == "channels_last" else 1
-    freqs = frequency_groups(x.shape[channel_axis], low_freq, len(spatial))
+    channels = x.shape[_checks.channel_axis(data_format, len(x.shape))]
+    freqs = frequency_groups(channels, low_freq, len(spatial))
     y = _float32_or_wider(x)
     tables = [cosine_bases(n, low_freq, basis)[f] for n, f in zip(sizes, freqs)]
     if math.prod(sizes) * len(freqs[0]) <= FULL_TABLE_ENTRIES:
@@ -357,7 +357,7 @@ def frequency_pool(
         table = tables[k]  # (C, size)
         ndim = len(y.shape)
         axis = spatial[k]
-        channel = ndim - 1 if data_format == "channels_last" else 1
+        channel = _checks.channel_axis(data_format, ndim)
         shape = [1] * ndim
         shape[axis] = sizes[k]
         shape[channel] = table.shape[0]

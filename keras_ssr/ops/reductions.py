@@ -16,6 +16,13 @@ from keras import ops as kops
 from keras_ssr import _checks, distributed
 from keras_ssr.ops._utils import _as_float_tensor, _check_axes
 
+__all__ = [
+    "accurate_mean",
+    "accurate_sum",
+    "batch_normalize",
+    "centered_moments",
+]
+
 #: Longest run of terms one TensorFlow reduction adds (see :func:`accurate_sum`).
 RUN_LENGTH = 1024
 

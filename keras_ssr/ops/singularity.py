@@ -23,6 +23,20 @@ from keras_ssr.ops._utils import (
 )
 from keras_ssr.ops.reductions import _sums
 
+__all__ = [
+    "DENOMINATOR_RANGE",
+    "EPSILON",
+    "MAXIMUM_VALUE",
+    "MAX_SCALE_LIMIT",
+    "MINIMUM_VALUE",
+    "box_sums",
+    "dyadic_scales",
+    "min_max_scale",
+    "ols_slope",
+    "ols_weights",
+    "singularity_strength",
+]
+
 #: Added to every measure before the logarithm (``keras.backend.epsilon()``
 #: of the original).
 EPSILON = 1e-7

@@ -18,6 +18,10 @@ from collections.abc import Mapping
 from keras_ssr.porting._source import SourceWeight, StoredArray, unplaceable
 from keras_ssr.porting.scopes import BN_VARIABLES, CONV_VARIABLES, attention_scopes
 
+__all__ = [
+    "parse_checkpoint_keys",
+]
+
 _SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 _BLOCK_ATTRIBUTES = {"conv1": "conv_0", "conv2": "conv_1", "bn1": "bn_0", "bn2": "bn_1"}
 

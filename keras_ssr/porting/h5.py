@@ -17,6 +17,11 @@ import numpy as np
 
 from keras_ssr.porting._source import StoredArray, WeightFileError
 
+__all__ = [
+    "h5_arrays",
+    "read_h5_weights",
+]
+
 # What h5py raises for a damaged file: HDF5 errors are OSError, RuntimeError
 # or KeyError (a missing object); malformed attributes give TypeError or
 # ValueError (a UnicodeDecodeError among them).

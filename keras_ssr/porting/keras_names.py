@@ -25,6 +25,11 @@ from keras_ssr.porting.scopes import (
     split_scope,
 )
 
+__all__ = [
+    "block_prefixes",
+    "parse_variable_names",
+]
+
 _CONV_BLOCK = "contracting_layer"
 _EXPANDING_BLOCK = "upsample_expanding_layer"
 _BUILT_IN = ("head", "contracting", "expanding")

@@ -35,6 +35,10 @@ from keras_ssr.porting.names import semantic_variables, set_layer_weights
 from keras_ssr.porting.scopes import BN_VARIABLES, CONV_VARIABLES
 from keras_ssr.porting.tensorbundle import checkpoint_arrays, checkpoint_prefix
 
+__all__ = [
+    "load_weights",
+]
+
 _BOX_SLOT = re.compile(r"^(encoder_\d+_attention)/alpha\.box_(\d+)\.(kernel|bias)$")
 
 

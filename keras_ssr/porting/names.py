@@ -33,6 +33,14 @@ import numpy as np
 
 from keras_ssr.porting._source import as_weight
 
+__all__ = [
+    "SemanticLayer",
+    "get_layer_weights",
+    "layer_weight_names",
+    "semantic_variables",
+    "set_layer_weights",
+]
+
 
 @runtime_checkable
 class SemanticLayer(Protocol):

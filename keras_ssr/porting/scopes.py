@@ -24,6 +24,15 @@ import dataclasses
 import re
 from collections.abc import Callable, Collection, Sequence
 
+__all__ = [
+    "BN_VARIABLES",
+    "CONV_VARIABLES",
+    "AttentionScope",
+    "attention_scopes",
+    "register_attention_scope",
+    "scope_of",
+]
+
 #: Variables of a convolution / Dense layer and of a BatchNormalization.
 CONV_VARIABLES = ("kernel", "bias")
 BN_VARIABLES = ("gamma", "beta", "moving_mean", "moving_variance")

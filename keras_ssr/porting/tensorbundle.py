@@ -36,6 +36,14 @@ import numpy as np
 
 from keras_ssr.porting._source import StoredArray, WeightFileError
 
+__all__ = [
+    "UnsupportedCheckpoint",
+    "bundle_arrays",
+    "checkpoint_arrays",
+    "checkpoint_prefix",
+    "read_checkpoint_weights",
+]
+
 
 class UnsupportedCheckpoint(Exception):
     """A checkpoint feature the pure-Python reader does not implement."""
