@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -30,8 +29,6 @@ if importlib.util.find_spec("tensorflow") is not None and (
 import keras  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(__file__))
 
 BACKEND = keras.backend.backend()
 
@@ -64,22 +61,6 @@ settings.register_profile(
     "keras_ssr", deadline=None, max_examples=8 if BACKEND == "jax" else 25
 )
 settings.load_profile("keras_ssr")
-
-
-def _nchw_conv_supported() -> bool:
-    """TensorFlow's CPU Conv2D kernel has no NCHW layout (Keras 3.15 calls it)."""
-    if BACKEND != "tensorflow":
-        return True
-    import tensorflow as tf
-
-    return bool(tf.config.list_logical_devices("GPU"))
-
-
-#: For tests of channels-first models: Keras' own Conv2D fails there on TF CPU.
-requires_nchw_conv = pytest.mark.skipif(
-    not _nchw_conv_supported(),
-    reason="TensorFlow's CPU Conv2D kernel supports NHWC only",
-)
 
 
 def _gpu_names() -> list[str]:

@@ -13,7 +13,8 @@ import json
 import pathlib
 
 import numpy as np
-from fixtures import RTOL, error
+
+from tests.fixtures import RTOL, error
 
 DATA = pathlib.Path(__file__).parent / "data" / "reference_mfr_tf214"
 MANIFEST = json.loads((DATA / "manifest.json").read_text())

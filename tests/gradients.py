@@ -18,9 +18,7 @@ import inspect
 import keras
 import numpy as np
 
-
-def _numpy(t):
-    return keras.ops.convert_to_numpy(t)
+from tests.helpers import to_numpy
 
 
 def float64_mode():
@@ -66,9 +64,9 @@ def _vjp_tf(layer, x, cotangent, training):
         loss = tf.reduce_sum(tf.cast(y, cotangent.dtype) * cotangent)
     grads = tape.gradient(loss, [x_t] + [v.value for v in variables])
     return (
-        _numpy(y),
-        _numpy(grads[0]),
-        {v.path: _numpy(g) for v, g in zip(variables, grads[1:])},
+        to_numpy(y),
+        to_numpy(grads[0]),
+        {v.path: to_numpy(g) for v, g in zip(variables, grads[1:])},
     )
 
 
@@ -87,11 +85,13 @@ def _vjp_torch(layer, x, cotangent, training):
     loss.backward()
     grads = {
         v.path: (
-            np.zeros(v.shape, x.dtype) if v.value.grad is None else _numpy(v.value.grad)
+            np.zeros(v.shape, x.dtype)
+            if v.value.grad is None
+            else to_numpy(v.value.grad)
         )
         for v in variables
     }
-    return _numpy(y.detach()), _numpy(x_t.grad), grads
+    return to_numpy(y.detach()), to_numpy(x_t.grad), grads
 
 
 def _vjp_jax(layer, x, cotangent, training):
@@ -115,9 +115,9 @@ def _vjp_jax(layer, x, cotangent, training):
     for v, value in zip(layer.non_trainable_variables, new_non_trainable):
         v.assign(value)
     return (
-        _numpy(y),
-        _numpy(grad_x),
-        {v.path: _numpy(g) for v, g in zip(layer.trainable_variables, grad_t)},
+        to_numpy(y),
+        to_numpy(grad_x),
+        {v.path: to_numpy(g) for v, g in zip(layer.trainable_variables, grad_t)},
     )
 
 
@@ -134,14 +134,14 @@ def vjp_function(fn, x, cotangent):
             tape.watch(x_t)
             y = fn(x_t)
             loss = tf.reduce_sum(y * cotangent)
-        return _numpy(y), _numpy(tape.gradient(loss, x_t))
+        return to_numpy(y), to_numpy(tape.gradient(loss, x_t))
     if backend == "torch":
         import torch
 
         x_t = torch.tensor(x, requires_grad=True)
         y = fn(x_t)
         (y * torch.tensor(cotangent)).sum().backward()
-        return _numpy(y.detach()), _numpy(x_t.grad)
+        return to_numpy(y.detach()), to_numpy(x_t.grad)
     import jax
     import jax.numpy as jnp
 
@@ -151,7 +151,7 @@ def vjp_function(fn, x, cotangent):
 
     # One XLA program: eager JAX would compile every primitive separately.
     y, grad = jax.jit(forward_and_back)(jnp.asarray(x), jnp.asarray(cotangent))
-    return _numpy(y), _numpy(grad)
+    return to_numpy(y), to_numpy(grad)
 
 
 def compiled(fn):

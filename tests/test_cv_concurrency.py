@@ -20,10 +20,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_cv import SIZE, _config, _run, _write_arrays
 
 from keras_ssr import cv
 from keras_ssr.cv import files, locks
+from tests.test_cv import SIZE, _config, _run, _write_arrays
 
 pytestmark = pytest.mark.skipif(not locks.LOCKING, reason="needs fcntl (POSIX)")
 

@@ -17,9 +17,9 @@ import math
 import keras
 import numpy as np
 import pytest
-from test_cv import EPOCHS, SIZE, _bce_dice, _config, _run, _write_arrays
 
 from keras_ssr import cli, cv
+from tests.test_cv import EPOCHS, SIZE, _bce_dice, _config, _run, _write_arrays
 
 
 class NaNValidationAt(keras.callbacks.Callback):

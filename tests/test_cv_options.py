@@ -26,10 +26,10 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from test_cv import SIZE, _write_arrays
 
 from keras_ssr import cli, cv, layers, models
 from keras_ssr.models import registry
+from tests.test_cv import SIZE, _write_arrays
 
 ROOT = Path(__file__).resolve().parent.parent
 

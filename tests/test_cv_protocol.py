@@ -14,10 +14,10 @@ import json
 
 import numpy as np
 import pytest
-from test_cv import SIZE, _config, _run, _write_arrays
 
 from keras_ssr import cli, cv
 from keras_ssr.cv.augment import FlipDataset
+from tests.test_cv import SIZE, _config, _run, _write_arrays
 
 try:
     import tomllib

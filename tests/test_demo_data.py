@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import numpy_oracle as oracle
 import pytest
 
 from keras_ssr import ops as ssr_ops
 from keras_ssr.demo import data as datasets
+from tests import numpy_oracle as oracle
 
 
 def _erode(mask: np.ndarray, margin: int) -> np.ndarray:

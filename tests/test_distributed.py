@@ -17,13 +17,13 @@ import subprocess
 import sys
 import warnings
 
-import distributed_worker as worker
 import keras
 import numpy as np
-import numpy_oracle as oracle
 import pytest
 
 from keras_ssr import distributed, layers, models
+from tests import distributed_worker as worker
+from tests import numpy_oracle as oracle
 
 BACKEND = keras.backend.backend()
 WORKER = os.path.join(os.path.dirname(__file__), "distributed_worker.py")

@@ -12,23 +12,20 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from gradients import compiled
 
 from keras_ssr import layers, models
+from tests.gradients import compiled
+from tests.helpers import to_numpy
 
 BACKEND = keras.backend.backend()
 SIZE = 32
 MOBILENET = {"alpha": 0.35}
 
 
-def _numpy(x):
-    return keras.ops.convert_to_numpy(x)
-
-
 def _predict(model, x):
     """An inference call; one XLA program on JAX, where an eager call
     compiles every op of the U-Net."""
-    return _numpy(compiled(lambda x: model(x, training=False))(x))
+    return to_numpy(compiled(lambda x: model(x, training=False))(x))
 
 
 def _images(batch=2, channels=1, seed=0, size=SIZE):
@@ -103,11 +100,11 @@ def test_trains_one_step(unet, tmp_path):
         v for layer in model.layers if "attention" in layer.name
         and layer.input.shape[1] > 1 for v in layer.trainable_variables
     ]  # fmt: skip
-    before = [_numpy(v) for v in attention]
+    before = [to_numpy(v) for v in attention]
     history = model.fit(x, y, batch_size=2, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     for variable, old in zip(attention, before):
-        assert not np.array_equal(_numpy(variable), old), variable.path
+        assert not np.array_equal(to_numpy(variable), old), variable.path
 
     path = tmp_path / "unet.keras"
     model.save(path)
@@ -286,13 +283,13 @@ def test_pretrained_weights_reach_a_one_channel_encoder(tmp_path):
     path = tmp_path / "rgb.weights.h5"
     rgb.save_weights(path)
     model = _unet(attention=None, decoder_attention=None, encoder_weights=str(path))
-    kernel = _numpy(rgb.get_layer("Conv1").kernel)
+    kernel = to_numpy(rgb.get_layer("Conv1").kernel)
     np.testing.assert_allclose(
-        _numpy(model.get_layer("Conv1").kernel), kernel.sum(axis=2, keepdims=True)
+        to_numpy(model.get_layer("Conv1").kernel), kernel.sum(axis=2, keepdims=True)
     )
     for layer in rgb.layers[2:]:
         for stored, weight in zip(layer.weights, model.get_layer(layer.name).weights):
-            np.testing.assert_array_equal(_numpy(weight), _numpy(stored))
+            np.testing.assert_array_equal(to_numpy(weight), to_numpy(stored))
 
 
 @pytest.mark.parametrize(

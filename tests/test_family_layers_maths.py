@@ -6,25 +6,22 @@ from __future__ import annotations
 
 import itertools
 
-import fixtures as fx
 import keras
 import numpy as np
-import numpy_oracle as oracle
 import pytest
-from gradients import float64_mode, vjp
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import keras_ssr
 from keras_ssr import ops as ssr_ops
+from tests import fixtures as fx
+from tests import numpy_oracle as oracle
+from tests.gradients import float64_mode, vjp
+from tests.helpers import to_numpy
 
 EPS = 1e-3  # BatchNormalization epsilon
 CF = {"data_format": "channels_first"}
-
-
-def _np(t):
-    return keras.ops.convert_to_numpy(t)
 
 
 def sigmoid(z):
@@ -253,7 +250,7 @@ def test_equals_numpy_brute_force(cls, kwargs, brute, shape, data_format):
         assert w["spatial.kernel"].shape[-2] == x.shape[1]
     x64 = to_last(x, data_format).astype(np.float64)
     for training in (False, True):
-        got = _np(layer(x, training=training))
+        got = to_numpy(layer(x, training=training))
         if got.ndim == x.ndim:
             got = to_last(got, data_format)
         else:  # SoftHistogram: (..., K) with the map in the input's layout
@@ -335,7 +332,7 @@ def test_float32_matches_float64(cls, kwargs, shape):
     for name, v in layer.semantic_variables().items():
         if "moving" in name:
             want = keras.ops.convert_to_numpy(layer64.semantic_variables()[name].value)
-            fx.assert_agrees(_np(v.value), want, name)
+            fx.assert_agrees(to_numpy(v.value), want, name)
 
 
 # -- properties --------------------------------------------------------------------
@@ -363,7 +360,7 @@ def test_soft_histogram_sums_to_one_before_its_bn(x, k, per_channel, seed):
     rows = x.shape[-1] if per_channel else 1
     anchors = rng.normal(size=(rows, k)).astype("float32")
     widths = rng.uniform(-1, 5, size=(rows, k)).astype("float32")
-    h = _np(ssr_ops.soft_histogram(x, anchors, widths))
+    h = to_numpy(ssr_ops.soft_histogram(x, anchors, widths))
     assert h.shape == x.shape + (k,)
     assert np.all(h >= 0) and np.all(h <= 1)
     np.testing.assert_allclose(h.sum(-1), 1.0, atol=1e-5)
@@ -379,7 +376,7 @@ def test_multifractal_output_minus_input_in_unit_interval(x, seed, training):
     layer = keras_ssr.MultifractalRecalibration(2, 4, per_channel=bool(seed % 2))
     layer.build(x.shape)
     random_weights(layer, np.random.default_rng(seed))
-    y = _np(layer(x, training=training))
+    y = to_numpy(layer(x, training=training))
     rounding = np.abs(x) * 2.0**-23 * 2
     diff = y.astype(np.float64) - x
     assert np.all(diff > 0.5 - 1e-6 - rounding) and np.all(diff <= 1.0 + rounding)
@@ -392,7 +389,7 @@ def test_multifractal_output_minus_input_in_unit_interval(x, seed, training):
 def test_dct_first_group_sees_the_spatial_sum(x, low_freq):
     groups = low_freq ** (x.ndim - 2)
     x = np.repeat(x, groups, axis=-1)  # channels divisible by low_freq**d
-    d = _np(ssr_ops.frequency_pool(x, low_freq, "dct"))
+    d = to_numpy(ssr_ops.frequency_pool(x, low_freq, "dct"))
     per_group = x.shape[-1] // groups
     spatial = tuple(range(1, x.ndim - 1))
     want = x.astype(np.float64).sum(axis=spatial)[:, :per_group]
@@ -422,8 +419,8 @@ def test_cosine_bases(basis):
 )
 def test_equal_weights_give_the_ordinary_slope(x, logits):
     equal = np.full(3, float(logits[0]), "float32")
-    a = _np(ssr_ops.weighted_singularity_strength(x, equal, 3))
-    b = _np(ssr_ops.singularity_strength(x, 3))
+    a = to_numpy(ssr_ops.weighted_singularity_strength(x, equal, 3))
+    b = to_numpy(ssr_ops.singularity_strength(x, 3))
     np.testing.assert_allclose(a, b, atol=2e-4)
 
 
@@ -447,6 +444,6 @@ def test_sample_scaling_makes_samples_independent(cls, kwargs, x, seed):
     random_weights(layer, np.random.default_rng(seed))
     others = np.random.default_rng(seed).normal(scale=30, size=(2, *x.shape[1:]))
     batch = np.concatenate([x, others.astype("float32")])
-    alone = _np(layer(x, training=False))
-    together = _np(layer(batch, training=False))[: len(x)]
+    alone = to_numpy(layer(x, training=False))
+    together = to_numpy(layer(batch, training=False))[: len(x)]
     fx.assert_agrees(together, alone, "sample output")

@@ -11,13 +11,13 @@ training call.
 
 from __future__ import annotations
 
-import fixtures_mfr as fx
 import keras
 import numpy as np
 import pytest
-from gradients import vjp
 
 import keras_ssr
+from tests import fixtures_mfr as fx
+from tests.gradients import vjp
 
 #: Worst error per case and array kind, printed by ``pytest -s`` at the end.
 WORST: dict[str, float] = {}

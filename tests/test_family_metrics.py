@@ -10,7 +10,6 @@ import pathlib
 import keras
 import numpy as np
 import pytest
-from fixtures import assert_agrees
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -23,6 +22,7 @@ from keras_ssr.metrics import (
     followup_segmentation_metrics,
     per_image_dice,
 )
+from tests.fixtures import assert_agrees
 
 DATA = pathlib.Path(__file__).parent / "data" / "reference_mfr_tf214"
 EPS = 1e-12

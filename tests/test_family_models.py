@@ -13,14 +13,20 @@ from __future__ import annotations
 import re
 import warnings
 
-import fixtures_mfr as mfr
 import keras
 import numpy as np
 import pytest
-from conftest import requires_nchw_conv
 
 from keras_ssr import layers, models, porting
 from keras_ssr.porting import followup as followup_scopes
+from tests import fixtures_mfr as mfr
+from tests.helpers import (
+    assert_load_fails,
+    build_model,
+    model_case,
+    requires_nchw_conv,
+    to_numpy,
+)
 
 CHECKPOINTS = mfr.DATA / "checkpoints"
 H5 = CHECKPOINTS / "multifractal_unet.h5"
@@ -34,24 +40,6 @@ ATTENTION = {
     "fca_encoder_unet": layers.FrequencyChannelAttention,
     "multifractal_unet": layers.MultifractalRecalibration,
 }
-
-
-def _numpy(x):
-    return keras.ops.convert_to_numpy(x)
-
-
-def _case(name):
-    """The manifest entry, the arrays, and the weights by the follow-up's names."""
-    case, arrays = mfr.load(name)
-    weights = {
-        weight: arrays[f"weight_{i:03d}"]
-        for i, weight in enumerate(case["weight_names"])
-    }
-    return case, arrays, weights
-
-
-def _model(case, **overrides):
-    return getattr(models, case["builder"])(**{**case["kwargs"], **overrides})
 
 
 def _agrees(actual, expected, what):
@@ -69,8 +57,8 @@ def test_every_builder_has_a_case():
 
 @pytest.mark.parametrize("name", MODEL_CASES)
 def test_recorded_model(name):
-    case, arrays, weights = _case(name)
-    model = _model(case)
+    case, arrays, weights = model_case(mfr, name)
+    model = build_model(case)
     assert model.name == case["model"]
     attention = model.get_layer("encoder_0_attention")
     assert type(attention) is ATTENTION[case["model"]]
@@ -79,9 +67,9 @@ def test_recorded_model(name):
     assert sorted(mapping) == sorted(stored)
     assert len(set(mapping.values())) == len(model.weights)
 
-    y = _numpy(model(arrays["x"], training=False))
+    y = to_numpy(model(arrays["x"], training=False))
     _agrees(y, arrays["y_inference"], f"{name}: y_inference")
-    y = _numpy(model(arrays["x"], training=True))
+    y = to_numpy(model(arrays["x"], training=True))
     _agrees(y, arrays["y_training"], f"{name}: y_training")
 
 
@@ -156,8 +144,8 @@ MAPPED = {
 
 @pytest.mark.parametrize("name", sorted(MAPPED))
 def test_mapping_by_name(name):
-    case, _, weights = _case(name)
-    model = _model(case)
+    case, _, weights = model_case(mfr, name)
+    model = build_model(case)
     mapping = porting.load_weights(model, weights)
     for origin, slot in MAPPED[name]:
         assert mapping[origin] == slot
@@ -190,18 +178,18 @@ def _shift_suffixes(name: str, shift: int) -> str:
 def test_names_not_positions_decide(name):
     # Every scope renumbered (a session that built other models first), and
     # the weights in reversed order.
-    case, arrays, weights = _case(name)
+    case, arrays, weights = model_case(mfr, name)
     renamed = {_shift_suffixes(n, 5): w for n, w in reversed(weights.items())}
     assert "conv2d_15/bias:0" in renamed
-    model = _model(case)
+    model = build_model(case)
     porting.load_weights(model, renamed)
-    y = _numpy(model(arrays["x"], training=False))
+    y = to_numpy(model(arrays["x"], training=False))
     _agrees(y, arrays["y_inference"], f"{name} renamed: y_inference")
 
 
 @requires_nchw_conv
 def test_channels_first_multifractal_model():
-    case, arrays, weights = _case("model_multifractal_unet_5")
+    case, arrays, weights = model_case(mfr, "model_multifractal_unet_5")
     kwargs = dict(case["kwargs"])
     height, width, channels = kwargs.pop("input_shape")
     model = models.get_multifractal_unet(
@@ -209,7 +197,7 @@ def test_channels_first_multifractal_model():
     )
     porting.load_weights(model, weights)
     x = np.transpose(arrays["x"], (0, 3, 1, 2))
-    y = np.transpose(_numpy(model(x, training=False)), (0, 2, 3, 1))
+    y = np.transpose(to_numpy(model(x, training=False)), (0, 2, 3, 1))
     _agrees(y, arrays["y_inference"], "channels_first: y_inference")
 
 
@@ -238,7 +226,7 @@ def _moved_as_tf_keras(fresh, before, batch):
     """
     expected = {}
     for variable in fresh.weights:
-        value = _numpy(variable.value).astype(np.float64)
+        value = to_numpy(variable.value).astype(np.float64)
         n = _count_per_channel(fresh, variable.path, batch)
         if "moving_variance" in variable.path and n is not None:
             batch_variance = (value - 0.99 * before[variable.path]) / 0.01
@@ -251,8 +239,8 @@ def _moved_as_tf_keras(fresh, before, batch):
     "source", [H5, TF_FORMAT / "weights", TF_FORMAT], ids=["h5", "tf", "tf-dir"]
 )
 def test_checkpoint_files(source):
-    case, arrays, weights = _case("model_multifractal_unet_5")
-    model = _model(case)
+    case, arrays, weights = model_case(mfr, "model_multifractal_unet_5")
+    model = build_model(case)
     mapping = porting.load_weights(model, source)
     assert len(mapping) == len(model.weights)
 
@@ -260,23 +248,23 @@ def test_checkpoint_files(source):
     # are the recorded ones moved once, which a model loaded from the
     # recorded weights reproduces with its own training call (up to
     # tf.keras' Bessel correction, see _moved_as_tf_keras).
-    fresh = _model(case)
+    fresh = build_model(case)
     porting.load_weights(fresh, weights)
-    before = {v.path: _numpy(v.value).astype(np.float64) for v in fresh.weights}
+    before = {v.path: to_numpy(v.value).astype(np.float64) for v in fresh.weights}
     fresh(arrays["x"], training=True)
     expected = _moved_as_tf_keras(fresh, before, len(arrays["x"]))
     moved = 0
     for theirs, mine in zip(model.weights, fresh.weights):
-        _agrees(_numpy(theirs.value), expected[mine.path], mine.path)
+        _agrees(to_numpy(theirs.value), expected[mine.path], mine.path)
         moved += "moving_" in mine.path
     assert moved == 2 * (10 + 2 * 2)  # 10 conv-block BNs, 2 per recalibration
     # Batch statistics: the moving ones do not enter.
-    y = _numpy(model(arrays["x"], training=True))
+    y = to_numpy(model(arrays["x"], training=True))
     _agrees(y, arrays["y_training"], "y_training")
 
 
 def test_checkpoint_readers_agree():
-    case, _, weights = _case("model_multifractal_unet_5")
+    case, _, weights = model_case(mfr, "model_multifractal_unet_5")
     h5 = porting.read_h5_weights(H5)
     assert list(h5) == case["weight_names"]
     for name, value in h5.items():
@@ -293,49 +281,45 @@ def test_checkpoint_readers_agree():
 # --------------------------------------------------------------------------
 
 
-def _fails(model, source, match):
-    before = [np.copy(_numpy(v.value)) for v in model.weights]
-    with pytest.raises(ValueError, match=match):
-        porting.load_weights(model, source)
-    for old, variable in zip(before, model.weights):
-        np.testing.assert_array_equal(old, _numpy(variable.value))
-
-
 def test_multifractal_weights_into_an_ssr_unet():
-    case, _, weights = _case("model_multifractal_unet_5")
+    case, _, weights = model_case(mfr, "model_multifractal_unet_5")
     kwargs = {k: case["kwargs"][k] for k in ("channels_per_level", "input_shape")}
-    _fails(models.get_monofractal_unet(**kwargs), weights, "multifractal_recalibration")
-    _fails(models.get_monofractal_unet(**kwargs), H5, "multifractal_recalibration")
+    assert_load_fails(
+        models.get_monofractal_unet(**kwargs), weights, "multifractal_recalibration"
+    )
+    assert_load_fails(
+        models.get_monofractal_unet(**kwargs), H5, "multifractal_recalibration"
+    )
 
 
 def test_scse_weights_into_an_se_unet():
-    case, _, weights = _case("model_sc_encoder_unet_2")
+    case, _, weights = model_case(mfr, "model_sc_encoder_unet_2")
     model = models.get_se_unet(**case["kwargs"])
-    _fails(model, weights, "spatial")
+    assert_load_fails(model, weights, "spatial")
 
 
 def test_se_weights_into_an_scse_unet():
-    case, _, weights = _case("model_se_unet_1")
+    case, _, weights = model_case(mfr, "model_se_unet_1")
     model = models.get_sc_encoder_unet(**case["kwargs"])
-    _fails(model, weights, "spatial")
+    assert_load_fails(model, weights, "spatial")
 
 
 def test_per_channel_histogram_shape_mismatch():
-    case, _, weights = _case("model_multifractal_unet_5")
-    model = _model(case, per_channel=True)
-    _fails(model, weights, "anchor_tensor")
+    case, _, weights = model_case(mfr, "model_multifractal_unet_5")
+    model = build_model(case, per_channel=True)
+    assert_load_fails(model, weights, "anchor_tensor")
 
 
 def test_mixed_kinds_are_refused():
-    _, _, srm = _case("model_srm_encoder_unet_3")
-    _, _, fca = _case("model_fca_encoder_unet_4")
+    _, _, srm = model_case(mfr, "model_srm_encoder_unet_3")
+    _, _, fca = model_case(mfr, "model_fca_encoder_unet_4")
     mixed = {**{k: v for k, v in srm.items() if "style_based_recalibration_1" not in k}}
     mixed.update(
         {k: v for k, v in fca.items() if k.startswith("frequency_channel_attention_1")}
     )
     case = mfr.CASES["model_srm_encoder_unet_3"]
     with pytest.raises(ValueError, match="mixes attention blocks"):
-        porting.load_weights(_model(case), mixed)
+        porting.load_weights(build_model(case), mixed)
 
 
 def test_scopes_are_registered():
@@ -449,20 +433,22 @@ def test_volumetric_multifractal_unet():
     if keras.backend.backend() == "jax":
         return  # eager JAX compiles every 3-D op: the layer tests call them
     x = np.random.default_rng(0).random((1, 4, 4, 4, 1)).astype(np.float32)
-    y = _numpy(model(x))
+    y = to_numpy(model(x))
     assert y.shape == (1, 4, 4, 4, 1) and np.all((y > 0) & (y < 1))
 
 
 def test_keras_file_round_trip(tmp_path):
-    case, arrays, weights = _case("model_multifractal_unet_5")
-    model = _model(case)
+    case, arrays, weights = model_case(mfr, "model_multifractal_unet_5")
+    model = build_model(case)
     porting.load_weights(model, weights)
     path = tmp_path / "multifractal_unet.keras"
     model.save(path)
     again = keras.saving.load_model(path)
     x = arrays["x"]
     np.testing.assert_allclose(
-        _numpy(again(x, training=False)), _numpy(model(x, training=False)), atol=1e-6
+        to_numpy(again(x, training=False)),
+        to_numpy(model(x, training=False)),
+        atol=1e-6,
     )
 
 

@@ -5,14 +5,14 @@ input gradient."""
 
 from __future__ import annotations
 
-import fixtures as fx
 import keras
 import numpy as np
 import pytest
-from gradients import float64_mode, vjp
 
 import keras_ssr
 from keras_ssr import porting
+from tests import fixtures as fx
+from tests.gradients import float64_mode, vjp
 
 CASES = [
     (keras_ssr.LocalSingularityStrength, {"max_scale": 4}, (2, 48, 40, 6)),

@@ -16,10 +16,11 @@ import time
 import keras
 import numpy as np
 import pytest
-from gradients import vjp
 
 from keras_ssr import layers, models
 from keras_ssr.models.encoders import ENCODERS
+from tests.gradients import vjp
+from tests.helpers import to_numpy
 
 SIZE = 32
 APPLICATIONS = {
@@ -28,10 +29,6 @@ APPLICATIONS = {
     "efficientnetb0": keras.applications.EfficientNetB0,
     "convnexttiny": keras.applications.ConvNeXtTiny,
 }
-
-
-def _numpy(x):
-    return keras.ops.convert_to_numpy(x)
 
 
 def _images(batch=2, size=SIZE, channels=3, seed=0):
@@ -53,7 +50,7 @@ def _flat(model) -> dict:
 
 def _weights(model) -> dict:
     return {
-        name: [_numpy(w) for w in layer.weights]
+        name: [to_numpy(w) for w in layer.weights]
         for name, layer in _flat(model).items()
         if not isinstance(layer, keras.Model)
     }
@@ -67,7 +64,7 @@ def _assert_copied(base, before, new):
     for name, arrays in before.items():
         for old, now in zip(arrays, current[name]):
             np.testing.assert_array_equal(now, old)
-        copies = [_numpy(w) for w in new_layers[name].weights]
+        copies = [to_numpy(w) for w in new_layers[name].weights]
         assert len(copies) == len(arrays), name
         for old, copy in zip(arrays, copies):
             np.testing.assert_array_equal(copy, old)
@@ -223,8 +220,8 @@ def test_functional_matches_a_hand_built_model(after):
     for layer in reference.layers[1:]:  # not the input
         layer.set_weights(model.get_layer(layer.name).get_weights())
     np.testing.assert_allclose(
-        _numpy(model(x, training=False)),
-        _numpy(reference(x, training=False)),
+        to_numpy(model(x, training=False)),
+        to_numpy(reference(x, training=False)),
         rtol=0,
         atol=1e-6,
     )
@@ -271,8 +268,8 @@ def test_share_layers_shares_variables_copy_does_not():
     assert shared.get_layer("conv_0") is base.get_layer("conv_0")
     assert copied.get_layer("conv_0") is not base.get_layer("conv_0")
     base.get_layer("conv_0").kernel.assign(np.ones((3, 3, 3, 16), "float32"))
-    assert np.all(_numpy(shared.get_layer("conv_0").kernel) == 1)
-    assert not np.all(_numpy(copied.get_layer("conv_0").kernel) == 1)
+    assert np.all(to_numpy(shared.get_layer("conv_0").kernel) == 1)
+    assert not np.all(to_numpy(copied.get_layer("conv_0").kernel) == 1)
 
 
 def test_policy_and_data_format_follow_the_anchor():
@@ -389,4 +386,4 @@ def test_keras_hub_backbone_keeps_pyramid_outputs(hub_backbone, tmp_path):
     pyramid = keras.Model(model.input, model.pyramid_outputs)(x, training=False)
     again = keras.Model(reloaded.input, reloaded.pyramid_outputs)(x, training=False)
     for level in pyramid:
-        np.testing.assert_array_equal(_numpy(again[level]), _numpy(pyramid[level]))
+        np.testing.assert_array_equal(to_numpy(again[level]), to_numpy(pyramid[level]))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from keras_ssr import layers
+from tests.helpers import to_numpy
 
 RNG = np.random.default_rng(3)
 
@@ -42,10 +43,6 @@ CASES = {
 SHAPE = (2, 6, 6, 4)
 
 
-def _np(x):
-    return keras.ops.convert_to_numpy(x)
-
-
 def _input(data_format):
     x = RNG.uniform(-0.1, 0.1, SHAPE).astype("float32")
     return x if data_format == "channels_last" else np.moveaxis(x, -1, 1)
@@ -65,15 +62,15 @@ def test_return_gates_gives_the_gates_the_layer_applied(name, data_format):
     x = _input(data_format)
     for training in (False, True):
         y, gates = layer(x, training=training, return_gates=True)
-        y = _np(y)
+        y = to_numpy(y)
         if kind == "max":
-            channel, spatial = (_np(g) for g in gates)
+            channel, spatial = (to_numpy(g) for g in gates)
             pixel = list(x.shape)
             pixel[1 if data_format == "channels_first" else -1] = 1
             assert spatial.shape == tuple(pixel)
             want = np.maximum(x * channel, x * spatial)
         else:
-            channel = _np(gates)
+            channel = to_numpy(gates)
             want = x * channel if kind == "multiply" else x + channel
         if kind == "add":
             assert channel.shape == x.shape  # one gate per pixel and channel
@@ -81,10 +78,12 @@ def test_return_gates_gives_the_gates_the_layer_applied(name, data_format):
             assert channel.shape == _channel_gate_shape(x, data_format)
         np.testing.assert_array_equal(y, want)
         for g in gates if kind == "max" else (gates,):
-            g = _np(g)
+            g = to_numpy(g)
             assert np.all(g > 0.0) and np.all(g < 1.0)
     # Inference reads the moving statistics only: the same output either way.
-    np.testing.assert_array_equal(_np(layer(x)), _np(layer(x, return_gates=True)[0]))
+    np.testing.assert_array_equal(
+        to_numpy(layer(x)), to_numpy(layer(x, return_gates=True)[0])
+    )
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -104,7 +103,7 @@ def test_return_gates_in_a_functional_model(name):
 
     assert shapes(gates, None) == shapes(want_gates, None)
     assert shapes(got["gates"], SHAPE[0]) == shapes(want_gates, SHAPE[0])
-    np.testing.assert_array_equal(_np(got["outputs"]), _np(want_y))
+    np.testing.assert_array_equal(to_numpy(got["outputs"]), to_numpy(want_y))
 
 
 def test_return_gates_must_be_a_bool():
@@ -120,17 +119,17 @@ def test_the_deprecated_gates_methods_warn_and_keep_their_shapes(name):
     x = _input("channels_last")
     _, gates = layer(x, return_gates=True)
     with pytest.warns(DeprecationWarning, match="return_gates"):
-        old = _np(layer.gates(x))
+        old = to_numpy(layer.gates(x))
     if kind == "add":
-        np.testing.assert_array_equal(old, _np(gates))
+        np.testing.assert_array_equal(old, to_numpy(gates))
         return
     channel = gates[0] if kind == "max" else gates
     assert old.shape == (SHAPE[0], SHAPE[-1])
-    np.testing.assert_array_equal(old, _np(channel)[:, 0, 0, :])
+    np.testing.assert_array_equal(old, to_numpy(channel)[:, 0, 0, :])
     if kind == "max":
         with pytest.warns(DeprecationWarning, match="return_gates"):
-            spatial = _np(layer.spatial_gates(x))
-        np.testing.assert_array_equal(spatial, _np(gates[1]))
+            spatial = to_numpy(layer.spatial_gates(x))
+        np.testing.assert_array_equal(spatial, to_numpy(gates[1]))
 
 
 def test_the_deprecated_methods_build_through_call():
@@ -142,6 +141,6 @@ def test_the_deprecated_methods_build_through_call():
     assert layer.built and layer.input_spec is not None
     histogram = layers.SoftHistogram(4)
     with pytest.warns(DeprecationWarning, match="soft_histogram"):
-        h = _np(histogram.histogram(x))
+        h = to_numpy(histogram.histogram(x))
     assert histogram.built
     np.testing.assert_allclose(h.sum(-1), 1.0, atol=1e-5)

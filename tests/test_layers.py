@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import numpy_oracle as oracle
 import pytest
 
 import keras_ssr
 from keras_ssr import porting
 from keras_ssr import testing as kt
+from tests import numpy_oracle as oracle
+from tests.helpers import to_numpy
 
 SE = keras_ssr.SqueezeExcite
 LSS = keras_ssr.LocalSingularityStrength
@@ -130,10 +131,6 @@ def test_xu_measure_flag_must_be_a_bool():
 # -- ranks and data formats -----------------------------------------------------
 
 
-def _np(x):
-    return keras.ops.convert_to_numpy(x)
-
-
 def _to_first(x):
     return np.moveaxis(x, -1, 1)
 
@@ -151,8 +148,8 @@ def test_channels_first_equals_channels_last(cls, kwargs, shape):
     first.build(_to_first(x).shape)
     porting.set_layer_weights(first, porting.get_layer_weights(last))
     for training in (False, True):
-        a = _np(last(x, training=training))
-        b = _np(first(_to_first(x), training=training))
+        a = to_numpy(last(x, training=training))
+        b = to_numpy(first(_to_first(x), training=training))
         np.testing.assert_allclose(_to_first(a), b, rtol=1e-5, atol=1e-5)
 
 
@@ -164,7 +161,7 @@ def test_local_singularity_strength_equals_brute_force(shape, data_format):
     if data_format == "channels_first":
         x = _to_first(x)
     layer = LSS(max_scale=3, data_format=data_format)
-    got = _np(layer(x, training=False))
+    got = to_numpy(layer(x, training=False))
     want = oracle.singularity_strength(x, 3, "batch", data_format) / np.sqrt(1 + 1e-3)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
 
@@ -173,7 +170,7 @@ def test_local_singularity_strength_equals_brute_force(shape, data_format):
 def test_squeeze_excite_equals_numpy(shape):
     x = kt.random_input(shape)
     layer = SE(r=2)
-    y = _np(layer(x))
+    y = to_numpy(layer(x))
     w = porting.get_layer_weights(layer)
     pooled = x.reshape(shape[0], -1, shape[-1]).mean(axis=1)
     hidden = np.maximum(pooled @ w["squeeze.kernel"] + w["squeeze.bias"], 0)

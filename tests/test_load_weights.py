@@ -10,43 +10,26 @@ from __future__ import annotations
 
 import re
 
-import fixtures as fx
 import keras
 import numpy as np
 import pytest
-from conftest import requires_nchw_conv
 
 from keras_ssr import models, porting
 from keras_ssr.porting import scopes
+from tests import fixtures as fx
+from tests.helpers import (
+    assert_load_fails,
+    build_model,
+    model_case,
+    requires_nchw_conv,
+    to_numpy,
+    weights_snapshot,
+)
 
 CHECKPOINTS = fx.DATA / "checkpoints"
 H5 = CHECKPOINTS / "ssr_unet.h5"
 TF_FORMAT = CHECKPOINTS / "ssr_unet_tf_format"
 MODEL_CASES = ["model_unet_0", "model_unet_1", "model_ssr_unet_2", "model_ssr_unet_3"]
-
-
-def _numpy(x):
-    return keras.ops.convert_to_numpy(x)
-
-
-def _case(name):
-    """The manifest entry, the arrays, and the weights by original name."""
-    case, arrays = fx.load(name)
-    weights = {
-        weight: arrays[f"weight_{i:03d}"]
-        for i, weight in enumerate(case["weight_names"])
-    }
-    return case, arrays, weights
-
-
-def _model(case, **overrides):
-    kwargs = {**case["kwargs"], **overrides}
-    build = models.get_unet if case["model"] == "unet" else models.get_ssr_unet
-    return build(**kwargs)
-
-
-def _snapshot(model):
-    return [np.copy(_numpy(v.value)) for v in model.weights]
 
 
 # --------------------------------------------------------------------------
@@ -56,21 +39,21 @@ def _snapshot(model):
 
 @pytest.mark.parametrize("name", MODEL_CASES)
 def test_recorded_model(name):
-    case, arrays, weights = _case(name)
-    model = _model(case)
+    case, arrays, weights = model_case(fx, name)
+    model = build_model(case)
     mapping = porting.load_weights(model, weights)
     stored = [n for n in weights if "depthwise_conv2d" not in n]
     assert sorted(mapping) == sorted(stored)
     assert len(set(mapping.values())) == len(model.weights)
 
-    y = _numpy(model(arrays["x"], training=False))
+    y = to_numpy(model(arrays["x"], training=False))
     fx.assert_agrees(y, arrays["y_inference"], f"{name}: y_inference")
-    y = _numpy(model(arrays["x"], training=True))
+    y = to_numpy(model(arrays["x"], training=True))
     fx.assert_agrees(y, arrays["y_training"], f"{name}: y_training")
 
 
 def test_mapping_by_name():
-    _, _, weights = _case("model_ssr_unet_2")
+    _, _, weights = model_case(fx, "model_ssr_unet_2")
     model = models.get_ssr_unet([4, 8, 16], input_shape=[32, 32, 3])
     mapping = porting.load_weights(model, weights)
     assert mapping["contracting_layer/conv2d/kernel:0"] == "encoder_0_conv_0/kernel"
@@ -125,13 +108,13 @@ def _shift_suffixes(name: str, shift: int) -> str:
 def test_names_not_positions_decide():
     # Same weights with every scope renumbered (as in a session that built
     # other models first) and in reversed order.
-    case, arrays, weights = _case("model_ssr_unet_2")
+    case, arrays, weights = model_case(fx, "model_ssr_unet_2")
     renamed = {_shift_suffixes(n, 7): w for n, w in reversed(weights.items())}
     assert "contracting_layer_8/conv2d_10/kernel:0" in renamed
     assert "conv2d_17/bias:0" in renamed
-    model = _model(case)
+    model = build_model(case)
     porting.load_weights(model, renamed)
-    y = _numpy(model(arrays["x"], training=False))
+    y = to_numpy(model(arrays["x"], training=False))
     fx.assert_agrees(y, arrays["y_inference"], "renamed: y_inference")
 
 
@@ -142,28 +125,28 @@ def test_names_not_positions_decide():
 
 @pytest.mark.parametrize("source", [H5, TF_FORMAT / "weights"], ids=["h5", "tf"])
 def test_checkpoint_files(source):
-    case, arrays, weights = _case("model_ssr_unet_2")
-    model = _model(case)
+    case, arrays, weights = model_case(fx, "model_ssr_unet_2")
+    model = build_model(case)
     mapping = porting.load_weights(model, source)
     assert len(mapping) == len(model.weights)
 
     # The files were saved after the original's training-mode call: their
     # moving statistics are the recorded ones moved once, which a model
     # loaded from the recorded weights reproduces with its own training call.
-    fresh = _model(case)
+    fresh = build_model(case)
     porting.load_weights(fresh, weights)
     fresh(arrays["x"], training=True)
     moved = 0
     for theirs, mine in zip(model.weights, fresh.weights):
-        fx.assert_agrees(_numpy(theirs.value), _numpy(mine.value), mine.path)
+        fx.assert_agrees(to_numpy(theirs.value), to_numpy(mine.value), mine.path)
         moved += "moving_" in mine.path
     assert moved == 2 * 12  # 10 conv-block BNs and 2 SSR BNs
-    loaded = _numpy(model(arrays["x"], training=False))
-    expected = _numpy(fresh(arrays["x"], training=False))
+    loaded = to_numpy(model(arrays["x"], training=False))
+    expected = to_numpy(fresh(arrays["x"], training=False))
     fx.assert_agrees(loaded, expected, "y_inference after the training call")
 
     # Batch statistics: the moving ones do not enter.
-    y = _numpy(model(arrays["x"], training=True))
+    y = to_numpy(model(arrays["x"], training=True))
     fx.assert_agrees(y, arrays["y_training"], "y_training")
 
 
@@ -174,32 +157,32 @@ def test_checkpoint_files(source):
 )
 def test_checkpoint_path_forms(source):
     case = fx.CASES["model_ssr_unet_2"]
-    expected = _snapshot(_load_fresh(case, H5))
-    for old, new in zip(expected, _snapshot(_load_fresh(case, source))):
+    expected = weights_snapshot(_load_fresh(case, H5))
+    for old, new in zip(expected, weights_snapshot(_load_fresh(case, source))):
         np.testing.assert_array_equal(old, new)
 
 
 def _load_fresh(case, source):
-    model = _model(case)
+    model = build_model(case)
     porting.load_weights(model, source)
     return model
 
 
 @requires_nchw_conv
 def test_channels_first_model():
-    case, arrays, weights = _case("model_ssr_unet_2")
+    case, arrays, weights = model_case(fx, "model_ssr_unet_2")
     model = models.get_ssr_unet(
         [4, 8, 16], input_shape=[3, 32, 32], data_format="channels_first"
     )
     porting.load_weights(model, weights)
-    y = _numpy(model(np.transpose(arrays["x"], (0, 3, 1, 2)), training=False))
+    y = to_numpy(model(np.transpose(arrays["x"], (0, 3, 1, 2)), training=False))
     fx.assert_agrees(np.transpose(y, (0, 2, 3, 1)), arrays["y_inference"], "NCHW")
 
 
 def test_squeeze_excite_model():
     # An SE U-Net saved by the original's SqueezeExcite: the SSR names less
     # the singularity-strength layer, under squeeze_excite scopes.
-    _, _, weights = _case("model_ssr_unet_2")
+    _, _, weights = model_case(fx, "model_ssr_unet_2")
     se = {
         n.replace("singularity_strength_recalibration", "squeeze_excite"): w
         for n, w in weights.items()
@@ -222,69 +205,71 @@ def test_squeeze_excite_model():
 # --------------------------------------------------------------------------
 
 
-def _fails(model, source, match, error=ValueError):
-    before = _snapshot(model)
-    with pytest.raises(error, match=match):
-        porting.load_weights(model, source)
-    for old, variable in zip(before, model.weights):
-        np.testing.assert_array_equal(old, _numpy(variable.value), err_msg="assigned")
-
-
 def test_ssr_weights_into_plain_unet():
-    case, _, weights = _case("model_ssr_unet_2")
-    model = _model(fx.CASES["model_unet_0"])
+    case, _, weights = model_case(fx, "model_ssr_unet_2")
+    model = build_model(fx.CASES["model_unet_0"])
     first = (
         "singularity_strength_recalibration/local_singularity_strength/"
         "batch_normalization_2/gamma:0"
     )
-    _fails(model, weights, re.escape(first) + ".*no layer 'encoder_0_attention'")
+    assert_load_fails(
+        model, weights, re.escape(first) + ".*no layer 'encoder_0_attention'"
+    )
 
 
 def test_plain_weights_into_ssr_unet():
-    _, _, weights = _case("model_unet_0")
-    model = _model(fx.CASES["model_ssr_unet_2"])
-    _fails(model, weights, r"'encoder_0_attention/squeeze.kernel' \(shape \(4, 2\)\)")
+    _, _, weights = model_case(fx, "model_unet_0")
+    model = build_model(fx.CASES["model_ssr_unet_2"])
+    assert_load_fails(
+        model, weights, r"'encoder_0_attention/squeeze.kernel' \(shape \(4, 2\)\)"
+    )
 
 
 def test_ssr_weights_into_se_unet():
-    _, _, weights = _case("model_ssr_unet_2")
+    _, _, weights = model_case(fx, "model_ssr_unet_2")
     model = models.build_unet((4, 8, 16), (32, 32, 3), attention="se")
-    _fails(model, weights, "batch_normalization_2/gamma:0.*is a SqueezeExcite")
+    assert_load_fails(
+        model, weights, "batch_normalization_2/gamma:0.*is a SqueezeExcite"
+    )
 
 
 def test_bn_weights_into_unet_without_bn():
-    _, _, weights = _case("model_unet_0")
-    model = _model(fx.CASES["model_unet_1"])
-    _fails(model, weights, "contracting_layer/batch_normalization/gamma:0")
-    _, _, weights = _case("model_unet_1")
-    model = _model(fx.CASES["model_unet_0"])
-    _fails(model, weights, "'encoder_0_bn_0/gamma' .* no counterpart")
+    _, _, weights = model_case(fx, "model_unet_0")
+    model = build_model(fx.CASES["model_unet_1"])
+    assert_load_fails(model, weights, "contracting_layer/batch_normalization/gamma:0")
+    _, _, weights = model_case(fx, "model_unet_1")
+    model = build_model(fx.CASES["model_unet_0"])
+    assert_load_fails(model, weights, "'encoder_0_bn_0/gamma' .* no counterpart")
 
 
 def test_wrong_shape():
-    case, _, weights = _case("model_ssr_unet_2")
-    model = _model(case, n_classes=3)
-    _fails(
+    case, _, weights = model_case(fx, "model_ssr_unet_2")
+    model = build_model(case, n_classes=3)
+    assert_load_fails(
         model, weights, r"'conv2d_10/kernel:0' has shape \(1, 1, 4, 1\).*\(1, 1, 4, 3\)"
     )
-    model = _model(case, channels_per_level=[4, 8, 32])
-    _fails(model, weights, r"contracting_layer_2/conv2d_4/kernel:0.*\(3, 3, 8, 32\)")
+    model = build_model(case, channels_per_level=[4, 8, 32])
+    assert_load_fails(
+        model, weights, r"contracting_layer_2/conv2d_4/kernel:0.*\(3, 3, 8, 32\)"
+    )
 
 
 def test_missing_and_unknown_weights():
-    case, _, weights = _case("model_ssr_unet_2")
-    model = _model(case)
+    case, _, weights = model_case(fx, "model_ssr_unet_2")
+    model = build_model(case)
     partial = {n: w for n, w in weights.items() if n != "conv2d_10/bias:0"}
-    _fails(model, partial, "'head/bias'")
-    _fails(model, {**weights, "dense_3/kernel:0": np.ones(2)}, "'dense_3/kernel:0'")
+    assert_load_fails(model, partial, "'head/bias'")
+    assert_load_fails(
+        model, {**weights, "dense_3/kernel:0": np.ones(2)}, "'dense_3/kernel:0'"
+    )
     extra = {**weights, "contracting_layer/conv2d_99/kernel:0": np.ones(2)}
-    _fails(model, extra, "conv2d_99/kernel:0.*two conv2d")
-    _fails(model, {**weights, "conv2d_11/kernel:0": np.ones(2)}, "conv2d_11")
+    assert_load_fails(model, extra, "conv2d_99/kernel:0.*two conv2d")
+    assert_load_fails(model, {**weights, "conv2d_11/kernel:0": np.ones(2)}, "conv2d_11")
 
 
 def test_box_sum_kernels_are_checked():
-    case, _, weights = _case("model_ssr_unet_2")
-    model = _model(case)
+    case, _, weights = model_case(fx, "model_ssr_unet_2")
+    model = build_model(case)
     name = (
         "singularity_strength_recalibration_1/local_singularity_strength_1/"
         "depthwise_conv2d_1/depthwise_kernel:0"
@@ -292,41 +277,49 @@ def test_box_sum_kernels_are_checked():
     wrong = dict(weights)
     wrong[name] = weights[name].copy()
     wrong[name][1, 2, 3, 0] = 0.5
-    _fails(model, wrong, re.escape(name) + ".*all 1")
+    assert_load_fails(model, wrong, re.escape(name) + ".*all 1")
     wrong[name] = np.ones((4, 4, 4, 1), "float32")
-    _fails(model, wrong, re.escape(name) + r".*\(4, 4, 4, 1\).*\(4, 4, 8, 1\)")
+    assert_load_fails(
+        model, wrong, re.escape(name) + r".*\(4, 4, 4, 1\).*\(4, 4, 8, 1\)"
+    )
     bias = name.replace("depthwise_kernel", "bias")
     wrong = {**weights, bias: np.full(8, 0.1, "float32")}
-    _fails(model, wrong, re.escape(bias) + ".*all 0")
+    assert_load_fails(model, wrong, re.escape(bias) + ".*all 0")
 
 
 def test_max_scale_mismatch():
-    case, _, weights = _case("model_ssr_unet_2")
-    _fails(_model(case, max_scale=2), weights, "depthwise_conv2d_2.*max_scale=2")
-    _fails(_model(case, max_scale=4), weights, "lacks the box-sum bias of scale 4")
+    case, _, weights = model_case(fx, "model_ssr_unet_2")
+    assert_load_fails(
+        build_model(case, max_scale=2), weights, "depthwise_conv2d_2.*max_scale=2"
+    )
+    assert_load_fails(
+        build_model(case, max_scale=4), weights, "lacks the box-sum bias of scale 4"
+    )
 
 
 def test_source_errors(tmp_path):
-    case, _, weights = _case("model_ssr_unet_2")
-    model = _model(case)
-    _fails(model, 42, "source=42", TypeError)
-    _fails(model, {1: np.ones(2)}, "key 1", TypeError)
-    _fails(model, tmp_path / "nothing", "neither an .h5")
+    case, _, weights = model_case(fx, "model_ssr_unet_2")
+    model = build_model(case)
+    assert_load_fails(model, 42, "source=42", TypeError)
+    assert_load_fails(model, {1: np.ones(2)}, "key 1", TypeError)
+    assert_load_fails(model, tmp_path / "nothing", "neither an .h5")
     text = tmp_path / "weights.txt"
     text.write_text("not weights")
-    _fails(model, text, "not an HDF5")
-    _fails(model, {"model/layer/kernel:0": np.ones(2)}, "unknown scope 'model'")
+    assert_load_fails(model, text, "not an HDF5")
+    assert_load_fails(
+        model, {"model/layer/kernel:0": np.ones(2)}, "unknown scope 'model'"
+    )
 
     import h5py
 
     keras3 = tmp_path / "model.weights.h5"
     with h5py.File(keras3, "w") as file:
         file.create_group("layers")
-    _fails(model, keras3, "not a Keras 2")
+    assert_load_fails(model, keras3, "not a Keras 2")
 
 
 def test_model_errors():
-    _, _, weights = _case("model_ssr_unet_2")
+    _, _, weights = model_case(fx, "model_ssr_unet_2")
     with pytest.raises(TypeError, match="keras.Model"):
         porting.load_weights("model", weights)
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
@@ -356,7 +349,7 @@ def _gate_name(path, rank):
 
 
 def test_a_registered_attention_scope_is_placed(_scopes):
-    _, _, weights = _case("model_ssr_unet_2")
+    _, _, weights = model_case(fx, "model_ssr_unet_2")
     toy = {}
     for name, value in weights.items():
         if "local_singularity_strength" in name:

@@ -8,7 +8,6 @@ import math
 import keras
 import numpy as np
 import pytest
-from fixtures import assert_agrees, load
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -16,6 +15,7 @@ from hypothesis.extra import numpy as hnp
 from keras_ssr import losses, metrics
 from keras_ssr.losses import BCEDiceLoss, DiceLoss, bce_dice_loss, dice_loss
 from keras_ssr.metrics import dice_coefficient, segmentation_metrics, specificity
+from tests.fixtures import assert_agrees, load
 
 EPS = 1e-12
 

@@ -11,30 +11,23 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-import fixtures as fx
 import keras
 import numpy as np
 import pytest
-from conftest import requires_nchw_conv
 
 from keras_ssr import layers, models, porting
 from keras_ssr import testing as kt
 from keras_ssr.models import registry
+from tests import fixtures as fx
+from tests.helpers import (
+    build_model,
+    model_case,
+    requires_nchw_conv,
+    to_numpy,
+)
 
 LEVELS = (4, 8, 16)
 SHAPE = (32, 32, 3)
-
-
-def _numpy(x):
-    return keras.ops.convert_to_numpy(x)
-
-
-def _fixture_weights(name):
-    case, arrays = fx.load(name)
-    return case, {
-        weight: arrays[f"weight_{i:03d}"]
-        for i, weight in enumerate(case["weight_names"])
-    }
 
 
 # --------------------------------------------------------------------------
@@ -49,14 +42,13 @@ def test_parameter_counts_match_the_original(name):
     # Expected counts come from the recorded weight shapes of the original,
     # less its constant box-sum kernels (keras_ssr computes box sums
     # without weights).
-    case, weights = _fixture_weights(name)
+    case, _, weights = model_case(fx, name)
     stored = {n: w for n, w in weights.items() if "depthwise_conv2d" not in n}
     assert len(stored) < len(weights) or case["model"] == "unet"
     trainable = sum(w.size for n, w in stored.items() if "moving_" not in n)
     fixed = sum(w.size for n, w in stored.items() if "moving_" in n)
 
-    build = models.get_unet if case["model"] == "unet" else models.get_ssr_unet
-    model = build(**case["kwargs"])
+    model = build_model(case)
     assert sum(int(np.prod(v.shape)) for v in model.trainable_weights) == trainable
     assert sum(int(np.prod(v.shape)) for v in model.non_trainable_weights) == fixed
     assert len(model.weights) == len(stored)
@@ -134,12 +126,12 @@ def test_layer_names_and_wiring():
 def test_head(n_classes):
     model = models.build_unet(LEVELS, SHAPE, n_classes=n_classes, with_bn=False)
     x = np.random.default_rng(0).normal(size=(2, *SHAPE)).astype("float32")
-    y = _numpy(model(x))
+    y = to_numpy(model(x))
     channels = 1 if n_classes <= 2 else n_classes
     assert y.shape == (2, 32, 32, channels)
     assert np.all((y > 0) & (y < 1))
     logits = keras.Model(model.input, model.get_layer("head").output)(x)
-    logits = _numpy(logits).astype("float64")
+    logits = to_numpy(logits).astype("float64")
     if channels == 1:
         expected = 1 / (1 + np.exp(-logits))
     else:
@@ -315,7 +307,7 @@ def test_divisibility_follows_levels():
 def test_unknown_spatial_sizes():
     model = models.build_unet(LEVELS, (None, None, 3), attention="ssr")
     x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype("float32")
-    assert _numpy(model(x)).shape == (2, 32, 32, 1)
+    assert to_numpy(model(x)).shape == (2, 32, 32, 1)
 
 
 # --------------------------------------------------------------------------
@@ -326,7 +318,7 @@ def test_unknown_spatial_sizes():
 @requires_nchw_conv
 @pytest.mark.parametrize("n_classes", [2, 3])
 def test_channels_first_equals_channels_last(n_classes):
-    case, weights = _fixture_weights("model_ssr_unet_2")
+    case, _, weights = model_case(fx, "model_ssr_unet_2")
     _, arrays = fx.load("model_ssr_unet_2")
     x = arrays["x"]
     kwargs = dict(attention="ssr", n_classes=n_classes)
@@ -340,8 +332,8 @@ def test_channels_first_equals_channels_last(n_classes):
     else:
         first.set_weights(last.get_weights())
     for training in (False, True):
-        y_last = _numpy(last(x, training=training))
-        y_first = _numpy(first(np.transpose(x, (0, 3, 1, 2)), training=training))
+        y_last = to_numpy(last(x, training=training))
+        y_first = to_numpy(first(np.transpose(x, (0, 3, 1, 2)), training=training))
         assert y_first.shape[1] == (1 if n_classes == 2 else 3)
         fx.assert_agrees(np.transpose(y_first, (0, 2, 3, 1)), y_last, f"{training=}")
     if n_classes == 3:
@@ -378,9 +370,9 @@ def test_trilinear_upsampling(data_format):
         expected = _linear_2x_numpy(expected, axis)
     layer = layers.TrilinearUpSampling3D(data_format=data_format)
     if data_format == "channels_first":
-        y = np.moveaxis(_numpy(layer(np.moveaxis(x, -1, 1))), 1, -1)
+        y = np.moveaxis(to_numpy(layer(np.moveaxis(x, -1, 1))), 1, -1)
     else:
-        y = _numpy(layer(x))
+        y = to_numpy(layer(x))
     if data_format == "channels_first":
         assert layer.compute_output_shape((None, 2, 3, 4, 5)) == (None, 2, 6, 8, 10)
     else:
@@ -394,10 +386,12 @@ def test_trilinear_matches_keras_bilinear_on_flat_volumes():
     rng = np.random.default_rng(2)
     image = rng.normal(size=(2, 4, 6, 3)).astype("float32")
     volume = np.repeat(image[:, None], 3, axis=1)
-    y = _numpy(layers.TrilinearUpSampling3D(data_format="channels_last")(volume))
+    y = to_numpy(layers.TrilinearUpSampling3D(data_format="channels_last")(volume))
     bilinear = keras.layers.UpSampling2D(2, interpolation="bilinear")(image)
     for depth in range(6):
-        np.testing.assert_allclose(y[:, depth], _numpy(bilinear), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            y[:, depth], to_numpy(bilinear), rtol=1e-5, atol=1e-6
+        )
 
 
 def test_volumetric_unet_trains_one_step():
@@ -417,7 +411,7 @@ def test_volumetric_unet_trains_one_step():
     assert np.isfinite(history.history["loss"][0])
     changed = [not np.array_equal(a, b) for a, b in zip(before, model.get_weights())]
     assert any(changed)
-    assert _numpy(model(x)).shape == (2, 8, 8, 8, 1)
+    assert to_numpy(model(x)).shape == (2, 8, 8, 8, 1)
 
 
 def test_volumetric_channels_first_and_unknown_sizes():
@@ -425,7 +419,7 @@ def test_volumetric_channels_first_and_unknown_sizes():
         (2, 4), (1, None, None, None), attention="se", data_format="channels_first"
     )
     x = np.random.default_rng(0).uniform(size=(1, 1, 4, 6, 8)).astype("float32")
-    assert _numpy(model(x)).shape == (1, 1, 4, 6, 8)
+    assert to_numpy(model(x)).shape == (1, 1, 4, 6, 8)
 
 
 def test_ssr_xu_is_two_dimensional_only():
@@ -464,7 +458,8 @@ def test_save_and_reload(tmp_path, input_shape, attention):
     ]
     for training in (False, True):
         np.testing.assert_array_equal(
-            _numpy(loaded(x, training=training)), _numpy(model(x, training=training))
+            to_numpy(loaded(x, training=training)),
+            to_numpy(model(x, training=training)),
         )
 
 

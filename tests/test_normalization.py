@@ -7,20 +7,17 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from gradients import vjp
 
 import keras_ssr
 from keras_ssr.layers import BatchNormalization
 from keras_ssr.layers.normalization import CenteredBatchNormalization
+from tests.gradients import vjp
+from tests.helpers import to_numpy
 
 BACKEND = keras.backend.backend()
 RNG = np.random.default_rng(7)
 EPSILON = 1e-3
 MOMENTUM = 0.9
-
-
-def _np(x):
-    return keras.ops.convert_to_numpy(x)
 
 
 def _layer(shape, axis, fused, **kwargs):
@@ -58,8 +55,10 @@ def _broadcast(v, x, axis):
 
 def _numpy_bn(layer, x, training):
     """Output and moving statistics after one call, in float64."""
-    gamma, beta = (np.float64(_np(v)) for v in (layer.gamma, layer.beta))
-    moving = [np.float64(_np(v)) for v in (layer.moving_mean, layer.moving_variance)]
+    gamma, beta = (np.float64(to_numpy(v)) for v in (layer.gamma, layer.beta))
+    moving = [
+        np.float64(to_numpy(v)) for v in (layer.moving_mean, layer.moving_variance)
+    ]
     axis = layer.axis
     if training:
         mean, variance, _ = _moments(x, axis)
@@ -106,7 +105,7 @@ def test_fused_kernels_equal_the_keras_ops_path(shape, axis, training):
     for fused in (True, False):
         layer = _layer(shape, axis, fused)
         y, dx, grads = vjp(layer, x, cotangent, training=training)
-        moving = [_np(layer.moving_mean), _np(layer.moving_variance)]
+        moving = [to_numpy(layer.moving_mean), to_numpy(layer.moving_variance)]
         results[fused] = (y, dx, *(grads[v.path] for v in layer.trainable_variables))
         results[fused] += tuple(moving)
     for got, want in zip(results[True], results[False]):
@@ -136,10 +135,10 @@ def test_moving_statistics_follow_the_momentum_rule(fused):
             (reference.moving_mean, reference.moving_variance), moving
         ):
             variable.assign(value.astype("float32"))
-        got = _np(call(keras.ops.convert_to_tensor(x), training=training))
+        got = to_numpy(call(keras.ops.convert_to_tensor(x), training=training))
         assert _relative(got, want) < ROUNDING
         for variable, value in zip((layer.moving_mean, layer.moving_variance), moving):
-            np.testing.assert_allclose(_np(variable), value, rtol=1e-6)
+            np.testing.assert_allclose(to_numpy(variable), value, rtol=1e-6)
 
 
 def test_a_stateless_call_records_the_moving_statistics_and_changes_nothing():
@@ -149,16 +148,16 @@ def test_a_stateless_call_records_the_moving_statistics_and_changes_nothing():
     shape = (4, 5, 5, 3)
     x = _map(shape)
     layer = _layer(shape, -1, True)
-    before = [_np(v).copy() for v in layer.non_trainable_variables]
+    before = [to_numpy(v).copy() for v in layer.non_trainable_variables]
     passed = [keras.ops.copy(v.value) for v in layer.non_trainable_variables]
     trainable = [v.value for v in layer.trainable_variables]
     _, updated = layer.stateless_call(trainable, passed, x, training=True)
     _, moving = _numpy_bn(layer, x, True)
     for variable, tensor, old in zip(layer.non_trainable_variables, passed, before):
-        np.testing.assert_array_equal(_np(variable), old)
-        np.testing.assert_array_equal(_np(tensor), old)
+        np.testing.assert_array_equal(to_numpy(variable), old)
+        np.testing.assert_array_equal(to_numpy(tensor), old)
     for value, want in zip(updated, moving):
-        np.testing.assert_allclose(_np(value), want, rtol=1e-6)
+        np.testing.assert_allclose(to_numpy(value), want, rtol=1e-6)
 
 
 @pytest.mark.parametrize("fused", [True, False])
@@ -170,21 +169,21 @@ def test_pooled_is_the_mean_of_the_normalised_map(fused):
     x = _map(shape)
     for training in (True, False):
         pooled, called = _layer(shape, -1, fused), _layer(shape, -1, fused)
-        got = _np(pooled.pooled(keras.ops.convert_to_tensor(x), (1, 2), training))
-        want = _np(called(x, training=training)).astype(np.float64).mean((1, 2))
+        got = to_numpy(pooled.pooled(keras.ops.convert_to_tensor(x), (1, 2), training))
+        want = to_numpy(called(x, training=training)).astype(np.float64).mean((1, 2))
         assert got.shape == (3, 4)
         assert _relative(got, want) < ROUNDING
         for a, b in zip(pooled.non_trainable_variables, called.non_trainable_variables):
-            np.testing.assert_allclose(_np(a), _np(b), rtol=1e-6)
+            np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-6)
 
 
 def test_an_empty_training_batch_uses_and_keeps_the_moving_statistics():
     layer = _layer((0, 4, 4, 3), -1, True)
-    before = [_np(v).copy() for v in layer.non_trainable_variables]
+    before = [to_numpy(v).copy() for v in layer.non_trainable_variables]
     y = layer(np.zeros((0, 4, 4, 3), "float32"), training=True)
     assert tuple(y.shape) == (0, 4, 4, 3)
     for variable, old in zip(layer.non_trainable_variables, before):
-        np.testing.assert_array_equal(_np(variable), old)
+        np.testing.assert_array_equal(to_numpy(variable), old)
 
 
 def test_a_mask_takes_keras_own_masked_moments():
@@ -196,8 +195,8 @@ def test_a_mask_takes_keras_own_masked_moments():
     theirs.build(shape)
     theirs.set_weights(ours.get_weights())
     np.testing.assert_allclose(
-        _np(ours(x, training=True, mask=mask)),
-        _np(theirs(x, training=True, mask=mask)),
+        to_numpy(ours(x, training=True, mask=mask)),
+        to_numpy(theirs(x, training=True, mask=mask)),
         rtol=1e-5,
         atol=1e-5,
     )
@@ -273,7 +272,7 @@ def test_the_deprecated_names_warn_and_load_what_they_saved(name):
     x = _map((3, 4, 4, 2))
     new = BatchNormalization(momentum=config["momentum"])
     np.testing.assert_array_equal(
-        _np(layer(x, training=True)), _np(new(x, training=True))
+        to_numpy(layer(x, training=True)), to_numpy(new(x, training=True))
     )
 
 

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import numpy_oracle as oracle
 import pytest
-from gradients import compiled, vjp_function
 
 from keras_ssr import ops as ssr_ops
+from tests import numpy_oracle as oracle
+from tests.gradients import compiled, vjp_function
+from tests.helpers import to_numpy
 
 RNG = np.random.default_rng(1234)
 
 
 def _t(x):
     return keras.ops.convert_to_tensor(np.asarray(x, dtype="float32"))
-
-
-def _np(t):
-    return keras.ops.convert_to_numpy(t)
 
 
 def _rel(a, b):
@@ -50,7 +47,7 @@ def test_box_sums_equal_brute_force(shape, max_scale, data_format):
         x = _to_first(x)
     axes = oracle.spatial_axes(x.ndim, data_format)
     box_sums = compiled(lambda t: ssr_ops.box_sums(t, max_scale, data_format))
-    got = _np(box_sums(_t(x)))
+    got = to_numpy(box_sums(_t(x)))
     assert got.shape == x.shape + (max_scale,)
     for j in range(max_scale):
         want = oracle.box_sum(x, 2 ** (j + 1), axes)
@@ -60,7 +57,7 @@ def test_box_sums_equal_brute_force(shape, max_scale, data_format):
 def test_box_sums_are_exact_on_large_maps():
     """No cumulative-sum drift: 224 x 224, boxes up to 16, float32 vs float64."""
     x = RNG.uniform(1, 256, size=(1, 224, 224, 1))
-    got = _np(ssr_ops.box_sums(_t(x), 4))
+    got = to_numpy(ssr_ops.box_sums(_t(x), 4))
     for j in range(4):
         want = oracle.box_sum(x, 2 ** (j + 1), (1, 2))
         assert np.max(np.abs(got[..., j] - want) / want) < 2e-6
@@ -73,7 +70,7 @@ def test_singularity_strength_equals_brute_force(shape, scaling, data_format):
     x = RNG.normal(size=shape)
     if data_format == "channels_first":
         x = _to_first(x)
-    got = _np(ssr_ops.singularity_strength(_t(x), 3, scaling, data_format))
+    got = to_numpy(ssr_ops.singularity_strength(_t(x), 3, scaling, data_format))
     want = oracle.singularity_strength(x, 3, scaling, data_format)
     assert got.dtype == np.float32
     assert _rel(got, want) < 1e-5
@@ -82,8 +79,8 @@ def test_singularity_strength_equals_brute_force(shape, scaling, data_format):
 @pytest.mark.parametrize("shape", [(2, 9, 4), (2, 11, 6, 3), (1, 5, 6, 7, 2)])
 def test_channels_first_equals_channels_last(shape):
     x = RNG.normal(size=shape).astype("float32")
-    last = _np(ssr_ops.singularity_strength(_t(x), 3, "sample", "channels_last"))
-    first = _np(
+    last = to_numpy(ssr_ops.singularity_strength(_t(x), 3, "sample", "channels_last"))
+    first = to_numpy(
         ssr_ops.singularity_strength(_t(_to_first(x)), 3, "sample", "channels_first")
     )
     np.testing.assert_allclose(_to_first(last), first, rtol=1e-6, atol=1e-6)
@@ -93,7 +90,7 @@ def test_channels_first_equals_channels_last(shape):
 def test_min_max_scale_equals_numpy(scaling):
     x = RNG.normal(size=(3, 6, 5, 4))
     x[..., 1] = 2.5  # a constant channel stays finite (clipped denominator)
-    got = _np(ssr_ops.min_max_scale(_t(x), scaling))
+    got = to_numpy(ssr_ops.min_max_scale(_t(x), scaling))
     want = oracle.min_max(x, scaling)
     assert np.all(np.isfinite(got))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
@@ -104,7 +101,7 @@ def test_min_max_scale_equals_numpy(scaling):
 def test_ols_slope_equals_centred_formula(n):
     measures = RNG.uniform(1, 1000, size=(2, 4, 3, n))
     for scales in (ssr_ops.dyadic_scales(n), list(range(1, n + 1))):
-        got = _np(ssr_ops.ols_slope(_t(measures), scales))
+        got = to_numpy(ssr_ops.ols_slope(_t(measures), scales))
         np.testing.assert_allclose(
             got, oracle.slope(measures, scales), rtol=1e-5, atol=1e-5
         )
@@ -115,7 +112,7 @@ def test_ols_slope_recovers_a_power_law():
     scales = ssr_ops.dyadic_scales(4)
     exponents = RNG.uniform(0.5, 3.0, size=(5,))
     measures = 3.0 * np.asarray(scales)[None, :] ** exponents[:, None]
-    got = _np(ssr_ops.ols_slope(_t(measures), scales))
+    got = to_numpy(ssr_ops.ols_slope(_t(measures), scales))
     np.testing.assert_allclose(got, exponents, rtol=1e-5)
 
 
@@ -147,7 +144,9 @@ def test_learnable_measures_equal_brute_force(data_format):
     if data_format == "channels_first":
         x = _to_first(x)
     kernels = [RNG.normal(size=(s, s)) for s in range(1, 5)]
-    got = _np(ssr_ops.learnable_measures(_t(x), [_t(k) for k in kernels], data_format))
+    got = to_numpy(
+        ssr_ops.learnable_measures(_t(x), [_t(k) for k in kernels], data_format)
+    )
     want = oracle.learnable_measures(x, kernels, data_format)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
@@ -155,7 +154,9 @@ def test_learnable_measures_equal_brute_force(data_format):
 def test_learnable_singularity_strength_equals_brute_force():
     x = RNG.normal(size=(2, 10, 7, 3))
     kernels = [np.abs(RNG.normal(size=(s, s))) for s in range(1, 5)]
-    got = _np(ssr_ops.learnable_singularity_strength(_t(x), [_t(k) for k in kernels]))
+    got = to_numpy(
+        ssr_ops.learnable_singularity_strength(_t(x), [_t(k) for k in kernels])
+    )
     measures = oracle.learnable_measures(oracle.min_max(x), kernels)
     want = oracle.slope(measures, range(1, 5))
     assert _rel(got, want) < 1e-5
@@ -164,10 +165,16 @@ def test_learnable_singularity_strength_equals_brute_force():
 def test_centered_batch_normalization_equals_numpy():
     x = RNG.normal(loc=5.0, scale=0.01, size=(4, 6, 6, 3))
     mean, variance = ssr_ops.centered_moments(_t(x), (0, 1, 2))
-    np.testing.assert_allclose(_np(mean).ravel(), x.mean(axis=(0, 1, 2)), rtol=1e-6)
-    np.testing.assert_allclose(_np(variance).ravel(), x.var(axis=(0, 1, 2)), rtol=1e-3)
+    np.testing.assert_allclose(
+        to_numpy(mean).ravel(), x.mean(axis=(0, 1, 2)), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        to_numpy(variance).ravel(), x.var(axis=(0, 1, 2)), rtol=1e-3
+    )
     gamma, beta = RNG.normal(size=3), RNG.normal(size=3)
-    y = _np(ssr_ops.batch_normalize(_t(x), mean, variance, _t(gamma), _t(beta), 1e-3))
+    y = to_numpy(
+        ssr_ops.batch_normalize(_t(x), mean, variance, _t(gamma), _t(beta), 1e-3)
+    )
     want = (x - x.mean((0, 1, 2))) / np.sqrt(x.var((0, 1, 2)) + 1e-3) * gamma + beta
     np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
 
@@ -188,8 +195,8 @@ def test_half_inputs_are_computed_in_float32(dtype):
     half = keras.ops.cast(_t(x), dtype)
     got = ssr_ops.singularity_strength(half, 4)
     assert keras.backend.standardize_dtype(got.dtype) == "float32"
-    want = oracle.singularity_strength(_np(keras.ops.cast(half, "float32")), 4)
-    assert _rel(_np(got), want) < 1e-5
+    want = oracle.singularity_strength(to_numpy(keras.ops.cast(half, "float32")), 4)
+    assert _rel(to_numpy(got), want) < 1e-5
 
 
 def _autodiff_strength(max_scale, scaling, data_format):

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import numpy_oracle as oracle
 import pytest
-from gradients import float64_mode
 
 from keras_ssr import layers
 from keras_ssr import ops as ssr_ops
+from tests import numpy_oracle as oracle
+from tests.gradients import float64_mode
 
 BACKEND = keras.backend.backend()
 RNG = np.random.default_rng(7)

@@ -10,15 +10,15 @@ training call.
 
 from __future__ import annotations
 
-import fixtures as fx
 import keras
 import numpy as np
 import pytest
-from gradients import vjp
 
 import keras_ssr
 from keras_ssr import ops as ssr_ops
 from keras_ssr import porting
+from tests import fixtures as fx
+from tests.gradients import vjp
 
 LAYER_CASES = sorted(name for name, case in fx.CASES.items() if "layer" in case)
 

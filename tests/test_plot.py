@@ -6,12 +6,12 @@ import sys
 
 import keras
 import numpy as np
-import numpy_oracle as oracle
 import pytest
-from conftest import requires_nchw_conv
 
 from keras_ssr import plot
 from keras_ssr.models import attention_names, build_unet, get_ssr_unet, get_unet
+from tests import numpy_oracle as oracle
+from tests.helpers import requires_nchw_conv
 
 pytest.importorskip("matplotlib")
 

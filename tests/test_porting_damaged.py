@@ -20,15 +20,15 @@ import subprocess
 import sys
 import tracemalloc
 
-import fixtures as fx
-import fixtures_mfr as mfr
 import h5py
 import keras
 import numpy as np
 import pytest
-import weight_files as wf
 
 from keras_ssr import models, porting
+from tests import fixtures as fx
+from tests import fixtures_mfr as mfr
+from tests import weight_files as wf
 
 CHECKPOINTS = fx.DATA / "checkpoints"
 H5 = CHECKPOINTS / "ssr_unet.h5"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import fixtures as fx
 import h5py
 import keras
 import numpy as np
 import pytest
 
 from keras_ssr import models, porting
+from tests import fixtures as fx
 
 H5 = fx.DATA / "checkpoints" / "ssr_unet.h5"
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-import fixtures as fx
 import numpy as np
 import pytest
-import weight_files as wf
 
 from keras_ssr import porting
 from keras_ssr.porting import tensorbundle
+from tests import fixtures as fx
+from tests import weight_files as wf
 
 TF_FORMAT = fx.DATA / "checkpoints" / "ssr_unet_tf_format"
 HAS_TF = importlib.util.find_spec("tensorflow") is not None

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import numpy_oracle as oracle
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import keras_ssr
 from keras_ssr import ops as ssr_ops
+from tests import numpy_oracle as oracle
+from tests.helpers import to_numpy
 
 
 def _t(x):
     return keras.ops.convert_to_tensor(np.asarray(x, dtype="float32"))
-
-
-def _np(t):
-    return keras.ops.convert_to_numpy(t)
 
 
 @st.composite
@@ -52,14 +49,14 @@ def test_map_ignores_positive_scale_and_shift(x, scale, shift, scaling, max_scal
     x = x.astype(np.float64)
     channel = np.arange(x.shape[-1]) + 1.0
     moved = (x * scale * channel + shift * channel).astype("float32")
-    a = _np(ssr_ops.singularity_strength(_t(x), max_scale, scaling))
-    b = _np(ssr_ops.singularity_strength(_t(moved), max_scale, scaling))
+    a = to_numpy(ssr_ops.singularity_strength(_t(x), max_scale, scaling))
+    b = to_numpy(ssr_ops.singularity_strength(_t(moved), max_scale, scaling))
     np.testing.assert_allclose(a, b, atol=2e-3)
 
 
 @given(x=maps(max_side=9), max_scale=st.integers(1, 3))
 def test_box_sums_equal_brute_force(x, max_scale):
-    got = _np(ssr_ops.box_sums(_t(x), max_scale))
+    got = to_numpy(ssr_ops.box_sums(_t(x), max_scale))
     axes = tuple(range(1, x.ndim - 1))
     for j in range(max_scale):
         want = oracle.box_sum(x, 2 ** (j + 1), axes)
@@ -71,7 +68,7 @@ def test_constant_map_has_the_dimension_as_exponent(side, rank):
     """A uniform measure scales as k**d: the interior exponent is d."""
     spatial = rank - 2
     shape = (1,) + (side,) * spatial + (1,)
-    alpha = _np(ssr_ops.singularity_strength(_t(np.full(shape, 3.0)), 2))
+    alpha = to_numpy(ssr_ops.singularity_strength(_t(np.full(shape, 3.0)), 2))
     interior = alpha[(0,) + (slice(1, side - 2),) * spatial + (0,)]
     np.testing.assert_allclose(interior, float(spatial), atol=1e-5)
 
@@ -91,7 +88,7 @@ def test_gates_lie_in_the_open_unit_interval(x, cls, training):
     # Inputs within +-0.1 keep the sigmoid's argument moderate: in float32,
     # sigmoid(z) rounds to exactly 1.0 for z > ~17 (hypothesis found x = 63).
     x = x / 1000.0
-    y, gates = (_np(t) for t in layer(_t(x), training=training, return_gates=True))
+    y, gates = (to_numpy(t) for t in layer(_t(x), training=training, return_gates=True))
     assert gates.shape == (x.shape[0],) + (1,) * (x.ndim - 2) + (channels,)
     assert np.all(gates > 0.0) and np.all(gates < 1.0)
     # and the layer multiplies by them
@@ -123,8 +120,8 @@ def test_sample_scaling_makes_samples_independent(first, others, seed, layer_kin
         )
     else:
         layer = keras_ssr.LocalSingularityStrengthXu(3, scaling="sample")
-    a = _np(layer(_t(batch_a), training=False))[0]
-    b = _np(layer(_t(batch_b), training=False))[0]
+    a = to_numpy(layer(_t(batch_a), training=False))[0]
+    b = to_numpy(layer(_t(batch_b), training=False))[0]
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
@@ -133,12 +130,12 @@ def test_batch_scaling_couples_samples():
     rng = np.random.default_rng(0)
     first = rng.normal(size=(1, 8, 8, 2))
     layer = keras_ssr.LocalSingularityStrength(3)
-    a = _np(
+    a = to_numpy(
         layer(
             _t(np.concatenate([first, rng.normal(size=(1, 8, 8, 2))])), training=False
         )
     )
-    b = _np(
+    b = to_numpy(
         layer(
             _t(np.concatenate([first, 50 + rng.normal(size=(1, 8, 8, 2))])),
             training=False,
@@ -152,4 +149,4 @@ def test_ssr_output_is_finite_on_constant_channels(x, training):
     x = x.copy()
     x[..., 0] = 7.0
     layer = keras_ssr.SingularityStrengthRecalibration(r=1, max_scale=2)
-    assert np.all(np.isfinite(_np(layer(_t(x), training=training))))
+    assert np.all(np.isfinite(to_numpy(layer(_t(x), training=training))))
