@@ -19,9 +19,9 @@ check. The contract:
 - **build**: ``build(input_shape)`` builds the layer; a layer with a
   ``semantic_variables()`` method (as keras_ssr's have) names each of its
   weights exactly once;
-- **call**: a symbolic call on a ``keras.Input`` and an eager call on an
-  array give the shape that ``compute_output_shape`` promises, and finite
-  values;
+- **call**: ``compute_output_shape``, a symbolic call on a ``keras.Input``
+  and an eager call on an array all give the output shape the caller
+  expects (``expected_output_shape``), and finite values;
 - **save**: a model holding the layer, saved to ``.keras`` and reloaded,
   gives identical outputs;
 - **fit**: one ``fit`` step (XLA-compiled on TensorFlow and JAX, eager on
@@ -38,7 +38,12 @@ the argument and the value received.
 Example:
     >>> import keras_ssr.testing as kt
     >>> config = kt.check_config_round_trip(keras_ssr.SqueezeExcite, {"r": 2})
-    >>> errors = kt.check_layer(keras_ssr.SqueezeExcite, (2, 8, 8, 4), {"r": 2})
+    >>> errors = kt.check_layer(
+    ...     keras_ssr.SqueezeExcite,
+    ...     (2, 8, 8, 4),
+    ...     {"r": 2},
+    ...     expected_output_shape=(2, 8, 8, 4),
+    ... )
     >>> sorted(errors)[0]
     'mixed_bfloat16/inference'
     >>> kt.check_bad_argument(lambda: keras_ssr.SqueezeExcite(r=0), "r", 0)
@@ -225,29 +230,40 @@ def check_symbolic_and_eager(
     layer_factory: LayerFactory,
     input_shape,
     init_kwargs: Mapping[str, Any] | None = None,
+    *,
+    expected_output_shape,
 ) -> np.ndarray:
-    """Checks a symbolic and an eager call against ``compute_output_shape``.
+    """Checks ``compute_output_shape``, a symbolic and an eager call against
+    the output shape the caller expects.
+
+    Args:
+        layer_factory, input_shape, init_kwargs: the layer.
+        expected_output_shape: the output shape for ``input_shape``, batch
+            axis included, as the caller knows it (as in Keras'
+            ``run_layer_test``): not asked of the layer, so that a wrong
+            ``compute_output_shape`` cannot vouch for itself.
 
     Returns:
         The eager output, as a NumPy array.
     """
     input_shape = tuple(input_shape)
+    expected = tuple(expected_output_shape)
     layer = _make(layer_factory, init_kwargs)
-    expected = tuple(layer.compute_output_shape(input_shape))
+    name = type(layer).__name__
+    promised = tuple(layer.compute_output_shape(input_shape))
+    if promised != expected:
+        _fail(f"{name}: compute_output_shape {promised} != expected {expected}")
     symbolic = layer(keras.Input(batch_shape=input_shape))
     if tuple(symbolic.shape) != expected:
         _fail(
-            f"{type(layer).__name__}: symbolic output shape {tuple(symbolic.shape)} "
-            f"!= compute_output_shape {expected}"
+            f"{name}: symbolic output shape {tuple(symbolic.shape)} "
+            f"!= expected {expected}"
         )
     eager = _numpy(layer(random_input(input_shape)))
     if eager.shape != expected:
-        _fail(
-            f"{type(layer).__name__}: eager output shape {eager.shape} != "
-            f"compute_output_shape {expected}"
-        )
+        _fail(f"{name}: eager output shape {eager.shape} != expected {expected}")
     if not np.all(np.isfinite(eager)):
-        _fail(f"{type(layer).__name__}: non-finite values in the eager output")
+        _fail(f"{name}: non-finite values in the eager output")
     return eager
 
 
@@ -371,6 +387,7 @@ def check_layer(
     input_shape,
     init_kwargs: Mapping[str, Any] | None = None,
     *,
+    expected_output_shape=None,
     checks: Iterable[str] = CHECKS,
     policies: Iterable[str] = MIXED_POLICIES,
     tolerance: float = MIXED_PRECISION_TOLERANCE,
@@ -385,6 +402,9 @@ def check_layer(
         input_shape: the full input shape, batch axis included; keep it
             small (a batch of 2, a few pixels, a few channels).
         init_kwargs: keyword arguments of the factory.
+        expected_output_shape: the output shape for ``input_shape``, batch
+            axis included, which the call check asserts (required when
+            ``checks`` holds ``"call"``).
         checks: the checks to run, a subset of :data:`CHECKS`.
         policies: the mixed policies of the mixed-precision check.
         tolerance: its relative tolerance.
@@ -397,7 +417,8 @@ def check_layer(
 
     Raises:
         AssertionError: naming the first check that fails.
-        ValueError: for an unknown check name.
+        ValueError: for an unknown check name, or no
+            ``expected_output_shape`` for the call check.
 
     Example:
         >>> import keras_ssr.testing as kt
@@ -411,6 +432,11 @@ def check_layer(
         raise ValueError(
             f"`checks` must be a subset of {CHECKS}. Received: checks={checks!r}"
         )
+    if "call" in checks and expected_output_shape is None:
+        raise ValueError(
+            "The call check needs the output shape the layer should give: pass "
+            "`expected_output_shape`. Received: expected_output_shape=None"
+        )
     input_shape = tuple(input_shape)
     errors: dict[str, float] = {}
     if "config" in checks:
@@ -418,7 +444,12 @@ def check_layer(
     if "build" in checks:
         check_build(layer_factory, input_shape, init_kwargs)
     if "call" in checks:
-        check_symbolic_and_eager(layer_factory, input_shape, init_kwargs)
+        check_symbolic_and_eager(
+            layer_factory,
+            input_shape,
+            init_kwargs,
+            expected_output_shape=expected_output_shape,
+        )
     if "save" in checks:
         check_save_and_reload(layer_factory, input_shape, init_kwargs, directory)
     if "fit" in checks:

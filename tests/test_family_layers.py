@@ -53,7 +53,9 @@ FIRST_IDS = [c.__name__ for c, _, _ in FIRST]
 def test_config_build_and_call(cls, kwargs, shape):
     kt.check_config_round_trip(cls, kwargs)
     kt.check_build(cls, shape, kwargs)
-    kt.check_symbolic_and_eager(cls, shape, kwargs)
+    # SoftHistogram adds a last axis of one membership per anchor.
+    out = (*shape, kwargs["num_anchors"]) if cls is HIST else shape
+    kt.check_symbolic_and_eager(cls, shape, kwargs, expected_output_shape=out)
 
 
 @pytest.mark.parametrize("cls, kwargs, shape", FIRST, ids=FIRST_IDS)

@@ -43,7 +43,9 @@ def test_config_round_trip(cls, kwargs, shape):
 @pytest.mark.parametrize("cls, kwargs, shape", LAYER_CASES, ids=IDS)
 def test_build_symbolic_and_eager(cls, kwargs, shape):
     kt.check_build(cls, shape, kwargs)
-    kt.check_symbolic_and_eager(cls, shape, kwargs)
+    # LearnableMeasure adds a last axis of one measure per scale.
+    out = (*shape, kwargs["max_scale"]) if cls is LM else shape
+    kt.check_symbolic_and_eager(cls, shape, kwargs, expected_output_shape=out)
 
 
 @pytest.mark.parametrize("cls, kwargs, shape", LAYER_CASES, ids=IDS)

@@ -58,7 +58,9 @@ def _registry():
 def test_a_registered_user_attention_passes_the_contract(_registry):
     """What docs/testing.md shows: register a layer, then check it."""
     models.register_attention("contrast", ContrastGate, {"scale": 2.0})
-    errors = kt.check_layer(ContrastGate, (2, 6, 6, 3), {"scale": 2.0})
+    errors = kt.check_layer(
+        ContrastGate, (2, 6, 6, 3), {"scale": 2.0}, expected_output_shape=(2, 6, 6, 3)
+    )
     assert sorted(errors) == ["mixed_bfloat16/inference", "mixed_float16/inference"]
     assert all(0 <= e <= kt.MIXED_PRECISION_TOLERANCE for e in errors.values())
     model = models.build_unet((4, 8), (8, 8, 3), attention="contrast")
@@ -82,6 +84,15 @@ def test_training_modes_are_checked_when_call_takes_training():
 def test_unknown_check():
     with pytest.raises(ValueError, match="checks=\\('speed',\\)"):
         kt.check_layer(ContrastGate, (2, 4, 4, 2), checks=("speed",))
+
+
+def test_the_call_check_needs_the_expected_shape():
+    kt.check_bad_argument(
+        lambda: kt.check_layer(ContrastGate, (2, 4, 4, 2)),
+        "expected_output_shape",
+        None,
+        error=ValueError,
+    )
 
 
 def test_factory_must_make_a_layer():
@@ -108,6 +119,18 @@ class Unregistered(keras.layers.Layer):
 class WrongShape(ContrastGate):
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], 1)
+
+
+class WrongCall(ContrastGate):
+    """Promises the input's shape, returns one channel."""
+
+    def call(self, inputs):
+        return super().call(inputs)[..., :1]
+
+
+class ConsistentlyWrong(WrongCall, WrongShape):
+    """Promises the one channel it returns: it agrees with itself, not with
+    the caller."""
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -155,7 +178,17 @@ class HalfNamed(ContrastGate):
         (kt.check_config_round_trip, ForgetsScale, "lost the argument 'scale'"),
         (kt.check_config_round_trip, Unregistered, "register"),
         (kt.check_build, HalfNamed, "unnamed: .*b"),
-        (kt.check_symbolic_and_eager, WrongShape, "!= compute_output_shape"),
+        (
+            kt.check_symbolic_and_eager,
+            WrongShape,
+            r"compute_output_shape .* != expected",
+        ),
+        (
+            kt.check_symbolic_and_eager,
+            WrongCall,
+            r"eager output shape .* != expected",
+        ),
+        (kt.check_symbolic_and_eager, ConsistentlyWrong, r"1\) != expected"),
         (kt.check_save_and_reload, UnsavedState, "outputs after reload"),
         (kt.check_fit_step, Frozen, "left every trainable weight"),
         (kt.check_mixed_precision, AlwaysFloat32, "returned float32, not float16"),
@@ -168,6 +201,8 @@ def test_a_broken_layer_fails(check, layer, message):
     with pytest.raises(AssertionError, match=message):
         if check is kt.check_config_round_trip:
             check(layer, {"scale": 3.0} if layer is ForgetsScale else {})
+        elif check is kt.check_symbolic_and_eager:
+            check(layer, shape, expected_output_shape=shape)
         else:
             check(layer, shape)
 
