@@ -304,10 +304,25 @@ def test_divisibility_follows_levels():
     models.build_unet((4, 8, 16), (3, 8, 8), data_format="channels_first")
 
 
+def _assert_same_as_known_sizes(unknown, known, x):
+    """A model built for unknown sizes computes what the same model built for
+    ``x``'s sizes computes, with the same weights."""
+    known.set_weights(unknown.get_weights())
+    for training in (False, True):
+        np.testing.assert_allclose(
+            to_numpy(unknown(x, training=training)),
+            to_numpy(known(x, training=training)),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+
+
 def test_unknown_spatial_sizes():
     model = models.build_unet(LEVELS, (None, None, 3), attention="ssr")
     x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype("float32")
     assert to_numpy(model(x)).shape == (2, 32, 32, 1)
+    known = models.build_unet(LEVELS, (32, 32, 3), attention="ssr")
+    _assert_same_as_known_sizes(model, known, x)
 
 
 # --------------------------------------------------------------------------
@@ -420,6 +435,10 @@ def test_volumetric_channels_first_and_unknown_sizes():
     )
     x = np.random.default_rng(0).uniform(size=(1, 1, 4, 6, 8)).astype("float32")
     assert to_numpy(model(x)).shape == (1, 1, 4, 6, 8)
+    known = models.build_unet(
+        (2, 4), (1, 4, 6, 8), attention="se", data_format="channels_first"
+    )
+    _assert_same_as_known_sizes(model, known, x)
 
 
 def test_ssr_xu_is_two_dimensional_only():
