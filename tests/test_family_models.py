@@ -20,7 +20,7 @@ import pytest
 from conftest import requires_nchw_conv
 
 from keras_ssr import layers, models, porting
-from keras_ssr.porting import followup as followup_scopes
+from keras_ssr.porting import family as family_scopes
 
 CHECKPOINTS = mfr.DATA / "checkpoints"
 H5 = CHECKPOINTS / "multifractal_unet.h5"
@@ -340,7 +340,7 @@ def test_mixed_kinds_are_refused():
 
 def test_scopes_are_registered():
     kinds = {scope.kind for scope in porting.attention_scopes()}
-    assert {s.kind for s in followup_scopes.FOLLOWUP_SCOPES} <= kinds
+    assert {s.kind for s in family_scopes.FAMILY_SCOPES} <= kinds
     assert {"mono", "scse", "srm", "fca", "multifractal", "se", "ssr"} <= kinds
 
 
@@ -388,7 +388,7 @@ def test_builder_defaults_follow_the_followup():
     fca = models.get_fca_encoder_unet([16, 32], **shape).get_layer(
         "encoder_0_attention"
     )
-    assert (fca.r, fca.low_freq, fca.basis) == (2, 4, "followup")
+    assert (fca.r, fca.low_freq, fca.basis) == (2, 4, "transposed_dct")
 
 
 def test_arguments_the_followup_ignores_warn():

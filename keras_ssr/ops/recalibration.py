@@ -46,7 +46,9 @@ from keras_ssr.ops.singularity import (
 #: Added to the variance before SRM's square root (the follow-up's value).
 STYLE_EPSILON = 1e-12
 #: The two cosine bases FCA can use (see :func:`cosine_bases`).
-BASES = ("followup", "dct")
+BASES = ("transposed_dct", "dct")
+#: Former names of :data:`BASES`, still accepted (deprecated).
+RENAMED_BASES = {"followup": "transposed_dct"}
 #: :func:`frequency_pool` weights the map by one table of the separable bases'
 #: products up to this many entries (a constant of 16 MiB), and axis by axis
 #: beyond.
@@ -259,13 +261,14 @@ def soft_histogram(x, anchors, widths, data_format: str = "channels_last"):
 # Cosine bases and frequency pooling
 
 
-def cosine_bases(size: int, low_freq: int, basis: str = "followup") -> np.ndarray:
+def cosine_bases(size: int, low_freq: int, basis: str = "transposed_dct") -> np.ndarray:
     """The one-dimensional cosine bases of FCA, ``(low_freq, size)``, float64.
 
     Row ``u`` at position ``i``:
 
-    - ``"followup"`` (the follow-up's code): ``cos(pi * i * (u + 1/2) / size)``.
-      Position and frequency are swapped against the DCT-II, so row 0 is not
+    - ``"transposed_dct"`` (the follow-up's code; formerly ``"followup"``):
+      ``cos(pi * i * (u + 1/2) / size)``, the first rows of the transposed
+      DCT-II matrix: position and frequency are swapped, so row 0 is not
       constant;
     - ``"dct"`` (FcaNet's DCT-II, Qin et al. 2021):
       ``cos(pi * u * (i + 1/2) / size)``; row 0 is all ones.
@@ -275,10 +278,10 @@ def cosine_bases(size: int, low_freq: int, basis: str = "followup") -> np.ndarra
     """
     size = _checks.check_int("size", size, 1)
     low_freq = _checks.check_int("low_freq", low_freq, 1)
-    basis = _checks.check_choice("basis", basis, BASES)
+    basis = _checks.check_choice("basis", basis, BASES, RENAMED_BASES)
     u = np.arange(low_freq, dtype=np.float64)[:, None]
     i = np.arange(size, dtype=np.float64)[None, :]
-    if basis == "followup":
+    if basis == "transposed_dct":
         return np.cos(np.pi * i * (u + 0.5) / size)
     return np.cos(np.pi * u * (i + 0.5) / size)
 
@@ -303,7 +306,10 @@ def frequency_groups(channels: int, low_freq: int, rank: int) -> np.ndarray:
 
 
 def frequency_pool(
-    x, low_freq: int, basis: str = "followup", data_format: str = "channels_last"
+    x,
+    low_freq: int,
+    basis: str = "transposed_dct",
+    data_format: str = "channels_last",
 ):
     """FCA's multi-spectral pooling: one frequency component per channel.
 
@@ -320,7 +326,7 @@ def frequency_pool(
         x: floating-point tensor with 1, 2 or 3 spatial axes of static size
             and ``channels`` divisible by ``low_freq**d``.
         low_freq: number of frequencies per spatial axis, at least 1.
-        basis: ``"followup"`` or ``"dct"``.
+        basis: ``"transposed_dct"`` or ``"dct"`` (:func:`cosine_bases`).
         data_format: ``"channels_last"`` or ``"channels_first"``.
 
     Returns:
@@ -328,7 +334,7 @@ def frequency_pool(
     """
     data_format = _checks.standardize_data_format(data_format)
     low_freq = _checks.check_int("low_freq", low_freq, 1)
-    basis = _checks.check_choice("basis", basis, BASES)
+    basis = _checks.check_choice("basis", basis, BASES, RENAMED_BASES)
     x = _as_float_tensor("x", x)
     spatial = _check_input(x, data_format)
     sizes = [x.shape[a] for a in spatial]
