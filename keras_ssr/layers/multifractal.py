@@ -201,6 +201,34 @@ class SoftHistogram(MapLayer):
         histogram = self.histogram(inputs)
         return ops.cast(self.bn(histogram, training=training), self.compute_dtype)
 
+    def gate(self, inputs, training=None):
+        """``sigmoid(sum_k relu(self(inputs, training)[..., k]))``, float32.
+
+        The multifractal gate, input-shaped, from one op that never forms
+        the ``K`` maps of the histogram (:func:`keras_ssr.ops.histogram_gate`);
+        the normalisation's moving statistics move as in a call.
+        """
+        self.check_inputs(inputs)
+        if not self.built:
+            self.build(tuple(inputs.shape))
+        bn = self.bn
+        x = ops.cast(inputs, _checks.wide_float(inputs.dtype))
+        batch = bn._batch_statistics(x, range(len(x.shape)), training)
+        gate, mean, variance = ssr_ops.histogram_gate(
+            x,
+            self.anchors,
+            self.widths,
+            bn.gamma,
+            bn.beta,
+            None if batch else (bn.moving_mean, bn.moving_variance),
+            bn.epsilon,
+            self.data_format,
+            self.synchronized,
+        )
+        if batch:
+            bn.update_moving_statistics(mean, variance)
+        return gate
+
     def compute_output_shape(self, input_shape):
         return (*input_shape, self.num_anchors)
 
@@ -304,9 +332,7 @@ class MultifractalRecalibration(MapLayer):
         self.check_inputs(inputs)
         if not self.built:
             self.build(tuple(inputs.shape))
-        alpha = self.alpha(inputs, training=training)
-        counts = self.histogram(alpha, training=training)
-        return ops.sigmoid(ops.sum(ops.relu(counts), axis=-1))
+        return self.histogram.gate(self.alpha(inputs, training=training), training)
 
     def call(self, inputs, training=None):
         inputs = ops.convert_to_tensor(inputs)
