@@ -204,13 +204,20 @@ class SoftHistogram(MapLayer):
     def gate(self, inputs, training=None):
         """``sigmoid(sum_k relu(self(inputs, training)[..., k]))``, float32.
 
-        The multifractal gate, input-shaped, from one op that never forms
-        the ``K`` maps of the histogram (:func:`keras_ssr.ops.histogram_gate`);
-        the normalisation's moving statistics move as in a call.
+        The multifractal gate, input-shaped; the normalisation's moving
+        statistics move as in a call. On JAX it is one op that recomputes
+        the ``K`` maps of the histogram wherever they are read and never
+        keeps them (:func:`keras_ssr.ops.histogram_gate`): XLA then moves a
+        few maps of the input's size, not ``K`` times as many. Where every
+        op is a kernel launch (TensorFlow graphs, torch eager) the layer's
+        call, with the fused batch-norm kernels, launches fewer.
         """
         self.check_inputs(inputs)
         if not self.built:
             self.build(tuple(inputs.shape))
+        if keras.backend.backend() != "jax":
+            counts = self(inputs, training=training)
+            return ops.sigmoid(ops.sum(ops.relu(counts), axis=-1))
         bn = self.bn
         x = ops.cast(inputs, _checks.wide_float(inputs.dtype))
         batch = bn._batch_statistics(x, range(len(x.shape)), training)

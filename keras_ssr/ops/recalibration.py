@@ -270,19 +270,17 @@ def _anchor_rows(shape, ndim: int, data_format: str) -> tuple:
 
 def _assignments(x, anchors, widths):
     """``(h, d, w)``: the soft assignments ``h = softmax_k(-w d**2)`` of
-    ``x[..., None]``, with ``d = x - anchors`` and ``w = relu(widths)``.
-
-    The softmax is written out (the largest logit subtracted, then the
-    exponentials divided by their sum), on any rank: TensorFlow's oneDNN
-    softmax refuses inputs of rank above 5, and XLA fuses these ops into the
-    reductions that read ``h`` (``h`` itself, ``K`` maps per map, is then
-    never written).
-    """
+    ``x[..., None]``, with ``d = x - anchors`` and ``w = relu(widths)``."""
     d = kops.expand_dims(x, -1) - anchors
     w = kops.relu(widths)
     logits = -w * kops.square(d)
-    e = kops.exp(logits - kops.max(logits, axis=-1, keepdims=True))
-    return e / kops.sum(e, axis=-1, keepdims=True), d, w
+    if len(logits.shape) <= 5:
+        return kops.softmax(logits, axis=-1), d, w
+    # TensorFlow's oneDNN CPU softmax refuses inputs of rank above 5, which a
+    # 3-D map's (batch, d, h, w, c, K) is: a (entries, K) matrix.
+    shape = kops.shape(logits)
+    flat = kops.softmax(kops.reshape(logits, (-1, logits.shape[-1])), axis=-1)
+    return kops.reshape(flat, shape), d, w
 
 
 def histogram_gate(
