@@ -237,3 +237,15 @@ class _Recomputed:
             parent = () if self._parent is None else (self._parent(),)
             self._value = self._fn(*parent, *self._inputs)
         return self._value
+
+
+def _written(x):
+    """``x``, which XLA (JAX) writes out whole for its readers rather than
+    merging the reduction that makes it into theirs (a sum of a sum is one
+    reduction of the larger tensor, which then has two readers). Other
+    backends: ``x`` itself."""
+    if keras.backend.backend() != "jax":
+        return x
+    import jax
+
+    return jax.lax.optimization_barrier(x)

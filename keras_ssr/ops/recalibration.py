@@ -36,6 +36,7 @@ from keras_ssr.ops._utils import (
     _float32_or_wider,
     _is_empty,
     _Recomputed,
+    _written,
 )
 from keras_ssr.ops.reductions import (
     _axis_mean,
@@ -268,12 +269,21 @@ def _anchor_rows(shape, ndim: int, data_format: str) -> tuple:
     return (rows, k)
 
 
-def _assignments(x, anchors, widths):
+def _assignments(x, anchors, widths, fused: bool = False):
     """``(h, d, w)``: the soft assignments ``h = softmax_k(-w d**2)`` of
-    ``x[..., None]``, with ``d = x - anchors`` and ``w = relu(widths)``."""
+    ``x[..., None]``, with ``d = x - anchors`` and ``w = relu(widths)``.
+
+    ``fused``: the softmax written out for XLA, ``e exp(-log(sum_k e))``
+    with ``e = exp(logits - max_k logits)``: no constant is broadcast to the
+    map's shape (``1 / sum`` would be), which XLA:CPU's library fusions
+    would share between kernels, and so write out.
+    """
     d = kops.expand_dims(x, -1) - anchors
     w = kops.relu(widths)
     logits = -w * kops.square(d)
+    if fused:
+        e = kops.exp(logits - kops.max(logits, axis=-1, keepdims=True))
+        return e * kops.exp(-kops.log(kops.sum(e, axis=-1, keepdims=True))), d, w
     if len(logits.shape) <= 5:
         return kops.softmax(logits, axis=-1), d, w
     # TensorFlow's oneDNN CPU softmax refuses inputs of rank above 5, which a
@@ -401,14 +411,20 @@ def _step(v):
 
 
 def _gate_terms(x, anchors, widths, gamma, beta, mean, inv):
-    """``(g, (h, d, w, c, z, scale))``: the gate of :func:`histogram_gate`
-    and its terms (:func:`_gate_with_gradient`)."""
-    h, d, w = _assignments(x, anchors, widths)
+    """``(g, (r, h, d, w, c, z / 2, scale))``: the gate of
+    :func:`histogram_gate` and its terms (:func:`_gate_with_gradient`)."""
+    h, d, w = _assignments(x, anchors, widths, fused=True)
     c = h - mean
     scale = gamma * inv
-    z = c * scale + beta
-    total = kops.sum(z + kops.abs(z), axis=-1) * 0.5  # sum_k relu(z_k)
-    return kops.sigmoid(total), (h, d, w, c, z, scale)
+    # z / 2, with z the normalised h: sum_k relu(z_k) = sum_k (z/2 + |z/2|),
+    # arithmetic without a constant of the map's shape (see _assignments).
+    half = c * (scale * 0.5) + beta * 0.5
+    # sigmoid(s) of s = sum_k relu(z_k) >= 0 as exp(-log1p(r)), r = exp(-s):
+    # XLA expands sigmoid into 1 / (1 + exp(-s)), two constants of the map's
+    # shape; and g (1 - g) = g**2 r, free of cancellation as g nears 1.
+    r = kops.exp(-kops.sum(half + kops.abs(half), axis=-1))
+    g = kops.exp(-kops.log1p(r))
+    return g, (r, h, d, w, c, half, scale)
 
 
 @functools.cache
@@ -444,8 +460,8 @@ def _gate_with_gradient(
             u = kops.cast(upstream, x.dtype)
 
             def terms(u, *inputs):
-                g, (h, d, w, c, z, scale) = _gate_terms(*inputs)
-                p = kops.expand_dims(u * (g - kops.square(g)), -1) * _step(z)
+                g, (r, h, d, w, c, z, scale) = _gate_terms(*inputs)
+                p = kops.expand_dims(u * kops.square(g) * r, -1) * _step(z)
                 return p, h, d, w, c, scale
 
             terms = _Recomputed(terms, u, *inputs)
@@ -467,13 +483,22 @@ def _gate_with_gradient(
                 return dl, d, w
 
             adjoint = terms.then(adjoint, inv, *sums)
-            slope = adjoint.then(lambda v: v[0] * v[1] * v[2])  # dl d w
+
+            # dl d w times -2 (for dx) and 2 (the anchors), factors folded
+            # into w: no constant of the map's shape (see _assignments)
+            def slope(v, factor):
+                dl, d, w = v
+                return dl * d * (w * factor)
+
+            one = kops.ones_like(gamma)
+            inward = adjoint.then(slope, -2.0 * one)
+            outward = adjoint.then(slope, 2.0 * one)
             curvature = adjoint.then(lambda v: v[0] * kops.square(v[1]))
             rows = _anchor_row_axes(len(x.shape), per_channel, data_format)
-            dx = kops.sum(slope(), axis=-1) * -2.0
-            d_anchors = _axis_sum(slope(), rows, True)
+            dx = _written(kops.sum(inward(), axis=-1))
+            d_anchors = _axis_sum(outward(), rows, True)
             d_widths = _axis_sum(curvature(), rows, True)
-            d_anchors = kops.reshape(d_anchors, kops.shape(anchors)) * 2.0
+            d_anchors = kops.reshape(d_anchors, kops.shape(anchors))
             d_widths = kops.reshape(d_widths, kops.shape(widths)) * -_step(widths)
             d_gamma = kops.reshape(moment, (-1,)) * inv
             d_beta = kops.reshape(total, (-1,))
