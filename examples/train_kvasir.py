@@ -90,7 +90,7 @@ def main(argv=None) -> None:
     result = run_cv(config, folds=args.only_fold)
 
     # The result is also there for further analysis:
-    dice_name = "dice_score" if config.metrics == "followup" else "dice_coefficient"
+    dice_name = "dice_score" if config.metrics == "per_image" else "dice_coefficient"
     if not result.mean:
         print(f"\nNo fold to average (diverged: {result.diverged}).")
         return

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 import numbers
 import unicodedata
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 
 # Keras is imported inside the checks that need it, so that modules which use
 # only the plain checks (the command lines' configurations) load no backend.
@@ -182,8 +183,24 @@ def check_text(name: str, value, *, control: bool = True) -> str:
     return value
 
 
-def check_choice(name: str, value, choices: Sequence[str]) -> str:
-    """Returns ``value`` lower-cased if it is one of ``choices``."""
+def check_choice(
+    name: str, value, choices: Sequence[str], renamed: Mapping[str, str] | None = None
+) -> str:
+    """Returns ``value`` lower-cased if it is one of ``choices``.
+
+    ``renamed`` maps former spellings to their choice: accepted, with a
+    ``DeprecationWarning``, and returned as the choice, so that saved
+    configurations keep loading.
+    """
+    if isinstance(value, str) and renamed and value.lower() in renamed:
+        new = renamed[value.lower()]
+        warnings.warn(
+            f"{name}={value!r} is deprecated: it is now spelled {name}={new!r} "
+            "(the same choice).",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        value = new
     if not isinstance(value, str) or value.lower() not in choices:
         raise ValueError(
             f"`{name}` must be one of {', '.join(repr(c) for c in choices)}. "

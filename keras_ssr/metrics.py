@@ -9,8 +9,9 @@ the original did), registered serialisable under the package ``keras_ssr``
 so that a compiled model saves and loads.
 
 The follow-up (``miguelmartins/multifractal-recalibration``) reports two
-metrics differently, and :func:`followup_segmentation_metrics` returns its
-set:
+metrics differently, per image, and :func:`per_image_segmentation_metrics`
+returns its set (``followup_segmentation_metrics``, its former name, is
+deprecated):
 
 * **per-image Dice** (:func:`per_image_dice`, one value per image, averaged
   over the images seen by :class:`PerImageDice`), where the original's
@@ -28,13 +29,13 @@ from keras_ssr._serialization import register
 from keras_ssr.losses import DEFAULT_EPSILON, as_float_pair, check_positive_float
 
 __all__ = [
-    "FOLLOWUP_METRIC_NAMES",
+    "PER_IMAGE_METRIC_NAMES",
     "SEGMENTATION_METRIC_NAMES",
     "ForegroundIoU",
     "PerImageDice",
     "dice_coefficient",
-    "followup_segmentation_metrics",
     "per_image_dice",
+    "per_image_segmentation_metrics",
     "segmentation_metrics",
     "specificity",
 ]
@@ -259,7 +260,7 @@ def segmentation_metrics() -> list:
     return [make() for make in _PAPER_METRICS.values()]
 
 
-def followup_segmentation_metrics() -> list:
+def per_image_segmentation_metrics() -> list:
     """A fresh list of the follow-up's segmentation metrics, in its order.
 
     ``[BinaryAccuracy(), AUC(), Precision(), Recall(name="sensitivity"),
@@ -275,10 +276,10 @@ def followup_segmentation_metrics() -> list:
         A list of 7 metrics for ``model.compile(metrics=...)``.
 
     Example:
-        >>> [m.name for m in followup_segmentation_metrics()][-2:]
+        >>> [m.name for m in per_image_segmentation_metrics()][-2:]
         ['dice_score', 'binary_io_u']
     """
-    return [make() for make in _FOLLOWUP_METRICS.values()]
+    return [make() for make in _PER_IMAGE_METRICS.values()]
 
 
 def _shared_metrics() -> dict:
@@ -299,7 +300,7 @@ _PAPER_METRICS = {
     "dice_coefficient": lambda: dice_coefficient,
     "binary_io_u": lambda: keras.metrics.BinaryIoU(name="binary_io_u"),
 }
-_FOLLOWUP_METRICS = {
+_PER_IMAGE_METRICS = {
     **_shared_metrics(),
     "specificity": lambda: keras.metrics.MeanMetricWrapper(
         specificity, name="specificity"
@@ -310,5 +311,26 @@ _FOLLOWUP_METRICS = {
 
 #: The names Keras logs for :func:`segmentation_metrics`, in its order.
 SEGMENTATION_METRIC_NAMES = tuple(_PAPER_METRICS)
-#: The names Keras logs for :func:`followup_segmentation_metrics`, in its order.
-FOLLOWUP_METRIC_NAMES = tuple(_FOLLOWUP_METRICS)
+#: The names Keras logs for :func:`per_image_segmentation_metrics`, in its order.
+PER_IMAGE_METRIC_NAMES = tuple(_PER_IMAGE_METRICS)
+
+#: Former names: ``keras_ssr.metrics.<old>`` still works, with a
+#: ``DeprecationWarning``.
+_RENAMED = {
+    "followup_segmentation_metrics": "per_image_segmentation_metrics",
+    "FOLLOWUP_METRIC_NAMES": "PER_IMAGE_METRIC_NAMES",
+}
+
+
+def __getattr__(name: str):
+    # PEP 562: the former names.
+    if name not in _RENAMED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings
+
+    warnings.warn(
+        f"keras_ssr.metrics.{name} is deprecated: use {_RENAMED[name]} (the same).",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return globals()[_RENAMED[name]]

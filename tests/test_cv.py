@@ -337,6 +337,30 @@ def test_changed_config_is_refused_then_overwritten(finished, tmp_path, monkeypa
     assert summary["mean"] == {"loss": 1.0, "dice_coefficient": 0.5}
 
 
+def test_a_run_saved_with_former_names_resumes(finished, tmp_path, monkeypatch):
+    """A run folder whose config.json spells the metric set as it was
+    (``paper``) resumes: the missing fold trains, the finished one is kept,
+    and config.json is rewritten in today's spelling."""
+    config = _copy_run(finished[0], tmp_path)
+    path = config.run_dir / "config.json"
+    saved = json.loads(path.read_text())
+    assert saved["metrics"] == "batch"
+    path.write_text(json.dumps({**saved, "metrics": "paper"}))
+    record = json.loads((config.run_dir / "fold_1" / "metrics.json").read_text())
+    (config.run_dir / "fold_1" / "metrics.json").unlink()
+    trained = []
+
+    def fake_train(config, k, x, y, split, run_dir, *args):
+        trained.append(k)
+        (run_dir / f"fold_{k}" / "metrics.json").write_text(json.dumps(record))
+        return record
+
+    monkeypatch.setattr(cv.runner, "_train_fold", fake_train)
+    result = _run(config)
+    assert trained == [1] and result.skipped == [0] and result.complete
+    assert json.loads(path.read_text())["metrics"] == "batch"
+
+
 def test_changed_data_are_refused(finished, tmp_path, monkeypatch):
     config = _copy_run(finished[0], tmp_path)
     (config.run_dir / "fold_1" / "metrics.json").unlink()

@@ -556,6 +556,34 @@ def test_former_field_names_still_read(data, tmp_path):
         cv.CVConfig.from_dict({**old, "attention_options": {"r": 2}})
 
 
+def test_former_spellings_of_choices_still_read(data, tmp_path):
+    """The metric sets ``paper`` and ``followup`` (now ``batch`` and
+    ``per_image``) and FCA's ``basis="followup"`` (now ``transposed_dct``):
+    config files, flags and old runs' config.json files mean what they
+    meant, and an old run compares equal to the same run now."""
+    config = cv.CVConfig(
+        dataset="folder", images_dir="i", masks_dir="m", model="fca",
+        metrics="per_image", attention_options={"low_freq": 2},
+    )  # fmt: skip
+    assert config.effective_options("attention_options")["basis"] == "transposed_dct"
+    old = config.to_dict()
+    old["metrics"] = "followup"
+    old["attention_options"] = {**old["attention_options"], "basis": "followup"}
+    assert config.differences(old) == []
+    with pytest.warns(DeprecationWarning, match="per_image"):
+        again = cv.CVConfig.from_dict(old)
+    assert again == dataclasses.replace(config, name=old["name"])
+    assert config.differences({**old, "metrics": "paper"}) == [
+        "metrics: saved 'batch', now 'per_image'"
+    ]
+    assert cv.CVConfig.from_dict({**old, "metrics": "paper"}).metrics == "batch"
+    argv = _argv(data, tmp_path, "x", "--metrics", "followup")
+    got = cv.config_from_args(cli.build_parser().parse_args(argv))
+    assert got.metrics == "per_image"
+    # The tables read the former names too.
+    assert cv.results.columns("followup") == cv.results.COLUMNS["per_image"]
+
+
 def test_print_config_round_trips_every_option(data, tmp_path, capsys):
     argv = _argv(data, tmp_path, "x", "--model", "multifractal")
     assert cli.main([*argv, "--attention-option", "k=8", "--print-config"]) == 0

@@ -35,7 +35,7 @@ def test_followup_preset_is_the_followups_protocol(tmp_path):
     assert (config.augment, config.shuffle, config.metrics) == (
         "flips",
         False,
-        "followup",
+        "per_image",
     )
     assert config.val_fraction == 0.1
     # The file and the flags still win over the preset.
@@ -178,8 +178,8 @@ def test_each_metric_set_names_the_dice_progress_lines_show():
     from keras_ssr.cv.config import METRIC_SETS
 
     sets = {
-        "paper": metrics.SEGMENTATION_METRIC_NAMES,
-        "followup": metrics.FOLLOWUP_METRIC_NAMES,
+        "batch": metrics.SEGMENTATION_METRIC_NAMES,
+        "per_image": metrics.PER_IMAGE_METRIC_NAMES,
     }
     assert set(cv.build.DICE_METRICS) == set(sets) == set(METRIC_SETS)
     for name, dice in cv.build.DICE_METRICS.items():

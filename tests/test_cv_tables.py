@@ -23,19 +23,19 @@ from keras_ssr import cli, cv, metrics
 from keras_ssr.cv import results, tables
 
 FOLDS = 5
-PAPER_ORDER = ("loss", *metrics.SEGMENTATION_METRIC_NAMES)
-_FOLLOWUP = ("loss", *metrics.FOLLOWUP_METRIC_NAMES)
-#: The followup set in the order the runner writes metrics.json: the
+BATCH_ORDER = ("loss", *metrics.SEGMENTATION_METRIC_NAMES)
+_PER_IMAGE = ("loss", *metrics.PER_IMAGE_METRIC_NAMES)
+#: The per-image set in the order the runner writes metrics.json: the
 #: paper's names first, so the IoU comes before the per-image Dice.
-FOLLOWUP_ORDER = (
-    *(n for n in PAPER_ORDER if n in _FOLLOWUP),
-    *(n for n in _FOLLOWUP if n not in PAPER_ORDER),
+PER_IMAGE_ORDER = (
+    *(n for n in BATCH_ORDER if n in _PER_IMAGE),
+    *(n for n in _PER_IMAGE if n not in BATCH_ORDER),
 )
 BASE_DICE = np.array([0.70, 0.72, 0.68, 0.74, 0.71])
 CELL = re.compile(r"(-?\d+\.\d+)(?: ± (\d+\.\d+))?")
 
 
-def _scores(seed: int, names=FOLLOWUP_ORDER, folds=FOLDS) -> dict[str, np.ndarray]:
+def _scores(seed: int, names=PER_IMAGE_ORDER, folds=FOLDS) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {n: rng.uniform(0.4, 0.95, folds).round(3) for n in names}
 
@@ -45,7 +45,7 @@ def _write_run(
     name: str,
     scores: dict[str, np.ndarray],
     *,
-    metrics_set: str = "followup",
+    metrics_set: str = "per_image",
     folds: int = FOLDS,
     finished=None,
     diverged=(),
@@ -125,24 +125,24 @@ def _markdown_rows(text: str) -> list[list[str]]:
 
 def test_columns_say_what_they_measure_in_one_order():
     # Every logged name of both metric sets has a column, in the set's order.
-    assert tuple(results.COLUMNS["paper"]) == PAPER_ORDER
-    assert tuple(results.COLUMNS["followup"]) == (
+    assert tuple(results.COLUMNS["batch"]) == BATCH_ORDER
+    assert tuple(results.COLUMNS["per_image"]) == (
         "loss",
-        *metrics.FOLLOWUP_METRIC_NAMES,
+        *metrics.PER_IMAGE_METRIC_NAMES,
     )
-    paper, followup = (list(results.COLUMNS[s].values()) for s in results.COLUMNS)
+    batch, per_image = (list(results.COLUMNS[s].values()) for s in results.COLUMNS)
     # The same order of what is measured; Dice and IoU say which ones.
-    assert paper[:-2] == followup[:-2]
-    assert paper[-2:] == ["Dice (batch)", "IoU (both classes)"]
-    assert followup[-2:] == ["Dice (per image)", "IoU (foreground)"]
+    assert batch[:-2] == per_image[:-2]
+    assert batch[-2:] == ["Dice (batch)", "IoU (both classes)"]
+    assert per_image[-2:] == ["Dice (per image)", "IoU (foreground)"]
 
 
-def test_the_followup_table_puts_dice_before_iou_as_the_paper_one(tmp_path, capsys):
-    paper = _write_run(tmp_path, "paper", _scores(1, PAPER_ORDER), metrics_set="paper")
-    followup = _write_run(tmp_path, "followup", _scores(2))  # IoU first in files
+def test_the_per_image_table_puts_dice_before_iou_as_the_batch_one(tmp_path, capsys):
+    batch = _write_run(tmp_path, "batch", _scores(1, BATCH_ORDER), metrics_set="batch")
+    per_image = _write_run(tmp_path, "per_image", _scores(2))  # IoU first in files
     expected = {
-        paper: ["fold", *results.COLUMNS["paper"].values()],
-        followup: ["fold", *results.COLUMNS["followup"].values()],
+        batch: ["fold", *results.COLUMNS["batch"].values()],
+        per_image: ["fold", *results.COLUMNS["per_image"].values()],
     }
     for run, header in expected.items():
         status, out, _ = _main(capsys, "summarize", run)
@@ -190,8 +190,8 @@ def test_summarize_format(tmp_path, capsys, form):
     status, out, _ = _main(capsys, "summarize", run, "--format", form)
     assert status == 0
     # Every score but the loss, in the table's order.
-    names = [n for n in results.COLUMNS["followup"] if n != "loss"]
-    titles = ["Run", "Folds", *(results.COLUMNS["followup"][n] for n in names)]
+    names = [n for n in results.COLUMNS["per_image"] if n != "loss"]
+    titles = ["Run", "Folds", *(results.COLUMNS["per_image"][n] for n in names)]
     if form == "markdown":
         header, *rows = _markdown_rows(out)
         assert "sample standard deviation (ddof=1)" in out
@@ -264,7 +264,7 @@ def test_diverged_folds_are_counted_out(tmp_path, capsys):
     row = list(csv.reader(io.StringIO(out)))[1]
     assert row[1] == "4"
     kept = [0, 1, 3, 4]
-    titles = list(results.COLUMNS["followup"])[1:]
+    titles = list(results.COLUMNS["per_image"])[1:]
     _check_cell(row[2 + titles.index("dice_score")], scores["dice_score"][kept])
 
 
@@ -313,7 +313,7 @@ def test_compare_is_scipy_paired_t_test_per_metric(tmp_path, capsys):
     assert status == 0
     header, *rows = _markdown_rows(out)
     assert [r[0] for r in rows] == list(runs)
-    names = [n for n in results.COLUMNS["followup"] if n != "loss"]
+    names = [n for n in results.COLUMNS["per_image"] if n != "loss"]
     for row, (name, (_, scores)) in zip(rows, runs.items()):
         for column, cell in zip(names, row[2:]):
             _check_cell(cell.strip("*"), scores[column])
@@ -357,6 +357,27 @@ def test_equal_runs_have_no_p_value(tmp_path, capsys):
     assert "- (equal on every fold)" in out
 
 
+def test_a_run_saved_with_a_former_metric_set_name_compares(tmp_path, capsys):
+    """config.json of an earlier version spells the per-image set "followup":
+    it reads as "per_image", titled and compared as a run saved today."""
+    scores, old_scores = _scores(21), _scores(22)
+    now = _write_run(tmp_path, "now", scores)
+    old = _write_run(tmp_path, "old", old_scores)
+    saved = json.loads((old / "config.json").read_text())
+    (old / "config.json").write_text(json.dumps({**saved, "metrics": "followup"}))
+    with pytest.warns(DeprecationWarning, match="per_image"):
+        assert results.load_result(old).config.metrics == "per_image"
+    comparison = tables.compare([now, old])  # no "other metric sets"
+    assert set(comparison.p_values[0]) == set(scores)
+    expected = stats.ttest_rel(old_scores["dice_score"], scores["dice_score"]).pvalue
+    assert comparison.p_values[0]["dice_score"] == pytest.approx(expected, rel=1e-12)
+    for run in (now, old):
+        status, out, _ = _main(capsys, "summarize", run)
+        assert status == 0
+        titles = re.split(r"\s{2,}", out.splitlines()[2].strip())
+        assert titles == ["fold", *results.COLUMNS["per_image"].values()]
+
+
 @pytest.mark.parametrize(
     "other, message",
     [
@@ -365,13 +386,13 @@ def test_equal_runs_have_no_p_value(tmp_path, capsys):
         ({"max_samples": 40}, "max_samples=40 and max_samples=None"),
         ({"fingerprint": "ffff0000"}, "other data"),
         ({"test_indices": {3: list(range(40, 49)) + [0]}}, "Fold 3 .* `test_indices`"),
-        ({"metrics_set": "paper"}, "other metric sets"),
+        ({"metrics_set": "batch"}, "other metric sets"),
     ],
 )
 def test_compare_refuses_runs_with_other_folds(tmp_path, capsys, other, message):
     base = _write_run(tmp_path, "base", _scores(30))
     folds = other.pop("folds", FOLDS)
-    names = PAPER_ORDER if other.get("metrics_set") == "paper" else FOLLOWUP_ORDER
+    names = BATCH_ORDER if other.get("metrics_set") == "batch" else PER_IMAGE_ORDER
     run = _write_run(tmp_path, "other", _scores(31, names, folds), folds=folds, **other)
     with pytest.raises(ValueError, match=message):
         tables.compare([base, run])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import keras_ssr
+from keras_ssr import ops as ssr_ops
 from keras_ssr import testing as kt
 
 SCSE = keras_ssr.SpatialSqueezeExcite
@@ -88,9 +89,30 @@ def test_follow_up_defaults():
     assert SCSE(2).combine == "max"
     assert SRM().style_weights == "shared"
     fca = FCA()
-    assert (fca.r, fca.low_freq, fca.basis) == (2, 4, "followup")
+    assert (fca.r, fca.low_freq, fca.basis) == (2, 4, "transposed_dct")
     assert MULTI(3, 8).per_channel is False
     assert HIST(8).per_channel is False
+
+
+def test_the_fca_basis_former_name_still_loads():
+    """``basis="followup"`` named the transposed DCT-II basis: accepted, with
+    a DeprecationWarning, as the same basis, in configs saved with it too."""
+    x = np.random.default_rng(0).uniform(size=(2, 8, 8, 4)).astype("float32")
+    fca = FCA(2, 2)
+    config = {**fca.get_config(), "basis": "followup"}
+    with pytest.warns(DeprecationWarning, match="transposed_dct"):
+        old = FCA.from_config(config)
+    assert old.basis == "transposed_dct"
+    old.build(x.shape)
+    fca.build(x.shape)
+    old.set_weights(fca.get_weights())
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(old(x)), keras.ops.convert_to_numpy(fca(x))
+    )
+    with pytest.warns(DeprecationWarning):
+        np.testing.assert_array_equal(
+            ssr_ops.cosine_bases(5, 2, "followup"), ssr_ops.cosine_bases(5, 2)
+        )
 
 
 @pytest.mark.parametrize(

@@ -109,7 +109,7 @@ def np_fca_descriptor(x, low_freq, basis):
         for position in itertools.product(*[range(n) for n in spatial]):
             value = 1.0
             for u, i, n in zip(freqs, position, spatial):
-                if basis == "followup":
+                if basis == "transposed_dct":
                     value *= np.cos(np.pi * i * (u + 0.5) / n)
                 else:
                     value *= np.cos(np.pi * u * (i + 0.5) / n)
@@ -185,7 +185,7 @@ BRUTE_FORCE = [
     (
         keras_ssr.FrequencyChannelAttention,
         {"r": 2, "low_freq": 2},
-        lambda x, w, t: np_fca(x, w, 2, "followup", t),
+        lambda x, w, t: np_fca(x, w, 2, "transposed_dct", t),
     ),
     (
         keras_ssr.FrequencyChannelAttention,
@@ -399,7 +399,7 @@ def test_dct_first_group_sees_the_spatial_sum(x, low_freq):
     np.testing.assert_allclose(d[:, :per_group], size * mean, atol=1e-4 * 100 * size)
 
 
-@pytest.mark.parametrize("basis", ["followup", "dct"])
+@pytest.mark.parametrize("basis", ["transposed_dct", "dct"])
 def test_cosine_bases(basis):
     b = ssr_ops.cosine_bases(7, 3, basis)
     assert b.shape == (3, 7)

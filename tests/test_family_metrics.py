@@ -16,11 +16,11 @@ from hypothesis.extra import numpy as hnp
 
 from keras_ssr import metrics
 from keras_ssr.metrics import (
-    FOLLOWUP_METRIC_NAMES,
+    PER_IMAGE_METRIC_NAMES,
     ForegroundIoU,
     PerImageDice,
-    followup_segmentation_metrics,
     per_image_dice,
+    per_image_segmentation_metrics,
 )
 from tests.fixtures import assert_agrees
 
@@ -261,8 +261,8 @@ def test_metrics_serialise():
     )
 
 
-def test_followup_set_and_a_training_step(tmp_path):
-    names = [m.name for m in followup_segmentation_metrics()]
+def test_per_image_set_and_a_training_step(tmp_path):
+    names = [m.name for m in per_image_segmentation_metrics()]
     assert names == [
         "binary_accuracy",
         "auc",
@@ -284,12 +284,12 @@ def test_followup_set_and_a_training_step(tmp_path):
     model.compile(
         optimizer="adam",
         loss="binary_crossentropy",
-        metrics=followup_segmentation_metrics(),
+        metrics=per_image_segmentation_metrics(),
     )
     history = model.fit(x, y, batch_size=2, epochs=1, verbose=0)
     for name in names:
         assert np.isfinite(history.history[name][0]), name
-    assert sorted(history.history) == sorted(["loss", *FOLLOWUP_METRIC_NAMES])
+    assert sorted(history.history) == sorted(["loss", *PER_IMAGE_METRIC_NAMES])
     scores = model.evaluate(x, y, batch_size=4, verbose=0, return_dict=True)
     prediction = numpy_(model(x))
     np.testing.assert_allclose(

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from keras_ssr import layers, models, porting
-from keras_ssr.porting import followup as followup_scopes
+from keras_ssr.porting import family as family_scopes
 from tests import fixtures_mfr as mfr
 from tests.helpers import (
     assert_load_fails,
@@ -324,7 +324,7 @@ def test_mixed_kinds_are_refused():
 
 def test_scopes_are_registered():
     kinds = {scope.kind for scope in porting.attention_scopes()}
-    assert {s.kind for s in followup_scopes.FOLLOWUP_SCOPES} <= kinds
+    assert {s.kind for s in family_scopes.FAMILY_SCOPES} <= kinds
     assert {"mono", "scse", "srm", "fca", "multifractal", "se", "ssr"} <= kinds
 
 
@@ -372,7 +372,7 @@ def test_builder_defaults_follow_the_followup():
     fca = models.get_fca_encoder_unet([16, 32], **shape).get_layer(
         "encoder_0_attention"
     )
-    assert (fca.r, fca.low_freq, fca.basis) == (2, 4, "followup")
+    assert (fca.r, fca.low_freq, fca.basis) == (2, 4, "transposed_dct")
 
 
 def test_arguments_the_followup_ignores_warn():

@@ -539,7 +539,7 @@ def test_attention_options_are_the_layers_arguments():
     assert models.attention_options("fca") == {
         "r": 2,
         "low_freq": 4,
-        "basis": "followup",
+        "basis": "transposed_dct",
     }
     assert models.attention_options(None) == models.attention_options("none") == {}
     with pytest.raises(ValueError, match="takes no option 'r'; its options are max_"):

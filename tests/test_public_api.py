@@ -8,6 +8,7 @@ import inspect
 import pathlib
 import pkgutil
 import re
+import sys
 import warnings
 
 import keras
@@ -123,3 +124,43 @@ def test_no_module_computes_the_axes_itself():
         if path.name != "_checks.py" and pattern.search(path.read_text("utf-8"))
     ]
     assert not offenders
+
+
+@pytest.mark.parametrize(
+    "old, name, new, new_name",
+    [
+        ("keras_ssr.models.followup", "get_se_unet", "keras_ssr.models", "get_se_unet"),
+        (
+            "keras_ssr.models.upsampling",
+            "TrilinearUpSampling3D",
+            "keras_ssr.layers",
+            "TrilinearUpSampling3D",
+        ),
+        (
+            "keras_ssr.porting.followup",
+            "FOLLOWUP_SCOPES",
+            "keras_ssr.porting.family",
+            "FAMILY_SCOPES",
+        ),
+    ],
+)
+def test_moved_modules_still_import_and_warn(old, name, new, new_name):
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=old):
+        module = importlib.import_module(old)
+    assert getattr(module, name) is getattr(importlib.import_module(new), new_name)
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("followup_segmentation_metrics", "per_image_segmentation_metrics"),
+        ("FOLLOWUP_METRIC_NAMES", "PER_IMAGE_METRIC_NAMES"),
+    ],
+)
+def test_renamed_metrics_still_resolve_and_warn(old, new):
+    from keras_ssr import metrics
+
+    with pytest.warns(DeprecationWarning, match=new):
+        assert getattr(metrics, old) is getattr(metrics, new)
+    assert old not in metrics.__all__

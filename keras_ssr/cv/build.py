@@ -31,7 +31,7 @@ __all__ = [
 #: ``dice_coefficient``).
 METRIC_NAMES = ("loss", *metrics.SEGMENTATION_METRIC_NAMES)
 #: Each metric set's Dice (``config.metrics``): the score progress lines show.
-DICE_METRICS = {"paper": "dice_coefficient", "followup": "dice_score"}
+DICE_METRICS = {"batch": "dice_coefficient", "per_image": "dice_score"}
 WEIGHTS_FILE = "best.weights.h5"
 LOG_FILE = "log.csv"
 
@@ -193,8 +193,8 @@ def compile_model(config: CVConfig, model, run_eagerly: bool = False) -> None:
     from keras_ssr.losses import get_loss
 
     metric_sets = {
-        "paper": metrics.segmentation_metrics,
-        "followup": metrics.followup_segmentation_metrics,
+        "batch": metrics.segmentation_metrics,
+        "per_image": metrics.per_image_segmentation_metrics,
     }
     optimizers = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
     model.compile(

@@ -116,6 +116,9 @@ def _flag_options(field: dataclasses.Field) -> tuple[list[str], dict]:
     choices = None if skip else choices_of(field)
     if choices is not None:
         options["choices"] = choices
+        if meta["renamed"]:  # former spellings: accepted, not advertised
+            options["choices"] = (*choices, *meta["renamed"])
+            options["metavar"] = "{" + ",".join(choices) + "}"
     if meta["metavar"]:
         options["metavar"] = meta["metavar"]
     return names, options

@@ -23,6 +23,7 @@ from keras_ssr.cv.fields import (
     aliases_of,
     check_field,
     default_of,
+    renamed_values,
     setting,
     shown,
 )
@@ -45,9 +46,12 @@ DATASETS = {
 }
 OPTIMIZERS = ("adam", "sgd")
 AUGMENTATIONS = ("none", "flips")
-#: Metric sets: ``keras_ssr.metrics.segmentation_metrics`` (the SSR paper's)
-#: and ``followup_segmentation_metrics`` (per-image Dice, foreground IoU).
-METRIC_SETS = ("paper", "followup")
+#: Metric sets: ``keras_ssr.metrics.segmentation_metrics`` (the SSR paper's:
+#: batch Dice, IoU of both classes) and ``per_image_segmentation_metrics``
+#: (the follow-up's: per-image Dice, foreground IoU).
+METRIC_SETS = ("batch", "per_image")
+#: The metric sets' former names (by the paper that used each), still read.
+RENAMED_METRIC_SETS = {"paper": "batch", "followup": "per_image"}
 #: Protocol presets: field values that replace the defaults (a config file
 #: and flags still win over them). ``"paper"`` is the SSR paper's, the
 #: defaults themselves; ``"followup"`` is that of the authors' follow-up
@@ -60,7 +64,7 @@ PROTOCOLS = {
         "epochs": 400,
         "shuffle": False,
         "augment": "flips",
-        "metrics": "followup",
+        "metrics": "per_image",
     },
 }
 #: Protocol values that hold for one dataset only: the follow-up's BUSI
@@ -405,12 +409,15 @@ class CVConfig:
         choices=AUGMENTATIONS,
     )
     metrics: str = setting(
-        "paper",
-        "paper (keras_ssr.metrics.segmentation_metrics: batch Dice, mean IoU) or "
-        "followup (followup_segmentation_metrics: per-image Dice, foreground IoU)",
+        "batch",
+        "batch (keras_ssr.metrics.segmentation_metrics, the SSR paper's: Dice over "
+        "the batch's pixels, IoU of both classes) or per_image "
+        "(per_image_segmentation_metrics, the follow-up's: per-image Dice, "
+        "foreground IoU); formerly paper and followup",
         "training",
         "str",
         choices=METRIC_SETS,
+        renamed=RENAMED_METRIC_SETS,
     )
     stop_on_nan: bool = setting(
         False,
@@ -564,6 +571,24 @@ class CVConfig:
             resolved[field.name] = (effective, defaults)
         object.__setattr__(self, "_resolved", resolved)
 
+    def _saved_options(self, name: str, saved: Mapping[str, Any]) -> dict:
+        """A saved ``"options"`` field as its layer (or encoder) reads it now
+        (a choice renamed since, such as FCA's ``basis``, in today's
+        spelling); as saved where it no longer resolves, so that the
+        comparison names the difference."""
+        field = self.__dataclass_fields__[name]
+        owner = field.metadata["owner"]
+        options = saved[name]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                read = field.metadata["resolve"](
+                    saved.get(owner, getattr(self, owner)), options, self
+                )
+        except (ValueError, TypeError):
+            return dict(options)
+        return {key: _jsonable(read.get(key, value)) for key, value in options.items()}
+
     def effective_options(self, field: str) -> dict[str, Any]:
         """Every option of an ``"options"`` field (e.g. ``"attention_options"``),
         the defaults included: the values ``config.json`` records and the
@@ -634,7 +659,7 @@ class CVConfig:
         current = self.to_dict()
         with warnings.catch_warnings():  # an old file's names, read as meant
             warnings.simplefilter("ignore")
-            saved = _fold_legacy(dict(saved))
+            saved = renamed_values(type(self), _fold_legacy(dict(saved)))
         defaults = {f.name: _jsonable(default_of(f)) for f in dataclasses.fields(self)}
         out = []
         for key in sorted(set(saved) | set(current)):
@@ -643,7 +668,10 @@ class CVConfig:
             if key in self._resolved and isinstance(saved.get(key), Mapping):
                 option_defaults = _jsonable(self._resolved[key][1])
                 out += _differences(
-                    saved[key], current[key], option_defaults, f"{key}."
+                    self._saved_options(key, saved),
+                    current[key],
+                    option_defaults,
+                    f"{key}.",
                 )
             else:
                 out += _differences(saved, current, defaults, "", (key,))

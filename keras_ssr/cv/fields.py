@@ -13,7 +13,15 @@ from collections.abc import Callable, Mapping, Sequence
 
 from keras_ssr import _checks
 
-__all__ = ["SECTIONS", "aliases_of", "check_field", "choices_of", "setting", "shown"]
+__all__ = [
+    "SECTIONS",
+    "aliases_of",
+    "check_field",
+    "choices_of",
+    "renamed_values",
+    "setting",
+    "shown",
+]
 
 #: The tables of a config file, in order. A key inside a table must be one
 #: of that table's fields; at the top level any field may appear.
@@ -34,6 +42,7 @@ def setting(
     optional: bool = False,
     metavar: str | None = None,
     aliases: Sequence[str] = (),
+    renamed: Mapping[str, str] | None = None,
     hint: str | None = None,
     owner: str | None = None,
     resolve: Callable | None = None,
@@ -58,6 +67,9 @@ def setting(
         metavar: the value's name in ``--help``.
         aliases: deprecated names of the field, still accepted as keys,
             keywords and flags.
+        renamed: former spellings of ``choices``, ``{old: choice}``: still
+            accepted (deprecated) and read as the choice, in a saved
+            configuration too.
         hint: a sentence added to the error for a value not in ``choices``.
         owner: for ``"options"``: the field whose value the options belong
             to (e.g. ``"model"``); when a flag changes it, the options of a
@@ -90,6 +102,7 @@ def setting(
         "optional": optional or default is None,
         "metavar": metavar,
         "aliases": tuple(aliases),
+        "renamed": dict(renamed or {}),
         "hint": hint,
         "owner": owner,
         "resolve": resolve,
@@ -107,6 +120,19 @@ def default_of(field: dataclasses.Field):
     if field.default_factory is not dataclasses.MISSING:
         return field.default_factory()
     return field.default
+
+
+def renamed_values(cls, values: Mapping) -> dict:
+    """``values`` (field name -> value, e.g. a saved configuration) with the
+    former spellings of choices in today's (see :func:`setting`'s
+    ``renamed``)."""
+    out = dict(values)
+    for field in dataclasses.fields(cls):
+        renamed = field.metadata.get("renamed") or {}
+        value = out.get(field.name)
+        if isinstance(value, str) and value.lower() in renamed:
+            out[field.name] = renamed[value.lower()]
+    return out
 
 
 def aliases_of(cls) -> dict[str, str]:
@@ -147,7 +173,7 @@ def check_field(field: dataclasses.Field, value):
         if choices is None:  # free text, such as a folder name
             return _checks.check_text(name, value)
         try:
-            return _checks.check_choice(name, value, choices)
+            return _checks.check_choice(name, value, choices, meta["renamed"])
         except ValueError as error:
             if meta["hint"] is None:
                 raise

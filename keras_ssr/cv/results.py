@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from keras_ssr import _checks
 from keras_ssr.cv import files
-from keras_ssr.cv.config import CVConfig
+from keras_ssr.cv.config import RENAMED_METRIC_SETS, CVConfig
 from keras_ssr.cv.locks import LOCK_DIR, FileLock
 
 __all__ = [
@@ -64,12 +65,12 @@ _SHARED_COLUMNS = {
 #: background's and the foreground's IoU, the follow-up's the foreground's
 #: alone (:class:`~keras_ssr.metrics.ForegroundIoU`).
 COLUMNS = {
-    "paper": {
+    "batch": {
         **_SHARED_COLUMNS,
         "dice_coefficient": "Dice (batch)",
         "binary_io_u": "IoU (both classes)",
     },
-    "followup": {
+    "per_image": {
         **_SHARED_COLUMNS,
         "dice_score": "Dice (per image)",
         "binary_io_u": "IoU (foreground)",
@@ -81,14 +82,18 @@ def columns(metric_set: str, recorded: Sequence[str] = ()) -> dict[str, str]:
     """The columns of a table: logged name -> title, in the tables' order.
 
     Args:
-        metric_set: ``"paper"`` or ``"followup"`` (``CVConfig.metrics``).
+        metric_set: ``"batch"`` or ``"per_image"`` (``CVConfig.metrics``).
         recorded: the names the folds recorded; empty: the set's names.
             Recorded names the set does not know come last, titled by name.
 
     Returns:
         An ordered ``{name: title}``.
     """
-    known = COLUMNS[metric_set]
+    known = COLUMNS[
+        _checks.check_choice(
+            "metric_set", metric_set, tuple(COLUMNS), RENAMED_METRIC_SETS
+        )
+    ]
     if not recorded:
         return dict(known)
     ordered = {n: t for n, t in known.items() if n in recorded}
@@ -236,7 +241,7 @@ def format_table(
     folds: Sequence[Mapping[str, Any]],
     mean: Mapping[str, float],
     std: Mapping[str, float],
-    metric_set: str = "paper",
+    metric_set: str = "batch",
 ) -> str:
     """The printed results table: one row per fold, then mean and std.
 

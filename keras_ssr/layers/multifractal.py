@@ -223,6 +223,39 @@ class SoftHistogram(MapLayer):
         histogram = self._assignments(inputs)
         return ops.cast(self.bn(histogram, training=training), self.compute_dtype)
 
+    def _gate(self, inputs, training=None):
+        """``sigmoid(sum_k relu(self(inputs, training)[..., k]))``, float32,
+        for :class:`MultifractalRecalibration`, which builds this layer.
+
+        The multifractal gate, input-shaped; the normalisation's moving
+        statistics move as in a call. On JAX it is one op that recomputes
+        the ``K`` maps of the histogram wherever they are read and never
+        keeps them (:func:`keras_ssr.ops.histogram_gate`): XLA then moves a
+        few maps of the input's size, not ``K`` times as many. Where every
+        op is a kernel launch (TensorFlow graphs, torch eager) the layer's
+        call, with the fused batch-norm kernels, launches fewer.
+        """
+        if keras.backend.backend() != "jax":
+            counts = self(inputs, training=training)
+            return ops.sigmoid(ops.sum(ops.relu(counts), axis=-1))
+        bn = self.bn
+        x = ops.cast(inputs, _checks.wide_float(inputs.dtype))
+        batch = bn._batch_statistics(x, range(len(x.shape)), training)
+        gate, mean, variance = ssr_ops.histogram_gate(
+            x,
+            self.anchors,
+            self.widths,
+            bn.gamma,
+            bn.beta,
+            None if batch else (bn.moving_mean, bn.moving_variance),
+            bn.epsilon,
+            self.data_format,
+            self.synchronized,
+        )
+        if batch:
+            bn.update_moving_statistics(mean, variance)
+        return gate
+
     def compute_output_shape(self, input_shape):
         return (*input_shape, self.num_anchors)
 
@@ -329,8 +362,7 @@ class MultifractalRecalibration(Recalibration):
     def compute_gates(self, inputs, training=None):
         """The per-pixel gates ``sigmoid(sum_k relu(h_k))``, input-shaped."""
         alpha = self.alpha(inputs, training=training)
-        counts = self.histogram(alpha, training=training)
-        return ops.cast(ops.sigmoid(ops.sum(ops.relu(counts), axis=-1)), inputs.dtype)
+        return ops.cast(self.histogram._gate(alpha, training), inputs.dtype)
 
     def apply_gates(self, inputs, gates):
         return inputs + gates

@@ -15,6 +15,7 @@ from keras_ssr import ops as ssr_ops
 from keras_ssr.layers._base import Recalibration, register
 from keras_ssr.layers.attention import ChannelGate, SqueezeExcite
 from keras_ssr.layers.normalization import add_scaled, bn_variables, map_batch_norm
+from keras_ssr.ops.recalibration import BASES, RENAMED_BASES
 
 __all__ = [
     "FrequencyChannelAttention",
@@ -291,9 +292,10 @@ class FrequencyChannelAttention(ChannelGate):
         r: reduction ratio; ``channels // r >= 1``.
         low_freq: frequencies per spatial axis; the channel count must be
             divisible by ``low_freq**d``.
-        basis: ``"followup"`` (default, the follow-up's code:
-            ``cos(pi i (u + 1/2) / H)``, position and frequency swapped
-            against the DCT-II, so its lowest basis is not constant) or
+        basis: ``"transposed_dct"`` (default, the follow-up's code:
+            ``cos(pi i (u + 1/2) / H)``, the transposed DCT-II matrix:
+            position and frequency swapped, so its lowest basis is not
+            constant; ``"followup"``, its former name, is still accepted) or
             ``"dct"`` (FcaNet's DCT-II, ``cos(pi u (i + 1/2) / H)``, whose
             lowest basis is constant: group 0 sees ``H * W`` times the
             average pooling).
@@ -331,10 +333,12 @@ class FrequencyChannelAttention(ChannelGate):
 
     config_keys = (*ChannelGate.config_keys, "low_freq", "basis")
 
-    def __init__(self, r=2, low_freq=4, basis="followup", data_format=None, **kwargs):
+    def __init__(
+        self, r=2, low_freq=4, basis="transposed_dct", data_format=None, **kwargs
+    ):
         super().__init__(r=r, data_format=data_format, **kwargs)
         self.low_freq = _checks.check_int("low_freq", low_freq, 1)
-        self.basis = _checks.check_choice("basis", basis, ssr_ops.BASES)
+        self.basis = _checks.check_choice("basis", basis, BASES, RENAMED_BASES)
 
     def build_descriptor(self, input_shape):
         spatial = [input_shape[a] for a in self.spatial_axes(len(input_shape))]

@@ -33,7 +33,7 @@ from keras_ssr.models.encoders import (
     encoder_names,
     encoder_options,
 )
-from keras_ssr.models.followup import (
+from keras_ssr.models.family import (
     get_fca_encoder_unet,
     get_monofractal_unet,
     get_multifractal_unet,

@@ -4,6 +4,7 @@ dtype widening, slicing, and JAX compilation of eager calls."""
 from __future__ import annotations
 
 import functools
+import itertools
 import numbers
 
 import keras
@@ -179,3 +180,70 @@ def _slice(x, axis: int, start: int | None, stop: int | None):
     index = [slice(None)] * len(x.shape)
     index[axis] = slice(start, stop)
     return x[tuple(index)]
+
+
+class _Recomputed:
+    """``fn(*inputs)`` (or ``fn(parent(), *inputs)``), evaluated where it is read.
+
+    On JAX every call evaluates the chain of ``fn``s afresh, from all its
+    inputs passed through one ``jax.lax.optimization_barrier``: XLA then
+    neither merges the evaluations (CSE) nor shares their intermediates
+    between kernels, and fuses each evaluation, whole, into the one kernel
+    that reads it (its CPU library fusions take no value that another kernel
+    reads too), so that large intermediates are recomputed rather than
+    written and read back. Elsewhere, where every op is a kernel launch,
+    each ``fn`` runs once and its value is reused. The barrier is a
+    compiler hint and no maths: the values are the same on every backend.
+    Call each evaluation once, for one consumer.
+    """
+
+    def __init__(self, fn, *inputs, parent=None):
+        self._fn, self._inputs, self._parent, self._value = fn, inputs, parent, None
+        self._turns = itertools.count()
+
+    def _root(self) -> _Recomputed:
+        return self if self._parent is None else self._parent._root()
+
+    def then(self, fn, *inputs) -> _Recomputed:
+        """``fn(self(), *inputs)``, evaluated as ``self``."""
+        return _Recomputed(fn, *inputs, parent=self)
+
+    def _leaves(self) -> tuple:
+        up = self._parent._leaves() if self._parent is not None else ()
+        return (*up, self._inputs)
+
+    def _evaluate(self, leaves):
+        *up, own = leaves
+        if self._parent is None:
+            return self._fn(*own)
+        return self._fn(self._parent._evaluate(up), *own)
+
+    def __call__(self):
+        if keras.backend.backend() == "jax":
+            import jax
+
+            # XLA merges (CSE) barriers of the same operands in the same order
+            # (it drops unused ones first): each evaluation of a chain passes
+            # its leaves rotated by one more place.
+            flat, tree = jax.tree_util.tree_flatten(self._leaves())
+            turn = next(self._root()._turns) % len(flat)
+            flat = flat[turn:] + flat[:turn]
+            flat = list(jax.lax.optimization_barrier(flat))
+            flat = flat[-turn:] + flat[:-turn] if turn else flat
+            return self._evaluate(jax.tree_util.tree_unflatten(tree, flat))
+        if self._value is None:
+            parent = () if self._parent is None else (self._parent(),)
+            self._value = self._fn(*parent, *self._inputs)
+        return self._value
+
+
+def _written(x):
+    """``x``, which XLA (JAX) writes out whole for its readers rather than
+    merging the reduction that makes it into theirs (a sum of a sum is one
+    reduction of the larger tensor, which then has two readers). Other
+    backends: ``x`` itself."""
+    if keras.backend.backend() != "jax":
+        return x
+    import jax
+
+    return jax.lax.optimization_barrier(x)

@@ -100,6 +100,20 @@ def _sums(tensors: Sequence, axes: Sequence[int]) -> list:
     return list(kops.unstack(stacked, axis=0))
 
 
+def _recomputed_sums(values, count: int, axes: Sequence[int]) -> list:
+    """:func:`_sums` of the ``count`` tensors that ``values`` (a
+    :class:`~keras_ssr.ops._utils._Recomputed`) evaluates to: stacked once
+    where every op is a launch, each from its own evaluation under XLA (JAX),
+    so that each reduction reads the chain's inputs rather than a tensor
+    another kernel wrote."""
+    axes = tuple(sorted(axes))
+    if keras.backend.backend() != "jax":
+        return _sums(values(), axes)
+    return [
+        _axis_sum(values.then(lambda v, i=i: v[i])(), axes, True) for i in range(count)
+    ]
+
+
 def accurate_mean(x, axis: int | Sequence[int] | None, keepdims: bool = False):
     """``mean(x, axis)`` with :func:`accurate_sum`'s axis-by-axis reduction.
 
@@ -303,15 +317,17 @@ def _shifted(axes: Sequence[int]) -> tuple[int, ...]:
     return tuple(a + 1 for a in axes)
 
 
-def _count(x, axes: Sequence[int]):
-    """The number of entries of ``x`` along ``axes`` (a tensor if dynamic)."""
+def _count(x, axes: Sequence[int], tensor: bool = False):
+    """The number of entries of ``x`` along ``axes``: a tensor of ``x``'s
+    dtype if dynamic or ``tensor``, else an int."""
     if any(x.shape[a] is None for a in axes):
         shape = kops.shape(x)
         count = 1
         for a in axes:
             count = count * shape[a]
         return kops.cast(count, x.dtype)
-    return math.prod(x.shape[a] for a in axes)
+    count = math.prod(x.shape[a] for a in axes)
+    return kops.convert_to_tensor(count, x.dtype) if tensor else count
 
 
 def batch_normalize(x, mean, variance, scale=None, offset=None, epsilon=1e-3):

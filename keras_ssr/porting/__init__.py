@@ -22,8 +22,9 @@
 See ``docs/porting.md`` for the name table and a walk-through.
 """
 
-# followup registers the follow-up's attention scopes with the parsers.
-from keras_ssr.porting import followup as _followup  # noqa: F401
+# family registers the recalibration family's attention scopes (in the
+# follow-up's weight files) with the parsers.
+from keras_ssr.porting import family as _family  # noqa: F401
 from keras_ssr.porting._source import WeightFileError
 from keras_ssr.porting.h5 import read_h5_weights
 from keras_ssr.porting.loading import load_weights
