@@ -47,7 +47,6 @@ every backend; a mean over an empty axis (:func:`accurate_mean`,
 from keras_ssr.ops.measures import (
     gaussian_kernel,
     learnable_measures,
-    learnable_singularity_strength,
 )
 from keras_ssr.ops.recalibration import (
     BASES,
@@ -58,9 +57,6 @@ from keras_ssr.ops.recalibration import (
     histogram_gate,
     soft_histogram,
     style_pool,
-    weighted_ols_coefficients,
-    weighted_ols_slope,
-    weighted_singularity_strength,
 )
 from keras_ssr.ops.reductions import (
     accurate_mean,
@@ -76,10 +72,14 @@ from keras_ssr.ops.singularity import (
     MINIMUM_VALUE,
     box_sums,
     dyadic_scales,
+    learnable_singularity_strength,
     min_max_scale,
     ols_slope,
     ols_weights,
     singularity_strength,
+    weighted_ols_coefficients,
+    weighted_ols_slope,
+    weighted_singularity_strength,
 )
 
 __all__ = [

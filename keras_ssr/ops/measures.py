@@ -1,4 +1,6 @@
-"""Xu et al.'s learnable measures (NeurIPS 2021) and their singularity map."""
+"""Xu et al.'s learnable measures (NeurIPS 2021); their singularity map,
+:func:`keras_ssr.ops.learnable_singularity_strength`, is in
+:mod:`keras_ssr.ops.singularity` with the other strengths."""
 
 from __future__ import annotations
 
@@ -9,13 +11,11 @@ import numpy as np
 from keras import ops as kops
 
 from keras_ssr import _checks
-from keras_ssr.ops._utils import _as_float_tensor, _check_input, _float32_or_wider
-from keras_ssr.ops.singularity import min_max_scale, ols_slope
+from keras_ssr.ops._utils import _as_float_tensor, _check_input
 
 __all__ = [
     "gaussian_kernel",
     "learnable_measures",
-    "learnable_singularity_strength",
 ]
 
 
@@ -126,34 +126,3 @@ def learnable_measures(x, kernels: Sequence, data_format: str = "channels_last")
     if data_format == "channels_last":
         responses = kops.transpose(responses, (0, 2, 3, 1, 4))
     return kops.relu(responses) + 1.0
-
-
-def learnable_singularity_strength(
-    x,
-    kernels: Sequence,
-    scaling: str = "batch",
-    data_format: str = "channels_last",
-    synchronized: bool = True,
-):
-    """Xu et al.'s singularity strength with learnable measures.
-
-    Min-max scaling onto ``[1, 256]``, :func:`learnable_measures`, then the
-    slope of ``log(measure + 1e-7)`` against ``log(s)``, ``s = 1 ..
-    len(kernels)``; in float32 at least. ``synchronized``: global min-max
-    bounds under data parallelism (:func:`min_max_scale`).
-
-    Takes what :func:`learnable_measures` takes.
-
-    Raises:
-        ValueError: for fewer than two kernels (no slope to fit).
-    """
-    kernels = _as_kernels(kernels)
-    if len(kernels) < 2:
-        raise ValueError(
-            "`kernels` must hold at least two kernels (scales 1 and 2) to fit "
-            f"a slope. Received: {len(kernels)} kernel(s)"
-        )
-    x = _float32_or_wider(_as_float_tensor("x", x))
-    x = min_max_scale(x, scaling, data_format, synchronized=synchronized)
-    measures = learnable_measures(x, kernels, data_format)
-    return ols_slope(measures, range(1, len(kernels) + 1))

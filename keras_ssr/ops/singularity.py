@@ -1,5 +1,8 @@
-"""Min-max scaling, dyadic box sums, the least-squares slope, and the
-singularity-strength map with its hand-written gradient.
+"""The singularity strengths, in one place: min-max scaling, dyadic box
+sums, the least-squares slope and the singularity-strength map (the SSR
+paper's), the weighted strength with learnable weights per scale (the
+follow-up's Mono and Multi), Xu et al.'s strength with learnable measures,
+and the maps' hand-written gradients.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from keras_ssr.ops._utils import (
     _is_empty,
     _slice,
 )
-from keras_ssr.ops.reductions import _sums
+from keras_ssr.ops.measures import _as_kernels, learnable_measures
+from keras_ssr.ops.reductions import _axis_mean, _sums
 
 __all__ = [
     "DENOMINATOR_RANGE",
@@ -31,10 +35,14 @@ __all__ = [
     "MINIMUM_VALUE",
     "box_sums",
     "dyadic_scales",
+    "learnable_singularity_strength",
     "min_max_scale",
     "ols_slope",
     "ols_weights",
     "singularity_strength",
+    "weighted_ols_coefficients",
+    "weighted_ols_slope",
+    "weighted_singularity_strength",
 ]
 
 #: Added to every measure before the logarithm (``keras.backend.epsilon()``
@@ -297,6 +305,184 @@ def _singularity_strength(
         keras.backend.standardize_dtype(x.dtype),
     )
     return strength(x)
+
+
+# --------------------------------------------------------------------------
+# The weighted singularity strength (the follow-up's Mono and Multi)
+
+
+def weighted_ols_coefficients(weights, scales):
+    """Coefficients ``c`` with ``slope = sum_j c_j * log(measure_j)``.
+
+    The follow-up's weighted slope is
+
+    .. math::
+
+        \\hat\\alpha = \\frac{\\sum_j s_j (L_j - \\bar L)(l_j - \\bar l)}
+                             {\\sum_j s_j (l_j - \\bar l)^2},
+        \\qquad s_j = \\sigma(w_j),\\ l_j = \\log k_j,
+
+    with **unweighted** means ``bar L``, ``bar l`` (so it is not weighted
+    least squares unless all ``s_j`` are equal, when it is the ordinary
+    slope). It is linear in the log-measures ``L``:
+    ``c_j = (s_j d_j - mean_i(s_i d_i)) / sum_i s_i d_i**2`` with
+    ``d = l - mean(l)``.
+
+    Args:
+        weights: tensor of shape ``(len(scales),)``, the raw (pre-sigmoid)
+            weight of every scale.
+        scales: the box sides ``k_j``, at least two distinct positive values.
+
+    Returns:
+        Tensor of shape ``(len(scales),)`` in the dtype of ``weights``
+        (float32 at least); differentiable with respect to ``weights``.
+    """
+    scales = _check_scales(scales)
+    centred = np.log(scales) - np.log(scales).mean()
+    weights = _float32_or_wider(_as_float_tensor("weights", weights))
+    if tuple(weights.shape) != (scales.size,):
+        raise ValueError(
+            f"`weights` must have shape ({scales.size},), one per scale. "
+            f"Received: weights.shape={tuple(weights.shape)}"
+        )
+    dtype = keras.backend.standardize_dtype(weights.dtype)
+    d, d2 = (kops.convert_to_tensor(v.astype(dtype)) for v in (centred, centred**2))
+    s = kops.sigmoid(weights)
+    numerator = s * d - _axis_mean(s * d, (0,), False)
+    return numerator / kops.sum(s * d2)
+
+
+def weighted_ols_slope(measures, weights, scales):
+    """The follow-up's weighted slope of ``log(measures + 1e-7)`` on ``log(scales)``.
+
+    See :func:`weighted_ols_coefficients` for the formula. With all
+    ``weights`` equal it is :func:`keras_ssr.ops.ols_slope`.
+
+    Args:
+        measures: positive tensor whose last axis runs over the scales.
+        weights: ``(len(scales),)`` raw weights (the ``ols.weights``).
+        scales: the scale of each entry of the last axis.
+
+    Returns:
+        ``measures`` without its last axis, float32 at least.
+    """
+    measures = _as_float_tensor("measures", measures)
+    if len(measures.shape) < 1 or (
+        measures.shape[-1] is not None and measures.shape[-1] != len(scales)
+    ):
+        raise ValueError(
+            f"The last axis of `measures` must have one entry per scale "
+            f"({len(scales)}). Received: measures.shape={tuple(measures.shape)}"
+        )
+    measures = _float32_or_wider(measures)
+    coefficients = kops.cast(weighted_ols_coefficients(weights, scales), measures.dtype)
+    # The coefficients sum to zero, so centring the log-measures over the
+    # scales changes nothing but shrinks the terms of the weights' gradient
+    # (a long sum over every pixel) and with them its float32 rounding.
+    logs = kops.log(measures + EPSILON)
+    logs = logs - kops.mean(logs, axis=-1, keepdims=True)
+    return kops.sum(logs * coefficients, axis=-1)
+
+
+def weighted_singularity_strength(
+    x,
+    weights,
+    max_scale: int,
+    scaling: str = "batch",
+    data_format: str = "channels_last",
+    synchronized: bool = True,
+):
+    """The singularity strength with learnable weights per scale.
+
+    Min-max scaling onto ``[1, 256]`` (:func:`keras_ssr.ops.min_max_scale`),
+    box sums of sides ``2 .. 2**max_scale``
+    (:func:`keras_ssr.ops.box_sums`), then :func:`weighted_ols_slope`.
+
+    Args:
+        x: floating-point tensor with 1, 2 or 3 spatial axes.
+        weights: ``(max_scale,)`` raw weights, one per scale.
+        max_scale: number of dyadic scales, ``2 <= max_scale <= 16``.
+        scaling: ``"batch"`` (the follow-up: bounds over the whole batch) or
+            ``"sample"`` (per sample).
+        data_format: ``"channels_last"`` or ``"channels_first"``.
+        synchronized: with ``scaling="batch"`` under data parallelism,
+            whether the min-max bounds are taken over the global batch (all
+            replicas, :mod:`keras_ssr.distributed`) rather than each
+            replica's own (see :func:`keras_ssr.ops.min_max_scale`).
+
+    Returns:
+        Tensor of the shape of ``x``, float32 (float64 for float64 input).
+
+    Raises:
+        TypeError: for non-float ``x`` or ``weights``, a non-integer
+            ``max_scale`` or a non-bool ``synchronized``.
+        ValueError: for ``max_scale`` outside ``[2, 16]``, an unknown
+            ``scaling`` or ``data_format``, or an input of the wrong rank.
+    """
+    max_scale = _checks.check_int("max_scale", max_scale, 2, MAX_SCALE_LIMIT)
+    scaling = _checks.check_scaling(scaling)
+    data_format = _checks.standardize_data_format(data_format)
+    synchronized = _checks.check_bool("synchronized", synchronized)
+    x = _as_float_tensor("x", x)
+    spatial = _check_input(x, data_format)
+    x = _float32_or_wider(x)
+    weights = kops.cast(_as_float_tensor("weights", weights), x.dtype)
+    coefficients = weighted_ols_coefficients(weights, dyadic_scales(max_scale))
+    axes = (0, *spatial) if scaling == "batch" else spatial
+    if _is_empty(x) and not distributed.spans_replicas(axes, synchronized):
+        return x  # no extrema, no slope: the empty map
+    return _weighted_strength(
+        x, coefficients, max_scale, scaling, data_format, synchronized
+    )
+
+
+@_compiled_on_jax(tensors=2)
+def _weighted_strength(x, coefficients, max_scale, scaling, data_format, synchronized):
+    spatial = _check_input(x, data_format)
+    strength = _weighted_strength_with_gradient(
+        max_scale,
+        scaling,
+        spatial,
+        data_format,
+        bool(synchronized) and scaling == "batch",
+        keras.backend.standardize_dtype(x.dtype),
+    )
+    return strength(x, kops.cast(coefficients, x.dtype))
+
+
+# --------------------------------------------------------------------------
+# Xu et al.'s singularity strength with learnable measures
+
+
+def learnable_singularity_strength(
+    x,
+    kernels: Sequence,
+    scaling: str = "batch",
+    data_format: str = "channels_last",
+    synchronized: bool = True,
+):
+    """Xu et al.'s singularity strength with learnable measures.
+
+    Min-max scaling onto ``[1, 256]``, :func:`learnable_measures`, then the
+    slope of ``log(measure + 1e-7)`` against ``log(s)``, ``s = 1 ..
+    len(kernels)``; in float32 at least. ``synchronized``: global min-max
+    bounds under data parallelism (:func:`min_max_scale`).
+
+    Takes what :func:`learnable_measures` takes.
+
+    Raises:
+        ValueError: for fewer than two kernels (no slope to fit).
+    """
+    kernels = _as_kernels(kernels)
+    if len(kernels) < 2:
+        raise ValueError(
+            "`kernels` must hold at least two kernels (scales 1 and 2) to fit "
+            f"a slope. Received: {len(kernels)} kernel(s)"
+        )
+    x = _float32_or_wider(_as_float_tensor("x", x))
+    x = min_max_scale(x, scaling, data_format, synchronized=synchronized)
+    measures = learnable_measures(x, kernels, data_format)
+    return ols_slope(measures, range(1, len(kernels) + 1))
 
 
 # --------------------------------------------------------------------------
