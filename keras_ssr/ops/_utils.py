@@ -228,7 +228,7 @@ class _Recomputed:
             flat, tree = jax.tree_util.tree_flatten(self._leaves())
             turn = next(self._root()._turns) % len(flat)
             flat = flat[turn:] + flat[:turn]
-            flat = list(jax.lax.optimization_barrier(flat))
+            flat = list(_barrier(flat))
             flat = flat[-turn:] + flat[:-turn] if turn else flat
             return self._evaluate(jax.tree_util.tree_unflatten(tree, flat))
         if self._value is None:
@@ -244,6 +244,14 @@ def _written(x):
     backends: ``x`` itself."""
     if keras.backend.backend() != "jax":
         return x
+    return _barrier(x)
+
+
+def _barrier(values):
+    """``jax.lax.optimization_barrier(values)``, a compiler hint (no maths);
+    ``values`` themselves on a JAX without it (JAX 0.4.30, the floor, has
+    none public): the same results, with more traffic."""
     import jax
 
-    return jax.lax.optimization_barrier(x)
+    barrier = getattr(jax.lax, "optimization_barrier", None)
+    return values if barrier is None else barrier(values)
