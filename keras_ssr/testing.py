@@ -310,32 +310,52 @@ def check_save_and_reload(
     return None
 
 
+class _Batches(keras.utils.PyDataset):
+    """One batch ``(x, y)``, served the way training code feeds data."""
+
+    def __init__(self, x, y):
+        super().__init__()
+        self.batch = (x, y)
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        return self.batch
+
+
 def check_fit_step(
     layer_factory: LayerFactory,
     input_shape,
     init_kwargs: Mapping[str, Any] | None = None,
 ) -> float:
-    """Checks one ``fit`` step: jit-compiled on TensorFlow and JAX, eager on torch.
+    """Checks one ``fit`` step: jit-compiled on TensorFlow and JAX, eager on
+    torch; on TensorFlow also as a ``tf.function`` graph without XLA. The
+    batch comes from a ``keras.utils.PyDataset``, as in most training code,
+    so TensorFlow traces it with an unknown batch size.
 
     Returns:
-        The step's (finite) loss.
+        The step's (finite) loss (the last one's on TensorFlow).
     """
-    model = _model(layer_factory, init_kwargs, input_shape)
-    x = random_input(input_shape, seed=3)
-    y = np.zeros(tuple(model(x).shape), "float32")
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.1),
-        loss="mse",
-        jit_compile=keras.backend.backend() in ("tensorflow", "jax"),
-    )
-    before = [_numpy(v.value).copy() for v in model.trainable_variables]
-    history = model.fit(x, y, batch_size=tuple(input_shape)[0], epochs=1, verbose=0)
-    loss = float(history.history["loss"][0])
-    if not np.isfinite(loss):
-        _fail(f"{_name(layer_factory)}: non-finite loss {loss} in a fit step")
-    after = [_numpy(v.value) for v in model.trainable_variables]
-    if before and all(np.array_equal(a, b) for a, b in zip(after, before)):
-        _fail(f"{_name(layer_factory)}: a fit step left every trainable weight alone")
+    backend = keras.backend.backend()
+    modes = {"tensorflow": (True, False), "jax": (True,)}.get(backend, (False,))
+    for jit_compile in modes:
+        model = _model(layer_factory, init_kwargs, input_shape)
+        x = random_input(input_shape, seed=3)
+        y = np.zeros(tuple(model(x).shape), "float32")
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.1), loss="mse", jit_compile=jit_compile
+        )
+        before = [_numpy(v.value).copy() for v in model.trainable_variables]
+        history = model.fit(_Batches(x, y), epochs=1, verbose=0)
+        loss = float(history.history["loss"][0])
+        if not np.isfinite(loss):
+            _fail(f"{_name(layer_factory)}: non-finite loss {loss} in a fit step")
+        after = [_numpy(v.value) for v in model.trainable_variables]
+        if before and all(np.array_equal(a, b) for a, b in zip(after, before)):
+            _fail(
+                f"{_name(layer_factory)}: a fit step left every trainable weight alone"
+            )
     return loss
 
 

@@ -296,7 +296,7 @@ def _pool_normalize_with_gradient(spatial: tuple[int, ...], scaled, shifted):
             total = kops.sum(dp, axis=0, keepdims=True)
             moment = kops.sum(dp * deviation, axis=0, keepdims=True)
             per_entry = a / _count(c, (0, *spatial))  # a / (B S)
-            batch = kops.shape(dp)[0]
+            batch = _count(dp, (0,))  # a tensor when the batch is dynamic
             dx = (
                 per_entry * (dp * batch - total)
                 - (per_entry * kops.square(inv) * moment) * c
