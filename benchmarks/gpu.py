@@ -41,12 +41,12 @@ CUDA_PACKAGES = {
     "jax": "jax[cuda12]==0.10.2",
 }
 
-#: The parity suite: every recorded-fixture test (layers, models, checkpoints).
+#: The parity suite: every recorded-fixture test (layers and ops of both
+#: fixture sets, models, checkpoints) and the float64 gradient checks.
 PARITY_TESTS = (
     "tests/test_parity.py",
     "tests/test_load_weights.py",
     "tests/test_float64_gradients.py",
-    "tests/test_family_layers.py",
     "tests/test_family_models.py",
 )
 

@@ -378,6 +378,8 @@ def test_gpu_check_plan(capsys):
     assert sum(step.timeout_s for step in steps) <= gpu.TOTAL_LIMIT_S
     parity = [s for s in steps if s.name.startswith("parity")]
     assert all("tests/test_parity.py" in s.argv for s in parity)
+    # plan() skips a missing file: a renamed test module must be renamed here too.
+    assert all((gpu.REPO / path).is_file() for path in gpu.PARITY_TESTS)
 
 
 def test_gpu_check_refuses_bad_backends_and_a_machine_without_gpu(capsys, monkeypatch):

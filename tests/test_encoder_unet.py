@@ -83,7 +83,7 @@ def test_trains_one_step(unet, tmp_path):
     (``jit_compile="auto"``): XLA on JAX, a tf.function graph on TensorFlow's
     CPU (XLA where there is a GPU; on a CPU, XLA compiles this training step
     about 2.5x slower than the graph, and each attention layer's XLA fit step
-    is tested in tests/test_layers.py and tests/test_family_layers.py),
+    is tested in tests/test_layers.py),
     eagerly on torch. The module's U-Net itself: test_export compares its
     export with its own outputs, whatever its weights."""
     model = unet

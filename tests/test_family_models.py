@@ -19,6 +19,7 @@ import pytest
 
 from keras_ssr import layers, models, porting
 from keras_ssr.porting import family as family_scopes
+from tests import fixtures as fx
 from tests import fixtures_mfr as mfr
 from tests.helpers import (
     assert_load_fails,
@@ -40,10 +41,6 @@ ATTENTION = {
     "fca_encoder_unet": layers.FrequencyChannelAttention,
     "multifractal_unet": layers.MultifractalRecalibration,
 }
-
-
-def _agrees(actual, expected, what):
-    return mfr.assert_agrees(actual, {"y": expected}, "y", what)
 
 
 # --------------------------------------------------------------------------
@@ -68,9 +65,9 @@ def test_recorded_model(name):
     assert len(set(mapping.values())) == len(model.weights)
 
     y = to_numpy(model(arrays["x"], training=False))
-    _agrees(y, arrays["y_inference"], f"{name}: y_inference")
+    fx.assert_agrees(y, arrays["y_inference"], f"{name}: y_inference")
     y = to_numpy(model(arrays["x"], training=True))
-    _agrees(y, arrays["y_training"], f"{name}: y_training")
+    fx.assert_agrees(y, arrays["y_training"], f"{name}: y_training")
 
 
 # (source name, keras_ssr slot) pairs, one model per attention kind.
@@ -184,7 +181,7 @@ def test_names_not_positions_decide(name):
     model = build_model(case)
     porting.load_weights(model, renamed)
     y = to_numpy(model(arrays["x"], training=False))
-    _agrees(y, arrays["y_inference"], f"{name} renamed: y_inference")
+    fx.assert_agrees(y, arrays["y_inference"], f"{name} renamed: y_inference")
 
 
 @requires_nchw_conv
@@ -198,7 +195,7 @@ def test_channels_first_multifractal_model():
     porting.load_weights(model, weights)
     x = np.transpose(arrays["x"], (0, 3, 1, 2))
     y = np.transpose(to_numpy(model(x, training=False)), (0, 2, 3, 1))
-    _agrees(y, arrays["y_inference"], "channels_first: y_inference")
+    fx.assert_agrees(y, arrays["y_inference"], "channels_first: y_inference")
 
 
 # --------------------------------------------------------------------------
@@ -255,12 +252,12 @@ def test_checkpoint_files(source):
     expected = _moved_as_tf_keras(fresh, before, len(arrays["x"]))
     moved = 0
     for theirs, mine in zip(model.weights, fresh.weights):
-        _agrees(to_numpy(theirs.value), expected[mine.path], mine.path)
+        fx.assert_agrees(to_numpy(theirs.value), expected[mine.path], mine.path)
         moved += "moving_" in mine.path
     assert moved == 2 * (10 + 2 * 2)  # 10 conv-block BNs, 2 per recalibration
     # Batch statistics: the moving ones do not enter.
     y = to_numpy(model(arrays["x"], training=True))
-    _agrees(y, arrays["y_training"], "y_training")
+    fx.assert_agrees(y, arrays["y_training"], "y_training")
 
 
 def test_checkpoint_readers_agree():
