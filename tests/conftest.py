@@ -63,6 +63,17 @@ settings.register_profile(
 settings.load_profile("keras_ssr")
 
 
+@pytest.fixture
+def attention_registry():
+    """Restores the attention registry a test registers names in."""
+    from keras_ssr import models
+
+    saved = dict(models.registry._ATTENTION)
+    yield
+    models.registry._ATTENTION.clear()
+    models.registry._ATTENTION.update(saved)
+
+
 def _gpu_names() -> list[str]:
     if BACKEND == "tensorflow":
         import tensorflow as tf

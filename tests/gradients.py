@@ -162,3 +162,41 @@ def compiled(fn):
     import jax
 
     return jax.jit(fn)
+
+
+def assert_matches_float64_twin(cls, kwargs, layer, x, cotangent, weights, rtol=None):
+    """The training-mode output and gradients of ``layer`` (a built float32
+    ``cls(**kwargs)`` holding ``weights``, float32 arrays by semantic name)
+    against its float64 twin holding the same values: output and weight
+    gradients under the fixtures' rule, the input gradient per channel.
+
+    ``rtol`` is the weight gradients' tolerance (default: the fixtures'
+    ``RTOL``). Returns the float64 twin.
+    """
+    from keras_ssr import porting
+    from tests import fixtures as fx
+
+    shape = x.shape
+    y32, gx32, gw32 = vjp(layer, x, cotangent, training=True)
+    with float64_mode():
+        layer64 = cls(**kwargs, dtype="float64")
+        layer64.build(shape)
+        porting.set_layer_weights(
+            layer64, {k: v.astype("float64") for k, v in weights.items()}
+        )
+        y64, gx64, gw64 = vjp(
+            layer64, x.astype("float64"), cotangent.astype("float64"), training=True
+        )
+    assert y64.dtype == np.float64 and gx64.dtype == np.float64
+
+    channel_axis = 1 if kwargs.get("data_format") == "channels_first" else -1
+    fx.assert_agrees(y32, y64, "output")
+    fx.assert_agrees_per_channel(gx32, gx64, "grad_x", channel_axis=channel_axis)
+    names32 = {v.path: n for n, v in layer.semantic_variables().items()}
+    names64 = {v.path: n for n, v in layer64.semantic_variables().items()}
+    grads64 = {names64[p]: g for p, g in gw64.items()}
+    assert len(gw32) == len(grads64) > 0
+    for path, grad in gw32.items():
+        name = names32[path]
+        fx.assert_agrees(grad, grads64[name], f"grad.{name}", rtol=rtol or fx.RTOL)
+    return layer64

@@ -6,6 +6,8 @@ import keras
 import numpy as np
 import pytest
 
+from tests import fixtures as fx
+
 BACKEND = keras.backend.backend()
 
 
@@ -73,3 +75,68 @@ def assert_load_fails(model, source, match, error=ValueError) -> None:
         porting.load_weights(model, source)
     for old, variable in zip(before, model.weights):
         np.testing.assert_array_equal(old, to_numpy(variable.value), err_msg="assigned")
+
+
+def assert_checkpoint_moved_once(fixtures, name, source, moved, moved_as_saved=None):
+    """Loads checkpoint ``source`` into the model of recorded case ``name``,
+    and checks every weight against a model loaded from the recorded weights
+    and called once in training mode (the files were saved after such a
+    call: their moving statistics are the recorded ones moved once).
+
+    ``moved`` is the number of moving statistics; ``moved_as_saved(fresh,
+    before, batch)`` gives the weights the saving code would hold, by path,
+    from the fresh model (and its weights ``before`` the call); by default
+    the fresh model's own. Returns the loaded model, the fresh model and the
+    case's arrays.
+    """
+    from keras_ssr import porting
+
+    case, arrays, weights = model_case(fixtures, name)
+    model = build_model(case)
+    mapping = porting.load_weights(model, source)
+    assert len(mapping) == len(model.weights)
+    fresh = build_model(case)
+    porting.load_weights(fresh, weights)
+    before = {v.path: to_numpy(v.value).astype(np.float64) for v in fresh.weights}
+    fresh(arrays["x"], training=True)
+    if moved_as_saved is None:
+        expected = {v.path: to_numpy(v.value) for v in fresh.weights}
+    else:
+        expected = moved_as_saved(fresh, before, len(arrays["x"]))
+    count = 0
+    for theirs, mine in zip(model.weights, fresh.weights):
+        fx.assert_agrees(to_numpy(theirs.value), expected[mine.path], mine.path)
+        count += "moving_" in mine.path
+    assert count == moved
+    return model, fresh, arrays
+
+
+def hub_resnet_backbone(size: int):
+    """A small keras-hub ResNet backbone for ``size`` x ``size`` RGB images
+    (skips the test without keras-hub)."""
+    keras_hub = pytest.importorskip("keras_hub")
+    keras.utils.set_random_seed(0)
+    return keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[7],
+        stackwise_num_filters=[64, 64, 64],
+        stackwise_num_blocks=[1, 1, 1],
+        stackwise_num_strides=[1, 2, 2],
+        block_type="basic_block",
+        image_shape=(size, size, 3),
+    )
+
+
+def tiny_segmenter():
+    """Four 8 x 8 RGB images, random binary masks and an uncompiled one-conv
+    sigmoid segmenter: enough for one training step."""
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 8, 8, 3)).astype(np.float32)
+    y = (rng.random((4, 8, 8, 1)) > 0.5).astype(np.float32)
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid"),
+        ]
+    )
+    return model, x, y

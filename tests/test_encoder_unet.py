@@ -15,7 +15,7 @@ import pytest
 
 from keras_ssr import layers, models
 from tests.gradients import compiled
-from tests.helpers import to_numpy
+from tests.helpers import hub_resnet_backbone, to_numpy
 
 BACKEND = keras.backend.backend()
 SIZE = 32
@@ -192,17 +192,7 @@ def test_other_encoders(encoder):
 
 
 def test_keras_hub_encoder():
-    keras_hub = pytest.importorskip("keras_hub")
-    keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[64],
-        input_conv_kernel_sizes=[7],
-        stackwise_num_filters=[64, 64, 64],
-        stackwise_num_blocks=[1, 1, 1],
-        stackwise_num_strides=[1, 2, 2],
-        block_type="basic_block",
-        image_shape=(SIZE, SIZE, 3),
-    )
+    backbone = hub_resnet_backbone(SIZE)
     model = models.build_unet(encoder=backbone, attention="se", n_classes=1)
     # P2, P3 are skips at strides 4 and 8; P4 (stride 16) the deepest.
     assert model.get_layer("decoder_3_concat").input[1] is (

@@ -17,7 +17,7 @@ import keras_ssr
 from keras_ssr import ops as ssr_ops
 from tests import fixtures as fx
 from tests import numpy_oracle as oracle
-from tests.gradients import float64_mode, vjp
+from tests.gradients import assert_matches_float64_twin
 from tests.helpers import to_numpy
 
 EPS = 1e-3  # BatchNormalization epsilon
@@ -310,25 +310,8 @@ def test_float32_matches_float64(cls, kwargs, shape):
     layer.build(shape)
     weights = random_weights(layer, rng)
     cotangent = rng.normal(size=layer.compute_output_shape(shape)).astype("float32")
-    y32, gx32, gw32 = vjp(layer, x, cotangent, training=True)
-    with float64_mode():
-        layer64 = cls(**kwargs, dtype="float64")
-        layer64.build(shape)
-        for name, v in layer64.semantic_variables().items():
-            v.assign(weights[name].astype("float32").astype("float64"))
-        y64, gx64, gw64 = vjp(
-            layer64, x.astype("float64"), cotangent.astype("float64"), training=True
-        )
-    assert y64.dtype == np.float64
-    channel_axis = 1 if kwargs.get("data_format") == "channels_first" else -1
-    fx.assert_agrees(y32, y64, "output")
-    fx.assert_agrees_per_channel(gx32, gx64, "grad_x", channel_axis=channel_axis)
-    names32 = {v.path: n for n, v in layer.semantic_variables().items()}
-    names64 = {v.path: n for n, v in layer64.semantic_variables().items()}
-    grads64 = {names64[p]: g for p, g in gw64.items()}
-    assert len(gw32) == len(grads64) > 0
-    for path, grad in gw32.items():
-        fx.assert_agrees(grad, grads64[names32[path]], f"grad.{names32[path]}")
+    weights = {k: v.astype("float32") for k, v in weights.items()}
+    layer64 = assert_matches_float64_twin(cls, kwargs, layer, x, cotangent, weights)
     for name, v in layer.semantic_variables().items():
         if "moving" in name:
             want = keras.ops.convert_to_numpy(layer64.semantic_variables()[name].value)

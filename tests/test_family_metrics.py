@@ -23,6 +23,7 @@ from keras_ssr.metrics import (
     per_image_segmentation_metrics,
 )
 from tests.fixtures import assert_agrees
+from tests.helpers import tiny_segmenter
 
 DATA = pathlib.Path(__file__).parent / "data" / "reference_mfr_tf214"
 EPS = 1e-12
@@ -272,15 +273,7 @@ def test_per_image_set_and_a_training_step(tmp_path):
         "dice_score",
         "binary_io_u",
     ]
-    rng = np.random.default_rng(0)
-    x = rng.random((4, 8, 8, 3)).astype(np.float32)
-    y = (rng.random((4, 8, 8, 1)) > 0.5).astype(np.float32)
-    model = keras.Sequential(
-        [
-            keras.Input((8, 8, 3)),
-            keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid"),
-        ]
-    )
+    model, x, y = tiny_segmenter()
     model.compile(
         optimizer="adam",
         loss="binary_crossentropy",

@@ -22,6 +22,7 @@ from keras_ssr.porting import family as family_scopes
 from tests import fixtures as fx
 from tests import fixtures_mfr as mfr
 from tests.helpers import (
+    assert_checkpoint_moved_once,
     assert_load_fails,
     build_model,
     model_case,
@@ -236,25 +237,15 @@ def _moved_as_tf_keras(fresh, before, batch):
     "source", [H5, TF_FORMAT / "weights", TF_FORMAT], ids=["h5", "tf", "tf-dir"]
 )
 def test_checkpoint_files(source):
-    case, arrays, weights = model_case(mfr, "model_multifractal_unet_5")
-    model = build_model(case)
-    mapping = porting.load_weights(model, source)
-    assert len(mapping) == len(model.weights)
-
-    # Saved after the follow-up's training-mode call: the moving statistics
-    # are the recorded ones moved once, which a model loaded from the
-    # recorded weights reproduces with its own training call (up to
-    # tf.keras' Bessel correction, see _moved_as_tf_keras).
-    fresh = build_model(case)
-    porting.load_weights(fresh, weights)
-    before = {v.path: to_numpy(v.value).astype(np.float64) for v in fresh.weights}
-    fresh(arrays["x"], training=True)
-    expected = _moved_as_tf_keras(fresh, before, len(arrays["x"]))
-    moved = 0
-    for theirs, mine in zip(model.weights, fresh.weights):
-        fx.assert_agrees(to_numpy(theirs.value), expected[mine.path], mine.path)
-        moved += "moving_" in mine.path
-    assert moved == 2 * (10 + 2 * 2)  # 10 conv-block BNs, 2 per recalibration
+    # Saved after the follow-up's training-mode call (up to tf.keras' Bessel
+    # correction, see _moved_as_tf_keras).
+    model, _, arrays = assert_checkpoint_moved_once(
+        mfr,
+        "model_multifractal_unet_5",
+        source,
+        moved=2 * (10 + 2 * 2),  # 10 conv-block BNs, 2 per recalibration
+        moved_as_saved=_moved_as_tf_keras,
+    )
     # Batch statistics: the moving ones do not enter.
     y = to_numpy(model(arrays["x"], training=True))
     fx.assert_agrees(y, arrays["y_training"], "y_training")

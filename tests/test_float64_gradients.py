@@ -11,8 +11,7 @@ import pytest
 
 import keras_ssr
 from keras_ssr import porting
-from tests import fixtures as fx
-from tests.gradients import float64_mode, vjp
+from tests.gradients import assert_matches_float64_twin
 
 CASES = [
     (keras_ssr.LocalSingularityStrength, {"max_scale": 4}, (2, 48, 40, 6)),
@@ -84,28 +83,6 @@ def test_float32_gradients_match_float64(cls, kwargs, shape):
         layer(x, **({} if cls is keras_ssr.LearnableMeasure else {"training": False}))
     )
     cotangent = rng.normal(size=y_probe.shape).astype("float32")
-    y32, gx32, gw32 = vjp(layer, x, cotangent, training=True)
-
-    with float64_mode():
-        layer64 = cls(**kwargs, dtype="float64")
-        layer64.build(shape)
-        porting.set_layer_weights(
-            layer64, {k: v.astype("float64") for k, v in weights.items()}
-        )
-        y64, gx64, gw64 = vjp(
-            layer64, x.astype("float64"), cotangent.astype("float64"), training=True
-        )
-    assert y64.dtype == np.float64 and gx64.dtype == np.float64
-
-    channel_axis = 1 if kwargs.get("data_format") == "channels_first" else -1
-    fx.assert_agrees(y32, y64, "output")
-    fx.assert_agrees_per_channel(gx32, gx64, "grad_x", channel_axis=channel_axis)
-    names32 = {v.path: n for n, v in layer.semantic_variables().items()}
-    names64 = {v.path: n for n, v in layer64.semantic_variables().items()}
-    grads64 = {names64[p]: g for p, g in gw64.items()}
-    assert len(gw32) == len(grads64) > 0
-    for path, grad in gw32.items():
-        name = names32[path]
-        projected = cls in BN_PROJECTED and kwargs.get("with_bn", True)
-        rtol = BN_PROJECTED_RTOL if projected else fx.RTOL
-        fx.assert_agrees(grad, grads64[name], f"grad.{name}", rtol=rtol)
+    projected = cls in BN_PROJECTED and kwargs.get("with_bn", True)
+    rtol = BN_PROJECTED_RTOL if projected else None
+    assert_matches_float64_twin(cls, kwargs, layer, x, cotangent, weights, rtol)

@@ -20,7 +20,7 @@ import pytest
 from keras_ssr import layers, models
 from keras_ssr.models.encoders import ENCODERS
 from tests.gradients import vjp
-from tests.helpers import to_numpy
+from tests.helpers import hub_resnet_backbone, to_numpy
 
 SIZE = 32
 APPLICATIONS = {
@@ -348,17 +348,7 @@ def test_errors_list_candidates():
 
 @pytest.fixture(scope="module")
 def hub_backbone():
-    keras_hub = pytest.importorskip("keras_hub")
-    keras.utils.set_random_seed(0)
-    return keras_hub.models.ResNetBackbone(
-        input_conv_filters=[64],
-        input_conv_kernel_sizes=[7],
-        stackwise_num_filters=[64, 64, 64],
-        stackwise_num_blocks=[1, 1, 1],
-        stackwise_num_strides=[1, 2, 2],
-        block_type="basic_block",
-        image_shape=(SIZE, SIZE, 3),
-    )
+    return hub_resnet_backbone(SIZE)
 
 
 def test_keras_hub_backbone_keeps_pyramid_outputs(hub_backbone, tmp_path):

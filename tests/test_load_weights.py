@@ -18,6 +18,7 @@ from keras_ssr import models, porting
 from keras_ssr.porting import scopes
 from tests import fixtures as fx
 from tests.helpers import (
+    assert_checkpoint_moved_once,
     assert_load_fails,
     build_model,
     model_case,
@@ -125,22 +126,13 @@ def test_names_not_positions_decide():
 
 @pytest.mark.parametrize("source", [H5, TF_FORMAT / "weights"], ids=["h5", "tf"])
 def test_checkpoint_files(source):
-    case, arrays, weights = model_case(fx, "model_ssr_unet_2")
-    model = build_model(case)
-    mapping = porting.load_weights(model, source)
-    assert len(mapping) == len(model.weights)
-
-    # The files were saved after the original's training-mode call: their
-    # moving statistics are the recorded ones moved once, which a model
-    # loaded from the recorded weights reproduces with its own training call.
-    fresh = build_model(case)
-    porting.load_weights(fresh, weights)
-    fresh(arrays["x"], training=True)
-    moved = 0
-    for theirs, mine in zip(model.weights, fresh.weights):
-        fx.assert_agrees(to_numpy(theirs.value), to_numpy(mine.value), mine.path)
-        moved += "moving_" in mine.path
-    assert moved == 2 * 12  # 10 conv-block BNs and 2 SSR BNs
+    # The files were saved after the original's training-mode call.
+    model, fresh, arrays = assert_checkpoint_moved_once(
+        fx,
+        "model_ssr_unet_2",
+        source,
+        moved=2 * 12,  # 10 conv-block BNs, 2 SSR BNs
+    )
     loaded = to_numpy(model(arrays["x"], training=False))
     expected = to_numpy(fresh(arrays["x"], training=False))
     fx.assert_agrees(loaded, expected, "y_inference after the training call")

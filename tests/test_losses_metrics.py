@@ -16,6 +16,7 @@ from keras_ssr import losses, metrics
 from keras_ssr.losses import BCEDiceLoss, DiceLoss, bce_dice_loss, dice_loss
 from keras_ssr.metrics import dice_coefficient, segmentation_metrics, specificity
 from tests.fixtures import assert_agrees, load
+from tests.helpers import tiny_segmenter
 
 EPS = 1e-12
 
@@ -371,15 +372,7 @@ def test_segmentation_metrics_are_the_original_set():
 
 
 def test_fit_evaluate_save_load(tmp_path):
-    rng = np.random.default_rng(0)
-    x = rng.random((4, 8, 8, 3)).astype(np.float32)
-    y = (rng.random((4, 8, 8, 1)) > 0.5).astype(np.float32)
-    model = keras.Sequential(
-        [
-            keras.Input((8, 8, 3)),
-            keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid"),
-        ]
-    )
+    model, x, y = tiny_segmenter()
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=BCEDiceLoss(),

@@ -231,15 +231,7 @@ def test_attention_errors():
         models.build_unet(LEVELS, SHAPE, attention="se", attention_kwargs={"r": 8})
 
 
-@pytest.fixture
-def _registry():
-    saved = dict(models.registry._ATTENTION)
-    yield
-    models.registry._ATTENTION.clear()
-    models.registry._ATTENTION.update(saved)
-
-
-def test_register_attention(_registry):
+def test_register_attention(attention_registry):
     models.register_attention("se4", layers.SqueezeExcite, {"r": 4})
     assert "se4" in models.attention_names()
     model = models.build_unet(LEVELS, SHAPE, attention="SE4")

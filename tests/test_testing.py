@@ -47,15 +47,7 @@ class ContrastGate(keras.layers.Layer):
         }
 
 
-@pytest.fixture
-def _registry():
-    saved = dict(models.registry._ATTENTION)
-    yield
-    models.registry._ATTENTION.clear()
-    models.registry._ATTENTION.update(saved)
-
-
-def test_a_registered_user_attention_passes_the_contract(_registry):
+def test_a_registered_user_attention_passes_the_contract(attention_registry):
     """What docs/testing.md shows: register a layer, then check it."""
     models.register_attention("contrast", ContrastGate, {"scale": 2.0})
     errors = kt.check_layer(
