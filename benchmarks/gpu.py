@@ -47,7 +47,6 @@ PARITY_TESTS = (
     "tests/test_parity.py",
     "tests/test_load_weights.py",
     "tests/test_float64_gradients.py",
-    "tests/test_family_models.py",
 )
 
 #: Environment of every step: float32 without TF32, memory on demand.

@@ -48,6 +48,24 @@ def model_case(fixtures, name: str) -> tuple[dict, dict, dict]:
     return case, arrays, weights
 
 
+def _followup_unets() -> dict:
+    from keras_ssr import layers
+
+    return {
+        "monofractal_unet": layers.MonofractalRecalibration,
+        "se_unet": layers.SqueezeExcite,
+        "sc_encoder_unet": layers.SpatialSqueezeExcite,
+        "srm_encoder_unet": layers.StyleBasedRecalibration,
+        "fca_encoder_unet": layers.FrequencyChannelAttention,
+        "multifractal_unet": layers.MultifractalRecalibration,
+    }
+
+
+#: The follow-up's six U-Nets (built by ``models.get_<name>``) and the
+#: attention layer each puts in its encoder.
+FOLLOWUP_UNETS = _followup_unets()
+
+
 #: The original's cases name their model; the follow-up's name its builder.
 _ORIGINAL_BUILDERS = {"unet": "get_unet", "ssr_unet": "get_ssr_unet"}
 

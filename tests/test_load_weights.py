@@ -1,9 +1,13 @@
-"""keras_ssr.porting.load_weights: the original's weights in keras_ssr U-Nets.
+"""keras_ssr.porting.load_weights: the original's and the follow-up's weights
+in keras_ssr U-Nets.
 
-The expected outputs are the original's (TF 2.14) recorded ones, under the
-fixtures' rule ``max|a - e| <= 1e-4 * max(1, max|e|)``. The checkpoint files
-hold model_ssr_unet_2's weights as the original saved them after its
-training-mode call (so with its BN moving statistics moved once).
+The ``model_*`` cases of both fixture sets hold the authors' (TF 2.14) weights
+in their ``model.weights`` order with their variable names, an input and the
+recorded inference and training-mode outputs; the expected outputs are those,
+under the fixtures' rule ``max|a - e| <= 1e-4 * max(1, max|e|)``. The
+checkpoint files hold model_ssr_unet_2's and model_multifractal_unet_5's
+weights as ``model.save_weights`` wrote them after the training-mode call (so
+with their BN moving statistics moved once).
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ import numpy as np
 import pytest
 
 from keras_ssr import models, porting
+from keras_ssr.porting import family as family_scopes
 from keras_ssr.porting import scopes
 from tests import fixtures as fx
+from tests import fixtures_mfr as mfr
 from tests.helpers import (
+    FOLLOWUP_UNETS,
     assert_checkpoint_moved_once,
     assert_load_fails,
     build_model,
@@ -31,6 +38,10 @@ CHECKPOINTS = fx.DATA / "checkpoints"
 H5 = CHECKPOINTS / "ssr_unet.h5"
 TF_FORMAT = CHECKPOINTS / "ssr_unet_tf_format"
 MODEL_CASES = ["model_unet_0", "model_unet_1", "model_ssr_unet_2", "model_ssr_unet_3"]
+MFR_CHECKPOINTS = mfr.DATA / "checkpoints"
+MFR_H5 = MFR_CHECKPOINTS / "multifractal_unet.h5"
+MFR_TF_FORMAT = MFR_CHECKPOINTS / "multifractal_unet_tf_format"
+MFR_MODEL_CASES = sorted(name for name, case in mfr.CASES.items() if "model" in case)
 
 
 # --------------------------------------------------------------------------
@@ -38,10 +49,24 @@ MODEL_CASES = ["model_unet_0", "model_unet_1", "model_ssr_unet_2", "model_ssr_un
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", MODEL_CASES)
-def test_recorded_model(name):
-    case, arrays, weights = model_case(fx, name)
+def test_every_builder_has_a_case():
+    assert sorted(mfr.CASES[n]["model"] for n in MFR_MODEL_CASES) == sorted(
+        FOLLOWUP_UNETS
+    )
+
+
+@pytest.mark.parametrize(
+    "fixtures, name",
+    [(fx, name) for name in MODEL_CASES] + [(mfr, name) for name in MFR_MODEL_CASES],
+    ids=MODEL_CASES + MFR_MODEL_CASES,
+)
+def test_recorded_model(fixtures, name):
+    case, arrays, weights = model_case(fixtures, name)
     model = build_model(case)
+    if fixtures is mfr:
+        assert model.name == case["model"]
+        attention = model.get_layer("encoder_0_attention")
+        assert type(attention) is FOLLOWUP_UNETS[case["model"]]
     mapping = porting.load_weights(model, weights)
     stored = [n for n in weights if "depthwise_conv2d" not in n]
     assert sorted(mapping) == sorted(stored)
@@ -92,6 +117,8 @@ def test_mapping_by_name():
 
 
 _VARIABLES = {"kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance"}
+_UNNUMBERED = _VARIABLES | {"depthwise_kernel", "weights_ols", "anchor_tensor"}
+_UNNUMBERED |= {"membership_weights"}
 
 
 def _shift_suffixes(name: str, shift: int) -> str:
@@ -99,24 +126,134 @@ def _shift_suffixes(name: str, shift: int) -> str:
     path, _, tail = name.partition(":")
     parts = []
     for part in path.split("/"):
-        if part not in _VARIABLES | {"depthwise_kernel"}:
+        if part not in _UNNUMBERED:
             base, number = re.fullmatch(r"(.*?)(?:_(\d+))?", part).groups()
             part = f"{base}_{int(number or 0) + shift}"
         parts.append(part)
     return "/".join(parts) + (":" + tail if tail else "")
 
 
-def test_names_not_positions_decide():
-    # Same weights with every scope renumbered (as in a session that built
-    # other models first) and in reversed order.
-    case, arrays, weights = model_case(fx, "model_ssr_unet_2")
-    renamed = {_shift_suffixes(n, 7): w for n, w in reversed(weights.items())}
-    assert "contracting_layer_8/conv2d_10/kernel:0" in renamed
-    assert "conv2d_17/bias:0" in renamed
+@pytest.mark.parametrize(
+    "fixtures, name, shift, shifted",
+    [
+        (
+            fx,
+            "model_ssr_unet_2",
+            7,
+            ["contracting_layer_8/conv2d_10/kernel:0", "conv2d_17/bias:0"],
+        ),
+        (mfr, "model_sc_encoder_unet_2", 5, ["conv2d_15/bias:0"]),
+        (mfr, "model_multifractal_unet_5", 5, ["conv2d_15/bias:0"]),
+    ],
+    ids=["model_ssr_unet_2", "model_sc_encoder_unet_2", "model_multifractal_unet_5"],
+)
+def test_names_not_positions_decide(fixtures, name, shift, shifted):
+    # Every scope renumbered (a session that built other models first), and
+    # the weights in reversed order.
+    case, arrays, weights = model_case(fixtures, name)
+    renamed = {_shift_suffixes(n, shift): w for n, w in reversed(weights.items())}
+    for renamed_name in shifted:
+        assert renamed_name in renamed
     model = build_model(case)
     porting.load_weights(model, renamed)
     y = to_numpy(model(arrays["x"], training=False))
-    fx.assert_agrees(y, arrays["y_inference"], "renamed: y_inference")
+    fx.assert_agrees(y, arrays["y_inference"], f"{name} renamed: y_inference")
+
+
+# (source name, keras_ssr slot) pairs, one model per attention kind.
+MAPPED = {
+    "model_monofractal_unet_0": [
+        (
+            "monofractal_recalibration_1/dense/kernel:0",
+            "encoder_1_attention/squeeze.kernel",
+        ),
+        (
+            "monofractal_recalibration/local_singularity_strength/"
+            "batch_normalization_2/moving_variance:0",
+            "encoder_0_attention/alpha.bn.moving_variance",
+        ),
+    ],
+    "model_sc_encoder_unet_2": [
+        ("spatial_squeeze_excite/dense_1/bias:0", "encoder_0_attention/excite.bias"),
+        (
+            "spatial_squeeze_excite_1/conv2d/kernel:0",
+            "encoder_1_attention/spatial.kernel",
+        ),
+        ("conv2d_10/kernel:0", "head/kernel"),
+    ],
+    "model_srm_encoder_unet_3": [
+        (
+            "style_based_recalibration_1/dense/kernel:0",
+            "encoder_1_attention/style.kernel",
+        ),
+        (
+            "style_based_recalibration/batch_normalization_2/gamma:0",
+            "encoder_0_attention/bn.gamma",
+        ),
+    ],
+    "model_fca_encoder_unet_4": [
+        (
+            "frequency_channel_attention/dense/bias:0",
+            "encoder_0_attention/squeeze.bias",
+        ),
+        (
+            "frequency_channel_attention_1/dense_1/kernel:0",
+            "encoder_1_attention/excite.kernel",
+        ),
+    ],
+    "model_multifractal_unet_5": [
+        (
+            "multifractal_recalibration/weighted_local_singularity_strength/"
+            "weighted_ordinary_least_squares/weights_ols:0",
+            "encoder_0_attention/alpha.ols.weights",
+        ),
+        (
+            "multifractal_recalibration_1/weighted_local_singularity_strength_1/"
+            "batch_normalization_6/beta:0",
+            "encoder_1_attention/alpha.bn.beta",
+        ),
+        (
+            "multifractal_recalibration_1/soft_histogram_layer_1/anchor_tensor:0",
+            "encoder_1_attention/histogram.anchors",
+        ),
+        (
+            "multifractal_recalibration/soft_histogram_layer/membership_weights:0",
+            "encoder_0_attention/histogram.widths",
+        ),
+        (
+            "multifractal_recalibration/soft_histogram_layer/"
+            "batch_normalization_3/moving_mean:0",
+            "encoder_0_attention/histogram.bn.moving_mean",
+        ),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(MAPPED))
+def test_mapping_by_name_per_attention_kind(name):
+    case, _, weights = model_case(mfr, name)
+    model = build_model(case)
+    mapping = porting.load_weights(model, weights)
+    for origin, slot in MAPPED[name]:
+        assert mapping[origin] == slot
+        layer_name, semantic = slot.split("/")
+        if layer_name.endswith("_attention"):
+            stored = porting.get_layer_weights(model.get_layer(layer_name))[semantic]
+            np.testing.assert_array_equal(stored, weights[origin])
+
+
+@requires_nchw_conv
+def test_channels_first_multifractal_model():
+    case, arrays, weights = model_case(mfr, "model_multifractal_unet_5")
+    kwargs = dict(case["kwargs"])
+    height, width, channels = kwargs.pop("input_shape")
+    model = models.get_multifractal_unet(
+        **kwargs, input_shape=(channels, height, width), data_format="channels_first"
+    )
+    porting.load_weights(model, weights)
+    x = np.transpose(arrays["x"], (0, 3, 1, 2))
+    y = np.transpose(to_numpy(model(x, training=False)), (0, 2, 3, 1))
+    fx.assert_agrees(y, arrays["y_inference"], "channels_first: y_inference")
 
 
 # --------------------------------------------------------------------------
@@ -189,6 +326,73 @@ def test_squeeze_excite_model():
     np.testing.assert_array_equal(
         gate["excite.kernel"], se["squeeze_excite_1/dense_1/kernel:0"]
     )
+
+
+# --------------------------------------------------------------------------
+# The follow-up's checkpoint files
+# --------------------------------------------------------------------------
+
+
+def _count_per_channel(model, path: str, batch: int) -> int | None:
+    """Entries per channel a moving variance of ``path`` was computed over,
+    when tf.keras 2 used its fused (4-D) batch norm there; else None."""
+    layer_name = path.split("/")[0]
+    if "/histogram/" in path:
+        return None  # a 5-D (..., C, K) input: tf.keras' non-fused kernel
+    height, width = model.get_layer(layer_name).input.shape[1:3]
+    return batch * height * width
+
+
+def _moved_as_tf_keras(fresh, before, batch):
+    """The fresh model's moving statistics as tf.keras 2.14 moves them.
+
+    Its fused batch norm (4-D inputs) averages the Bessel-corrected batch
+    variance ``n / (n - 1) * var`` into the moving variance, where Keras 3
+    uses ``var``: ``0.99 * v0 + 0.01 * var`` becomes that plus
+    ``0.01 * var / (n - 1)``.
+    """
+    expected = {}
+    for variable in fresh.weights:
+        value = to_numpy(variable.value).astype(np.float64)
+        n = _count_per_channel(fresh, variable.path, batch)
+        if "moving_variance" in variable.path and n is not None:
+            batch_variance = (value - 0.99 * before[variable.path]) / 0.01
+            value = value + 0.01 * batch_variance / (n - 1)
+        expected[variable.path] = value
+    return expected
+
+
+@pytest.mark.parametrize(
+    "source",
+    [MFR_H5, MFR_TF_FORMAT / "weights", MFR_TF_FORMAT],
+    ids=["h5", "tf", "tf-dir"],
+)
+def test_multifractal_checkpoint_files(source):
+    # Saved after the follow-up's training-mode call (up to tf.keras' Bessel
+    # correction, see _moved_as_tf_keras).
+    model, _, arrays = assert_checkpoint_moved_once(
+        mfr,
+        "model_multifractal_unet_5",
+        source,
+        moved=2 * (10 + 2 * 2),  # 10 conv-block BNs, 2 per recalibration
+        moved_as_saved=_moved_as_tf_keras,
+    )
+    # Batch statistics: the moving ones do not enter.
+    y = to_numpy(model(arrays["x"], training=True))
+    fx.assert_agrees(y, arrays["y_training"], "y_training")
+
+
+def test_checkpoint_readers_agree():
+    case, _, weights = model_case(mfr, "model_multifractal_unet_5")
+    h5 = porting.read_h5_weights(MFR_H5)
+    assert list(h5) == case["weight_names"]
+    for name, value in h5.items():
+        if "moving_" not in name:
+            np.testing.assert_array_equal(value, weights[name], err_msg=name)
+    checkpoint = porting.read_checkpoint_weights(MFR_TF_FORMAT / "weights")
+    key = "layer_with_weights-3/soft_histogram/anchor_tensor/.ATTRIBUTES/VARIABLE_VALUE"
+    name = "multifractal_recalibration_1/soft_histogram_layer_1/anchor_tensor:0"
+    np.testing.assert_array_equal(checkpoint[key], h5[name])
 
 
 # --------------------------------------------------------------------------
@@ -317,6 +521,58 @@ def test_model_errors():
     other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="build it with keras_ssr.models"):
         porting.load_weights(other, weights)
+
+
+# --------------------------------------------------------------------------
+# Mismatches between the follow-up's attention kinds
+# --------------------------------------------------------------------------
+
+
+def test_multifractal_weights_into_an_ssr_unet():
+    case, _, weights = model_case(mfr, "model_multifractal_unet_5")
+    kwargs = {k: case["kwargs"][k] for k in ("channels_per_level", "input_shape")}
+    assert_load_fails(
+        models.get_monofractal_unet(**kwargs), weights, "multifractal_recalibration"
+    )
+    assert_load_fails(
+        models.get_monofractal_unet(**kwargs), MFR_H5, "multifractal_recalibration"
+    )
+
+
+def test_scse_weights_into_an_se_unet():
+    case, _, weights = model_case(mfr, "model_sc_encoder_unet_2")
+    model = models.get_se_unet(**case["kwargs"])
+    assert_load_fails(model, weights, "spatial")
+
+
+def test_se_weights_into_an_scse_unet():
+    case, _, weights = model_case(mfr, "model_se_unet_1")
+    model = models.get_sc_encoder_unet(**case["kwargs"])
+    assert_load_fails(model, weights, "spatial")
+
+
+def test_per_channel_histogram_shape_mismatch():
+    case, _, weights = model_case(mfr, "model_multifractal_unet_5")
+    model = build_model(case, per_channel=True)
+    assert_load_fails(model, weights, "anchor_tensor")
+
+
+def test_mixed_kinds_are_refused():
+    _, _, srm = model_case(mfr, "model_srm_encoder_unet_3")
+    _, _, fca = model_case(mfr, "model_fca_encoder_unet_4")
+    mixed = {**{k: v for k, v in srm.items() if "style_based_recalibration_1" not in k}}
+    mixed.update(
+        {k: v for k, v in fca.items() if k.startswith("frequency_channel_attention_1")}
+    )
+    case = mfr.CASES["model_srm_encoder_unet_3"]
+    with pytest.raises(ValueError, match="mixes attention blocks"):
+        porting.load_weights(build_model(case), mixed)
+
+
+def test_scopes_are_registered():
+    kinds = {scope.kind for scope in porting.attention_scopes()}
+    assert {s.kind for s in family_scopes.FAMILY_SCOPES} <= kinds
+    assert {"mono", "scse", "srm", "fca", "multifractal", "se", "ssr"} <= kinds
 
 
 # --------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""keras_ssr.models: the U-Net builders, the attention registry, 3-D.
+"""keras_ssr.models: the U-Net builders (the original's and the follow-up's),
+the attention registry, 3-D.
 
-Parity with the original's recorded models is in test_load_weights.py;
+Parity with the authors' recorded models is in test_load_weights.py;
 here: structure (parameter counts from the original's recorded weight
 shapes), argument checks, data formats, the volumetric variant, and
 serialisation.
@@ -9,6 +10,7 @@ serialisation.
 from __future__ import annotations
 
 import inspect
+import warnings
 from pathlib import Path
 
 import keras
@@ -19,7 +21,9 @@ from keras_ssr import layers, models, porting
 from keras_ssr import testing as kt
 from keras_ssr.models import registry
 from tests import fixtures as fx
+from tests import fixtures_mfr as mfr
 from tests.helpers import (
+    FOLLOWUP_UNETS,
     build_model,
     model_case,
     requires_nchw_conv,
@@ -568,3 +572,160 @@ def test_docs_attention_reference_is_current():
     start = text.index(marker) + len(marker)
     stop = text.index("<!-- attention-reference:end -->")
     assert text[start:stop] == models.attention_reference()
+
+
+# --------------------------------------------------------------------------
+# The follow-up's builders and registry names
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "attention,kind",
+    [
+        ("mono", layers.MonofractalRecalibration),
+        ("multifractal", layers.MultifractalRecalibration),
+        ("scse", layers.SpatialSqueezeExcite),
+        ("srm", layers.StyleBasedRecalibration),
+        ("fca", layers.FrequencyChannelAttention),
+    ],
+)
+def test_registry_names(attention, kind):
+    assert attention in models.attention_names()
+    assert models.get_attention(attention) is kind
+    model = models.build_unet((16, 32), (16, 16, 3), attention=attention)
+    assert type(model.get_layer("encoder_0_attention")) is kind
+    assert tuple(model.output.shape) == (None, 16, 16, 1)
+
+
+def test_builder_defaults_follow_the_followup():
+    shape = {"input_shape": (16, 16, 3)}
+    mono = models.get_monofractal_unet([16, 32], **shape).get_layer(
+        "encoder_0_attention"
+    )
+    assert (mono.r, mono.max_scale) == (2, 3)
+    multi = models.get_multifractal_unet([16, 32], **shape).get_layer(
+        "encoder_0_attention"
+    )
+    assert (multi.max_scale, multi.k, multi.per_channel) == (3, 16, False)
+    scse = models.get_sc_encoder_unet([16, 32], **shape).get_layer(
+        "encoder_0_attention"
+    )
+    assert (scse.r, scse.combine) == (2, "max")
+    srm = models.get_srm_encoder_unet([16, 32], **shape).get_layer(
+        "encoder_0_attention"
+    )
+    assert srm.style_weights == "shared"
+    fca = models.get_fca_encoder_unet([16, 32], **shape).get_layer(
+        "encoder_0_attention"
+    )
+    assert (fca.r, fca.low_freq, fca.basis) == (2, 4, "transposed_dct")
+
+
+def test_arguments_the_followup_ignores_warn():
+    # Its FCA is always built with r=2; its SE and SRM U-Nets take r /
+    # max_scale and do not use them. Another value than the used one warns,
+    # naming the argument; the default does not.
+    shape = {"input_shape": (16, 16, 3)}
+    with pytest.warns(UserWarning, match=r"ignores `r`.*attention_kwargs.*r=8"):
+        fca = models.get_fca_encoder_unet([16, 32], r=8, **shape)
+    assert fca.get_layer("encoder_0_attention").r == 2
+    with pytest.warns(UserWarning, match="ignores `max_scale`.*max_scale=9"):
+        se = models.get_se_unet([16, 32], 4, 9, **shape)
+    assert se.get_layer("encoder_0_attention").r == 4
+    with pytest.warns(UserWarning, match="ignores") as caught:
+        srm = models.get_srm_encoder_unet([16, 32], 7, 9, **shape)
+    assert sorted(str(w.message).split("`")[1] for w in caught) == ["max_scale", "r"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the defaults, and what is used: silent
+        plain = models.get_srm_encoder_unet([16, 32], **shape)
+        models.get_fca_encoder_unet([16, 32], r=2, **shape)
+        models.get_se_unet([16, 32], 4, 3, **shape)
+    assert srm.count_params() == plain.count_params()
+
+
+def test_bn_options_without_bn_warn():
+    arguments = {"channels_per_level": [2, 4], "input_shape": (8, 8, 3)}
+    with pytest.warns(UserWarning, match="`bn_momentum`.*with_bn=False"):
+        model = models.build_unet(with_bn=False, bn_momentum=0.9, **arguments)
+    assert not [layer for layer in model.layers if "_bn_" in layer.name]
+    with pytest.warns(UserWarning, match="`synchronized_bn`, `bn_epsilon`"):
+        models.get_unet(
+            with_bn=False, synchronized_bn=True, bn_epsilon=1e-5, **arguments
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        models.get_ssr_unet(with_bn=False, **arguments)
+        models.build_unet(bn_momentum=0.9, **arguments)
+
+
+def test_paper_options_reach_the_layers():
+    shape = {"input_shape": (16, 16, 3)}
+    scse = models.get_sc_encoder_unet([16, 32], combine="add", **shape)
+    assert scse.get_layer("encoder_0_attention").combine == "add"
+    srm = models.get_srm_encoder_unet([16, 32], style_weights="per_channel", **shape)
+    assert srm.get_layer("encoder_0_attention").style_weights == "per_channel"
+    fca = models.get_fca_encoder_unet([16, 32], basis="dct", **shape)
+    assert fca.get_layer("encoder_0_attention").basis == "dct"
+    multi = models.get_multifractal_unet([16, 32], scaling="sample", **shape)
+    assert multi.get_layer("encoder_0_attention").scaling == "sample"
+
+
+def test_volumetric_multifractal_unet():
+    model = models.get_multifractal_unet(
+        [2, 4], max_scale=2, k=2, input_shape=(4, 4, 4, 1)
+    )
+    assert model.get_layer("encoder_0_attention").k == 2
+    assert tuple(model.output.shape) == (None, 4, 4, 4, 1)
+    if keras.backend.backend() == "jax":
+        return  # eager JAX compiles every 3-D op: the layer tests call them
+    x = np.random.default_rng(0).random((1, 4, 4, 4, 1)).astype(np.float32)
+    y = to_numpy(model(x))
+    assert y.shape == (1, 4, 4, 4, 1) and np.all((y > 0) & (y < 1))
+
+
+def test_keras_file_round_trip(tmp_path):
+    case, arrays, weights = model_case(mfr, "model_multifractal_unet_5")
+    model = build_model(case)
+    porting.load_weights(model, weights)
+    path = tmp_path / "multifractal_unet.keras"
+    model.save(path)
+    again = keras.saving.load_model(path)
+    x = arrays["x"]
+    np.testing.assert_allclose(
+        to_numpy(again(x, training=False)),
+        to_numpy(model(x, training=False)),
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize(
+    "builder,kwargs,match",
+    [
+        ("get_fca_encoder_unet", {"low_freq": 3}, "low_freq|channels"),
+        ("get_multifractal_unet", {"k": 1}, "k="),
+        ("get_sc_encoder_unet", {"combine": "sum"}, "combine="),
+        ("get_monofractal_unet", {"max_scale": 0}, "max_scale="),
+        ("get_se_unet", {"channels_per_level": [8]}, "channels_per_level="),
+    ],
+)
+def test_bad_arguments(builder, kwargs, match):
+    arguments = {"channels_per_level": [16, 32], "input_shape": (16, 16, 3)}
+    with pytest.raises(ValueError, match=match):
+        getattr(models, builder)(**{**arguments, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "builder", [f"get_{name}" for name in sorted(FOLLOWUP_UNETS)] + ["get_unet"]
+)
+def test_builders_pass_the_unet_options_on(builder):
+    arguments = {"channels_per_level": [16, 32], "input_shape": (16, 16, 3)}
+    model = getattr(models, builder)(
+        **arguments, synchronized_bn=True, bn_momentum=0.9, bn_epsilon=1e-5
+    )
+    bn = model.get_layer("encoder_0_bn_0")
+    assert isinstance(bn, layers.BatchNormalization) and bn.synchronized
+    assert (bn.momentum, bn.epsilon) == (0.9, 1e-5)
+    assert model.name == builder.removeprefix("get_")
+    assert "{shared args}" not in getattr(models, builder).__doc__
+    with pytest.raises(TypeError, match="synchronised_bn"):
+        getattr(models, builder)(**arguments, synchronised_bn=True)
