@@ -32,6 +32,20 @@ requires_nchw_conv = pytest.mark.skipif(
 )
 
 
+def random_weights(layer, rng):
+    """Random values for every semantic weight (positive variances)."""
+    weights = {}
+    for name, v in layer.semantic_variables().items():
+        if "moving_variance" in name:
+            weights[name] = rng.uniform(0.5, 2.0, size=v.shape)
+        elif name.endswith("widths"):
+            weights[name] = rng.uniform(-0.5, 2.0, size=v.shape)
+        else:
+            weights[name] = rng.normal(size=v.shape)
+        v.assign(weights[name].astype(v.dtype))
+    return weights
+
+
 # --------------------------------------------------------------------------
 # Recorded model cases (tests/fixtures.py and tests/fixtures_mfr.py)
 # --------------------------------------------------------------------------

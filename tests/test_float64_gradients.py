@@ -11,7 +11,9 @@ import pytest
 
 import keras_ssr
 from keras_ssr import porting
+from tests import fixtures as fx
 from tests.gradients import assert_matches_float64_twin
+from tests.helpers import random_weights, to_numpy
 
 CASES = [
     (keras_ssr.LocalSingularityStrength, {"max_scale": 4}, (2, 48, 40, 6)),
@@ -86,3 +88,64 @@ def test_float32_gradients_match_float64(cls, kwargs, shape):
     projected = cls in BN_PROJECTED and kwargs.get("with_bn", True)
     rtol = BN_PROJECTED_RTOL if projected else None
     assert_matches_float64_twin(cls, kwargs, layer, x, cotangent, weights, rtol)
+
+
+# Random weights (positive variances) on the follow-up's layers, both data
+# formats; the moving statistics after the training call agree too.
+FLOAT64_CASES = [
+    (keras_ssr.SpatialSqueezeExcite, {"r": 2}, (2, 32, 30, 8)),
+    (keras_ssr.StyleBasedRecalibration, {}, (4, 24, 24, 8)),
+    (
+        keras_ssr.StyleBasedRecalibration,
+        {"style_weights": "per_channel", "data_format": "channels_first"},
+        (4, 8, 20, 18),
+    ),
+    (keras_ssr.FrequencyChannelAttention, {"r": 2, "low_freq": 4}, (2, 28, 20, 32)),
+    (
+        keras_ssr.FrequencyChannelAttention,
+        {"r": 2, "low_freq": 2, "basis": "dct", "data_format": "channels_first"},
+        (2, 16, 8, 10, 12),
+    ),
+    (keras_ssr.WeightedLocalSingularityStrength, {"max_scale": 4}, (2, 40, 36, 6)),
+    (
+        keras_ssr.SoftHistogram,
+        {"num_anchors": 8, "per_channel": True},
+        (2, 20, 18, 4),
+    ),
+    (
+        keras_ssr.MultifractalRecalibration,
+        {"max_scale": 3, "k": 8, "per_channel": False},
+        (2, 32, 32, 4),
+    ),
+    (
+        keras_ssr.MultifractalRecalibration,
+        {
+            "max_scale": 3,
+            "k": 6,
+            "per_channel": True,
+            "scaling": "sample",
+            "data_format": "channels_first",
+        },
+        (2, 4, 10, 12, 8),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs, shape",
+    FLOAT64_CASES,
+    ids=[f"{c.__name__}-{i}" for i, (c, _, _) in enumerate(FLOAT64_CASES)],
+)
+def test_float32_matches_float64(cls, kwargs, shape):
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=shape).astype("float32")
+    layer = cls(**kwargs)
+    layer.build(shape)
+    weights = random_weights(layer, rng)
+    cotangent = rng.normal(size=layer.compute_output_shape(shape)).astype("float32")
+    weights = {k: v.astype("float32") for k, v in weights.items()}
+    layer64 = assert_matches_float64_twin(cls, kwargs, layer, x, cotangent, weights)
+    for name, v in layer.semantic_variables().items():
+        if "moving" in name:
+            want = keras.ops.convert_to_numpy(layer64.semantic_variables()[name].value)
+            fx.assert_agrees(to_numpy(v.value), want, name)
