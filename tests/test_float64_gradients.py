@@ -5,7 +5,6 @@ input gradient."""
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
 
@@ -58,6 +57,16 @@ BN_PROJECTED = (
 BN_PROJECTED_RTOL = 5e-4
 
 
+def _input_and_layer(cls, kwargs, shape, seed):
+    """A generator seeded with ``seed``, a float32 normal input of ``shape``
+    drawn from it, and ``cls(**kwargs)`` built for it."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=shape).astype("float32")
+    layer = cls(**kwargs)
+    layer.build(shape)
+    return rng, x, layer
+
+
 def _perturbed_weights(layer, rng):
     weights = porting.get_layer_weights(layer)
     for name, value in weights.items():
@@ -75,13 +84,10 @@ def _perturbed_weights(layer, rng):
     "cls, kwargs, shape", CASES, ids=lambda v: getattr(v, "__name__", None)
 )
 def test_float32_gradients_match_float64(cls, kwargs, shape):
-    rng = np.random.default_rng(7)
-    x = rng.normal(size=shape).astype("float32")
-    layer = cls(**kwargs)
-    layer.build(shape)
+    rng, x, layer = _input_and_layer(cls, kwargs, shape, seed=7)
     weights = _perturbed_weights(layer, rng)
     porting.set_layer_weights(layer, weights)
-    y_probe = keras.ops.convert_to_numpy(
+    y_probe = to_numpy(
         layer(x, **({} if cls is keras_ssr.LearnableMeasure else {"training": False}))
     )
     cotangent = rng.normal(size=y_probe.shape).astype("float32")
@@ -137,15 +143,12 @@ FLOAT64_CASES = [
     ids=[f"{c.__name__}-{i}" for i, (c, _, _) in enumerate(FLOAT64_CASES)],
 )
 def test_float32_matches_float64(cls, kwargs, shape):
-    rng = np.random.default_rng(11)
-    x = rng.normal(size=shape).astype("float32")
-    layer = cls(**kwargs)
-    layer.build(shape)
+    rng, x, layer = _input_and_layer(cls, kwargs, shape, seed=11)
     weights = random_weights(layer, rng)
     cotangent = rng.normal(size=layer.compute_output_shape(shape)).astype("float32")
     weights = {k: v.astype("float32") for k, v in weights.items()}
     layer64 = assert_matches_float64_twin(cls, kwargs, layer, x, cotangent, weights)
     for name, v in layer.semantic_variables().items():
         if "moving" in name:
-            want = keras.ops.convert_to_numpy(layer64.semantic_variables()[name].value)
+            want = to_numpy(layer64.semantic_variables()[name].value)
             fx.assert_agrees(to_numpy(v.value), want, name)
