@@ -409,10 +409,15 @@ def _fused_batch_norm(x, axis, scale, offset, epsilon, moments=None):
         return tf.reshape(y, shape)
     import torch
 
-    # Channels first and contiguous: the kernel's sums over a contiguous
-    # plane are cascaded; over channels-last rows they run in order (beta's
-    # gradient 1.5e-4 off float64 on an SSR fixture).
-    flat = torch.movedim(x, axis, 1).contiguous()
+    # Channels first and contiguous in training: the kernel's sums over a
+    # contiguous plane are cascaded; over channels-last rows they run in
+    # order (beta's gradient 1.5e-4 off float64 on an SSR fixture). With the
+    # moving moments there is no sum, and the kernel takes a 4-D or 5-D map
+    # channels last as it is (torch's channels_last formats): no copy, where
+    # Multi's histogram holds 16 maps per input map.
+    flat = torch.movedim(x, axis, 1)
+    if moments is None or flat.ndim not in (4, 5):
+        flat = flat.contiguous()
     if moments is None:
         y, mean, inv = torch.native_batch_norm(
             flat, scale, offset, None, None, True, 0.0, epsilon
