@@ -57,8 +57,6 @@ _COEFFICIENTS = (
 )
 #: (backend, layer, pass) still above the authors' count, with why.
 MISSED = {
-    ("torch", "WeightedLocalSingularityStrength", "forward"): _COEFFICIENTS,
-    ("torch", "MultifractalRecalibration", "forward"): _COEFFICIENTS,
     ("tensorflow", "WeightedLocalSingularityStrength", "forward"): _COEFFICIENTS,
     ("tensorflow", "MultifractalRecalibration", "forward"): _COEFFICIENTS,
     ("tensorflow", "WeightedLocalSingularityStrength", "forward+backward"): _TF_BN,
