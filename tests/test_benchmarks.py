@@ -137,7 +137,8 @@ def test_model_overhead_pairs_the_two_models(tiny_run):
     }
     for row in rows:
         ratio = times[("ssr_unet", row["pass"])] / times[("unet", row["pass"])]
-        assert row["time_ratio"] == pytest.approx(ratio, rel=1e-3)
+        # The report rounds the ratio to 3 decimals (report.py).
+        assert row["time_ratio"] == pytest.approx(ratio, rel=0, abs=5e-4 + 1e-9)
 
 
 def test_fixture_agreement_is_reported(tiny_run):
