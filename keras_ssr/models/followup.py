@@ -3,23 +3,10 @@
 
 import warnings
 
-from keras_ssr.models.family import (
-    get_fca_encoder_unet,
-    get_monofractal_unet,
-    get_multifractal_unet,
-    get_sc_encoder_unet,
-    get_se_unet,
-    get_srm_encoder_unet,
-)
+from keras_ssr.models import family
+from keras_ssr.models.family import *  # noqa: F403 (the same names, one list)
 
-__all__ = [
-    "get_fca_encoder_unet",
-    "get_monofractal_unet",
-    "get_multifractal_unet",
-    "get_sc_encoder_unet",
-    "get_se_unet",
-    "get_srm_encoder_unet",
-]
+__all__ = list(family.__all__)
 
 warnings.warn(
     "keras_ssr.models.followup is deprecated: import the builders from "
